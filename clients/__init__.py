@@ -1,0 +1,1 @@
+"""Flower ClientApp of FedASO: message parsing and the glue to ``fedaso`` local training."""

@@ -1,0 +1,107 @@
+"""FedASO's server-side math: relevance-weighted model averaging and anchor merging.
+
+Model updates are averaged with the report's Eq. 7 (spec section 6),
+
+    theta_next = sum_k w_k theta_k / sum_k w_k,   w_k = mean relevance of client k's tokens,
+
+or with ``w_k = sum_i s_i`` ("relevance-x-examples") or ``w_k = n_k`` ("examples", FedAvg).
+Anchor sets are merged per partition (spec section 5): the server keeps each partition's
+latest report and the round it came from, and the next global set is their weighted average
+with weights decayed by ``gamma ** age``, so partitions not sampled this round still count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedaso.run_config import AGGREGATION_WEIGHTS
+
+
+def client_weight(*, kind: str, mean_relevance: float, num_tokens: int, num_examples: int) -> float:
+    """Return the aggregation weight ``w_k`` of one client's update."""
+    if kind == "relevance":
+        return float(mean_relevance)
+    if kind == "relevance-x-examples":
+        return float(mean_relevance) * num_tokens
+    if kind == "examples":
+        return float(num_examples)
+    raise ValueError(f"aggregation-weight={kind!r} must be one of {', '.join(AGGREGATION_WEIGHTS)}")
+
+
+def is_usable_weight(weight: float) -> bool:
+    """A weight is usable when it is finite and positive."""
+    return math.isfinite(weight) and weight > 0
+
+
+def weighted_average(
+    arrays: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Return ``sum_k w_k x_k / sum_k w_k`` key by key, in the key order of ``arrays[0]``.
+
+    Accumulates in float64 so that many clients do not lose precision, and returns each
+    array in its original dtype.
+    """
+    if not arrays or len(arrays) != len(weights):
+        raise ValueError(f"need one weight per array set, got {len(arrays)} and {len(weights)}")
+    total = float(sum(weights))
+    if not is_usable_weight(total):
+        raise ValueError(f"the weights sum to {total}; it must be finite and > 0")
+    averaged = {}
+    for key, first in arrays[0].items():
+        accumulator = np.zeros(first.shape, dtype=np.float64)
+        for client_arrays, weight in zip(arrays, weights, strict=True):
+            accumulator += (weight / total) * client_arrays[key]
+        averaged[key] = accumulator.astype(first.dtype, copy=False)
+    return averaged
+
+
+@dataclass(frozen=True)
+class AnchorReport:
+    """A partition's latest anchor set, the weight of its update and its round."""
+
+    anchors: np.ndarray  # (M, d)
+    weight: float
+    server_round: int
+
+
+class PartitionAnchorStore:
+    """Latest anchor report of every partition, merged with staleness decay.
+
+    Parameters
+    ----------
+    staleness_decay : float
+        ``gamma`` in [0, 1]: a report ``age`` rounds old weighs ``gamma ** age`` times its
+        weight; 0 keeps only reports of the current round.
+    """
+
+    def __init__(self, staleness_decay: float) -> None:
+        if not 0.0 <= staleness_decay <= 1.0:
+            raise ValueError(f"anchor-staleness-decay={staleness_decay} must be in [0, 1]")
+        self.staleness_decay = staleness_decay
+        self.reports: dict[Hashable, AnchorReport] = {}
+
+    def record(self, partition: Hashable, report: AnchorReport) -> None:
+        """Keep ``report`` as the partition's latest."""
+        self.reports[partition] = report
+
+    def decayed_weights(self, server_round: int) -> dict[Hashable, float]:
+        """Return each stored partition's weight at ``server_round`` (zero weights omitted)."""
+        weights = {}
+        for partition, report in self.reports.items():
+            age = server_round - report.server_round
+            decay = 1.0 if age == 0 else self.staleness_decay**age
+            if decay * report.weight > 0:
+                weights[partition] = decay * report.weight
+        return weights
+
+    def merge(self, server_round: int) -> np.ndarray | None:
+        """Return the decayed weighted average of stored anchor sets, or None if none count."""
+        weights = self.decayed_weights(server_round)
+        if not weights:
+            return None
+        anchor_sets = [{"anchors": self.reports[p].anchors} for p in weights]
+        return weighted_average(anchor_sets, list(weights.values()))["anchors"]

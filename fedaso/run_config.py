@@ -1,0 +1,264 @@
+"""The run-config: every user-facing setting of a FedASO run, typed and validated once.
+
+Flower hands a ServerApp a flat ``{kebab-case-key: value}`` run-config (from
+``[tool.flwr.app.config]`` plus ``--run-config`` overrides). :class:`RunConfig` is its typed
+form: :meth:`RunConfig.from_flat` rejects unknown keys, wrong types and bad values before any
+training starts, with one message naming the key, the value and what is allowed. The server
+then sends the flat form to the clients, which rebuild the same typed configs from it, so
+there is one source of truth that flows one way: run-config -> server -> messages -> clients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from fedaso.config import ASOConfig, TrainConfig, is_finite_number, require
+from fedaso.data import (
+    DIGITS_NUM_CLASSES,
+    DIGITS_NUM_FEATURES,
+    VOCAB_SIZE,
+    DataConfig,
+    task_of,
+)
+from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+
+STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
+AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All run-config keys; field ``a_b`` is run-config key ``a-b``."""
+
+    # Federation
+    strategy: str = "fedaso"  # fedaso | fedavg | fedprox | fedadam
+    num_server_rounds: int = 5  # federated rounds
+    fraction_train: float = 0.2  # fraction of nodes sampled for training each round
+    fraction_evaluate: float = 0.0  # fraction of nodes for federated evaluation (0 = off)
+    min_train_nodes: int = 2  # at least this many nodes train per round
+    seed: int = 0  # seeds data, model init, anchors, client sampling and batch order
+    # Local training
+    local_epochs: int = 2  # passes over the local training split per round
+    batch_size: int = 16  # windows (LM) or samples (digits) per step
+    lr: float = 0.003  # client learning rate
+    optimizer: str = "adam"  # adam | sgd
+    max_steps: int = 0  # cap on local steps per round, 0 = none
+    # ASO (spec sections 2-5)
+    aso_lambda: float = 1.0  # semantic emphasis in (1 + lambda * s)
+    aso_tau: float = 0.1  # relevance temperature
+    aso_alpha: float = 0.01  # anchor EMA rate (Eq. 1)
+    num_anchors: int = 32  # M
+    subspace_rank: int = 8  # R
+    relevance: str = "max"  # max | entropy
+    project_gradients: bool = True  # Eq. 5 on/off
+    update_anchors: bool = True  # Eq. 1 on/off
+    subspace_refresh_steps: int = 0  # refresh U every K local steps, 0 = once per round
+    anchor_blend: float = 0.5  # share of the received global anchors in a client's own set
+    # FedASO server (spec sections 5-6)
+    aggregation_weight: str = "relevance"  # relevance | relevance-x-examples | examples
+    anchor_staleness_decay: float = 0.5  # gamma: weight of a partition's report decays gamma^age
+    # Baselines
+    proximal_mu: float = 0.01  # FedProx proximal weight
+    server_lr: float = 0.01  # FedAdam server learning rate (eta)
+    # Data
+    dataset: str = "facts"  # facts | facts:a | facts:b | pydoc | digits | text:PATH
+    partitioner: str = "iid"  # iid | dirichlet:ALPHA | natural
+    seq_len: int = 64  # LM context length in bytes
+    test_fraction: float = 0.2  # per-client held-out share
+    facts_entities: int = 40  # entities per facts domain
+    # Model
+    model_width: int = 64  # embedding width d
+    model_layers: int = 2  # transformer blocks (LM)
+    model_heads: int = 4  # attention heads (LM)
+    # Output
+    out_dir: str = ""  # if set, the server writes metrics.json and the final model here
+
+    def __post_init__(self) -> None:
+        require(
+            self.strategy in STRATEGIES,
+            "strategy",
+            self.strategy,
+            f"must be one of {', '.join(STRATEGIES)}",
+        )
+        require(
+            self.aggregation_weight in AGGREGATION_WEIGHTS,
+            "aggregation-weight",
+            self.aggregation_weight,
+            f"must be one of {', '.join(AGGREGATION_WEIGHTS)}",
+        )
+        for key in (
+            "num_server_rounds",
+            "min_train_nodes",
+            "model_width",
+            "model_layers",
+            "model_heads",
+        ):
+            value = getattr(self, key)
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                key.replace("_", "-"),
+                value,
+                "must be an integer >= 1",
+            )
+        require(
+            is_finite_number(self.fraction_train) and 0 < self.fraction_train <= 1,
+            "fraction-train",
+            self.fraction_train,
+            "must be in (0, 1]",
+        )
+        require(
+            is_finite_number(self.fraction_evaluate) and 0 <= self.fraction_evaluate <= 1,
+            "fraction-evaluate",
+            self.fraction_evaluate,
+            "must be in [0, 1]",
+        )
+        require(
+            is_finite_number(self.anchor_blend) and 0 <= self.anchor_blend <= 1,
+            "anchor-blend",
+            self.anchor_blend,
+            "must be in [0, 1]",
+        )
+        require(
+            is_finite_number(self.anchor_staleness_decay) and 0 <= self.anchor_staleness_decay <= 1,
+            "anchor-staleness-decay",
+            self.anchor_staleness_decay,
+            "must be in [0, 1]",
+        )
+        require(
+            is_finite_number(self.server_lr) and self.server_lr > 0,
+            "server-lr",
+            self.server_lr,
+            "must be a finite number > 0",
+        )
+        require(
+            self.model_width % self.model_heads == 0,
+            "model-heads",
+            self.model_heads,
+            f"must divide model-width={self.model_width}",
+        )
+        # The component configs validate their own fields, naming the same keys.
+        self.aso().check_width(self.model_width)
+        self.train(seed=self.seed)
+        self.data(num_partitions=1)
+
+    # -- typed views -------------------------------------------------------------------
+    def aso(self, *, enabled: bool | None = None) -> ASOConfig:
+        """ASO settings; ``enabled`` defaults to whether the strategy is FedASO."""
+        return ASOConfig(
+            enabled=self.strategy == "fedaso" if enabled is None else enabled,
+            aso_tau=self.aso_tau,
+            aso_lambda=self.aso_lambda,
+            aso_alpha=self.aso_alpha,
+            num_anchors=self.num_anchors,
+            subspace_rank=self.subspace_rank,
+            relevance=self.relevance,
+            project_gradients=self.project_gradients,
+            update_anchors=self.update_anchors,
+            subspace_refresh_steps=self.subspace_refresh_steps,
+        )
+
+    def train(self, *, seed: int, proximal_mu: float = 0.0) -> TrainConfig:
+        """Local optimization settings with a per-client, per-round ``seed``."""
+        return TrainConfig(
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            max_steps=self.max_steps,
+            proximal_mu=proximal_mu,
+            seed=seed,
+        )
+
+    def data(self, *, num_partitions: int) -> DataConfig:
+        """Data settings for a federation of ``num_partitions`` partitions."""
+        return DataConfig(
+            dataset=self.dataset,
+            partitioner=self.partitioner,
+            num_partitions=num_partitions,
+            seq_len=self.seq_len,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            facts_entities=self.facts_entities,
+        )
+
+    def build_model(self) -> nn.Module:
+        """Return a freshly initialized reference model for this run's dataset."""
+        if task_of(self.dataset) == "lm":
+            return TinyLM(
+                TinyLMConfig(
+                    vocab_size=VOCAB_SIZE,
+                    block_size=self.seq_len,
+                    n_layer=self.model_layers,
+                    n_head=self.model_heads,
+                    n_embd=self.model_width,
+                )
+            )
+        return MLPClassifier(
+            MLPConfig(
+                num_features=DIGITS_NUM_FEATURES,
+                hidden=self.model_width,
+                num_classes=DIGITS_NUM_CLASSES,
+            )
+        )
+
+    # -- flat (run-config / ConfigRecord) form -----------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        """Return ``{kebab-case-key: value}`` for every field."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any], *, strict: bool = True) -> RunConfig:
+        """Build from a flat run-config; with ``strict``, unknown keys raise ``ValueError``.
+
+        Missing keys take their defaults. ``strict=False`` ignores unknown keys, for the
+        ConfigRecords that Flower's strategies extend with keys of their own.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for key, value in flat.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                if strict:
+                    raise ValueError(unknown_key_message(key, fields))
+                continue
+            values[name] = coerce(key, value, type(getattr(defaults, name)))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """Return a copy with ``changes`` (snake_case field names), validated."""
+        return dataclasses.replace(self, **changes)
+
+
+def unknown_key_message(key: str, fields: Mapping[str, Any]) -> str:
+    """Explain an unknown run-config key and suggest the closest known ones."""
+    known = [name.replace("_", "-") for name in fields]
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown run-config key {key!r}{hint} (known keys: {', '.join(sorted(known))})"
+
+
+def coerce(key: str, value: Any, kind: type) -> Any:
+    """Return ``value`` as ``kind`` (int, float, bool or str) or raise naming the key."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ValueError(f"{key}={value!r} is invalid: must be of type {kind.__name__}")

@@ -1,0 +1,287 @@
+"""ASO local training and evaluation of one client, on any model with an embedding point.
+
+One local step of ASO (spec sections 2-5) on a batch:
+
+1. forward; a forward hook keeps the embedding-point output ``e`` ``(N, d)``;
+2. ``c = cos(e, A)`` once, from the detached ``e``; relevance ``s`` from ``c``;
+3. loss ``(1/N) sum_i (1 + lambda s_i) l_i``;
+4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5) during backward;
+5. optimizer step; anchors move by Eq. 1, reusing ``c``.
+
+With ASO disabled the same loop is plain training, so that both paths share every line
+that matters for a fair comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedaso.anchors import ema_update_anchors
+from fedaso.config import ASOConfig, TrainConfig
+from fedaso.data import RecallPrompt, TensorSplit, encode_text
+from fedaso.projection import projection_hook, semantic_subspace
+from fedaso.relevance import cosine_similarities, relevance_from_similarities
+
+HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
+
+
+class EmbeddingCapture:
+    """Forward hook that keeps the latest output of a model's embedding point."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.output: torch.Tensor | None = None
+        self._handle = module.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        self.output = output
+
+    def close(self) -> None:
+        """Remove the hook from the module."""
+        self._handle.remove()
+
+    def __enter__(self) -> EmbeddingCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class LocalTrainResult:
+    """What one client's local training reports."""
+
+    num_examples: int  # training examples seen (with repetition over epochs)
+    num_tokens: int  # tokens (LM) or samples (classifier) scored
+    num_steps: int  # optimizer steps taken
+    train_loss: float  # mean unweighted per-token loss over the round
+    mean_relevance: float  # mean s_i over all tokens; nan when ASO is disabled
+    high_relevance_fraction: float  # fraction of tokens with s_i > 0.5; nan without ASO
+    anchors: torch.Tensor | None  # anchors after the round's online updates, (M, d)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Loss and accuracy of a model on a split (next-token accuracy for an LM)."""
+
+    loss: float
+    accuracy: float
+    num_examples: int
+    num_tokens: int
+
+
+def make_loader(data: TensorSplit, *, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    """Return a DataLoader whose order depends only on ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    dataset = TensorDataset(data.inputs, data.targets)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def per_token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per token (or sample): logits ``(..., V)``, targets ``(...)`` -> ``(N,)``."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
+
+
+def check_anchors(anchors: torch.Tensor, *, aso: ASOConfig, width: int) -> None:
+    """Raise ``ValueError`` unless ``anchors`` is a finite ``(num_anchors, width)`` matrix."""
+    aso.check_width(width)
+    expected = (aso.num_anchors, width)
+    if tuple(anchors.shape) != expected:
+        raise ValueError(f"anchors have shape {tuple(anchors.shape)}, expected {expected}")
+    if not torch.isfinite(anchors).all():
+        raise ValueError("anchors contain NaN or Inf")
+
+
+def proximal_term(model: nn.Module, reference: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Return ``sum ||w - w0||^2`` over the model's parameters (FedProx)."""
+    return sum((p - p0).pow(2).sum() for p, p0 in zip(model.parameters(), reference, strict=True))
+
+
+class _ASOState:
+    """Anchors and subspace basis carried across the steps of one round."""
+
+    def __init__(self, anchors: torch.Tensor, aso: ASOConfig) -> None:
+        self.aso = aso
+        self.anchors = anchors.detach().clone()  # (M, d)
+        self.basis = self._basis()
+        self.steps = 0
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _basis(self) -> torch.Tensor | None:
+        if not self.aso.project_gradients:
+            return None
+        return semantic_subspace(anchors=self.anchors, rank=self.aso.subspace_rank)  # (d, R)
+
+    def weight_loss(
+        self, embedding: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score tokens, hook the projection onto ``embedding``; return (loss, relevance)."""
+        flat = embedding.detach().reshape(-1, embedding.shape[-1])  # (N, d)
+        similarities = cosine_similarities(embeddings=flat, anchors=self.anchors)  # (N, M)
+        relevance = relevance_from_similarities(
+            similarities=similarities, tau=self.aso.aso_tau, kind=self.aso.relevance
+        )  # (N,)
+        if self.basis is not None and embedding.requires_grad:
+            embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
+        self._pending = (flat, similarities)
+        loss = ((1.0 + self.aso.aso_lambda * relevance) * losses).mean()
+        return loss, relevance
+
+    def after_step(self) -> None:
+        """Move anchors by Eq. 1 with the step's similarities; refresh U every K steps."""
+        self.steps += 1
+        if self.aso.update_anchors:
+            flat, similarities = self._pending
+            self.anchors = ema_update_anchors(
+                anchors=self.anchors,
+                embeddings=flat,
+                similarities=similarities,
+                alpha=self.aso.aso_alpha,
+            )
+            refresh = self.aso.subspace_refresh_steps
+            if refresh and self.steps % refresh == 0:
+                self.basis = self._basis()
+        self._pending = None
+
+
+def train_local(
+    model: nn.Module,
+    data: TensorSplit,
+    *,
+    anchors: torch.Tensor | None,
+    aso: ASOConfig,
+    train: TrainConfig,
+) -> LocalTrainResult:
+    """Run one round of local training (ASO or plain, per ``aso.enabled``) in place.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with ``embedding_point`` and ``embedding_width`` (see ``fedaso.models``).
+    data : TensorSplit
+        The client's training split.
+    anchors : torch.Tensor or None
+        The anchor set ``(M, d)`` to train against; required when ``aso.enabled``.
+    aso, train : ASOConfig, TrainConfig
+        Hyperparameters.
+    """
+    if len(data) == 0:
+        raise ValueError("the training split is empty: nothing to train on")
+    state = None
+    if aso.enabled:
+        if anchors is None:
+            raise ValueError("ASO is enabled but no anchors were given")
+        check_anchors(anchors, aso=aso, width=model.embedding_width)
+        state = _ASOState(anchors, aso)
+    optimizer = make_optimizer(model, train)
+    reference = [p.detach().clone() for p in model.parameters()] if train.proximal_mu else None
+    loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
+    totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
+    model.train()
+    with EmbeddingCapture(model.embedding_point) as capture:
+        for _ in range(train.local_epochs):
+            for inputs, targets in loader:
+                if train.max_steps and totals["steps"] >= train.max_steps:
+                    break
+                losses = per_token_losses(model(inputs), targets)  # (N,)
+                if state is None:
+                    loss = losses.mean()
+                else:
+                    loss, relevance = state.weight_loss(capture.output, losses)
+                    totals["rel"] += relevance.sum().item()
+                    totals["high"] += (relevance > HIGH_RELEVANCE).sum().item()
+                if reference is not None:
+                    loss = loss + 0.5 * train.proximal_mu * proximal_term(model, reference)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if state is not None:
+                    state.after_step()
+                totals["examples"] += inputs.shape[0]
+                totals["tokens"] += losses.numel()
+                totals["steps"] += 1
+                totals["loss"] += losses.detach().sum().item()
+    tokens = max(totals["tokens"], 1)
+    no_aso = float("nan")
+    return LocalTrainResult(
+        num_examples=totals["examples"],
+        num_tokens=totals["tokens"],
+        num_steps=totals["steps"],
+        train_loss=totals["loss"] / tokens,
+        mean_relevance=totals["rel"] / tokens if state else no_aso,
+        high_relevance_fraction=totals["high"] / tokens if state else no_aso,
+        anchors=state.anchors if state else None,
+    )
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """Return the optimizer named by ``train.optimizer``."""
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr)
+    return torch.optim.Adam(model.parameters(), lr=train.lr)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorSplit, *, batch_size: int = 64) -> EvalResult:
+    """Return the mean per-token loss and accuracy of ``model`` on ``data``."""
+    model.eval()
+    total_loss, correct, tokens = 0.0, 0, 0
+    for inputs, targets in make_loader(data, batch_size=batch_size, seed=0, shuffle=False):
+        logits = model(inputs)
+        total_loss += per_token_losses(logits, targets).sum().item()
+        correct += (logits.argmax(dim=-1) == targets).sum().item()
+        tokens += targets.numel()
+    if tokens == 0:
+        return EvalResult(loss=math.nan, accuracy=math.nan, num_examples=0, num_tokens=0)
+    return EvalResult(
+        loss=total_loss / tokens,
+        accuracy=correct / tokens,
+        num_examples=len(data),
+        num_tokens=tokens,
+    )
+
+
+@torch.no_grad()
+def embed(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+    """Return the embedding-point outputs of ``inputs`` as token rows ``(N, d)``."""
+    model.eval()
+    rows = []
+    with EmbeddingCapture(model.embedding_point) as capture:
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start : start + batch_size])
+            rows.append(capture.output.reshape(-1, capture.output.shape[-1]))
+    return torch.cat(rows).numpy()  # (N, d)
+
+
+@torch.no_grad()
+def fact_recall(model: nn.Module, prompts: Sequence[RecallPrompt]) -> float:
+    """Exact-match rate of greedy completions of ``prompts`` against their answers.
+
+    Greedy decoding yields the answer exactly iff, teacher-forced on prompt + answer, the
+    argmax at every answer position is the next answer byte; so one batched forward pass
+    decides all prompts. Right padding cannot affect earlier positions of a causal model.
+    """
+    if not prompts:
+        return math.nan
+    model.eval()
+    sequences = [encode_text(p.prompt + p.answer) for p in prompts]
+    width = max(len(s) for s in sequences)
+    batch = torch.zeros(len(sequences), width, dtype=torch.long)  # (P, W)
+    for row, sequence in enumerate(sequences):
+        batch[row, : len(sequence)] = sequence
+    predictions = model(batch).argmax(dim=-1)  # (P, W)
+    hits = 0
+    for row, prompt in enumerate(prompts):
+        start = len(encode_text(prompt.prompt))
+        end = len(sequences[row])
+        hits += bool((predictions[row, start - 1 : end - 1] == batch[row, start:end]).all())
+    return hits / len(prompts)

@@ -1,0 +1,1 @@
+"""In-process simulations of FedASO on Flower's simulation engine: runs, comparisons, reports."""

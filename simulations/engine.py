@@ -1,0 +1,145 @@
+"""Run one federation in this process on Flower's simulation engine (Ray backend).
+
+The run-config is resolved here from defaults, command-line flags and ``--set key=value``
+pairs, validated as a whole by :class:`fedaso.run_config.RunConfig`, and handed to the
+ServerApp directly (``flwr.simulation.run_simulation`` has no run-config of its own); the
+clients receive it in their messages as in any deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fedaso.run_config import RunConfig
+
+# Flower's simulation flags and the run-config keys they set.
+FLAG_KEYS = {
+    "strategy": "strategy",
+    "rounds": "num-server-rounds",
+    "dataset": "dataset",
+    "partitioner": "partitioner",
+    "fraction_train": "fraction-train",
+    "seed": "seed",
+}
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the flags shared by every simulation command."""
+    parser.add_argument("--num-clients", type=int, default=20, help="simulated SuperNodes")
+    parser.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
+    parser.add_argument("--dataset", help="facts | facts:a | facts:b | pydoc | digits | text:PATH")
+    parser.add_argument("--partitioner", help="iid | dirichlet:ALPHA | natural")
+    parser.add_argument("--fraction-train", type=float, help="fraction of clients per round")
+    parser.add_argument("--seed", type=int, help="seed of data, model, anchors and sampling")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any run-config key, e.g. --set aso-lambda=0 (repeatable)",
+    )
+    parser.add_argument(
+        "--client-cpus", type=float, default=1.0, help="CPUs reserved per simulated client"
+    )
+
+
+def parse_value(text: str) -> Any:
+    """Parse a --set value the way Flower parses run-config values (TOML scalars)."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip("\"'")
+
+
+def resolve_run_config(args: argparse.Namespace, **fixed: Any) -> RunConfig:
+    """Defaults < flags < --set pairs < ``fixed`` (kebab-case keys), validated together."""
+    flat: dict[str, Any] = {}
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            flat[key] = value
+    for pair in args.set:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r} is not KEY=VALUE")
+        flat[key.strip()] = parse_value(value.strip())
+    flat.update(fixed)
+    return RunConfig.from_flat(flat)
+
+
+def simulate(run: RunConfig, *, num_clients: int, client_cpus: float = 1.0) -> dict[str, Any]:
+    """Run the federation in-process and return the metrics the ServerApp wrote."""
+    # Imported here so that `--help` and config errors answer before Ray and Flower load.
+    from flwr.simulation import run_simulation
+
+    from clients.client_app import app as client_app
+    from strategies.server_app import build_server_app
+
+    if num_clients < 1:
+        raise ValueError(f"--num-clients={num_clients} must be >= 1")
+    if not run.out_dir:
+        raise ValueError("simulate() needs run.out_dir to collect the metrics")
+    started = time.perf_counter()
+    run_simulation(
+        server_app=build_server_app(run),
+        client_app=client_app,
+        num_supernodes=num_clients,
+        backend_config={
+            "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+            "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+        },
+    )
+    metrics_path = Path(run.out_dir) / "metrics.json"
+    if not metrics_path.exists():
+        raise RuntimeError(f"the simulation ended without writing {metrics_path}; see the log")
+    metrics = json.loads(metrics_path.read_text())
+    metrics["num-clients"] = num_clients
+    metrics["wall-seconds"] = time.perf_counter() - started
+    metrics_path.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per round with the figures worth printing."""
+    rows = []
+    for record in metrics["rounds"]:
+        central, train = record["central"], record["train"]
+        rows.append(
+            {
+                "round": record["round"],
+                "loss": central.get("loss"),
+                "accuracy": central.get("accuracy"),
+                "fact-recall": central.get("fact-recall"),
+                "train-loss": train.get("train-loss"),
+                "mean-relevance": train.get("mean-relevance"),
+                "seconds": central.get("round-seconds"),
+            }
+        )
+    return rows
+
+
+def format_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Plain aligned text table; floats with 4 significant digits, missing values as '-'."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    cells = [header, *[[cell(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""FedASO's Flower strategy and ServerApp."""

@@ -1,0 +1,247 @@
+"""FedASO: relevance-weighted aggregation with per-partition anchor merging (Flower Strategy).
+
+Implements spec sections 5, 6 and 10 on Flower's message API. Each training reply carries
+one ArrayRecord (the model's arrays plus the anchor set under ``fedaso.payload.ANCHORS_KEY``)
+and one MetricRecord (``num-examples``, ``num-tokens``, ``mean-relevance``, ...). The model
+is averaged with weights ``w_k`` (mean relevance by default, report Eq. 7); anchor sets are
+stored per partition (the reply's source node) with their round, and merged with staleness
+decay into the next global set.
+
+Unlike Flower's built-in reply check, which fails the whole round on one inconsistent
+reply, FedASO checks each reply on its own: a reply with an error, a missing record or key,
+wrong array names or shapes, non-finite values, or a non-positive weight is logged, counted
+in the round's metrics and left out; the others are aggregated. A round with no usable reply
+keeps the previous global state. Because the anchors ride inside the model's ArrayRecord,
+Flower's DP wrappers clip and noise model and anchors together without knowing about ASO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from clients.records import arrays_to_record, record_to_arrays
+from fedaso.aggregation import (
+    AnchorReport,
+    PartitionAnchorStore,
+    client_weight,
+    is_usable_weight,
+    weighted_average,
+)
+from fedaso.payload import join_payload, split_payload
+from fedaso.run_config import AGGREGATION_WEIGHTS
+
+REQUIRED_METRICS = ("num-examples", "num-tokens", "mean-relevance", "train-loss")
+
+
+class FedASO(FedAvg):
+    """Federated Active Semantic Optimization strategy.
+
+    Parameters
+    ----------
+    fraction_train : float (default: 1.0)
+        Fraction of nodes sampled for training each round.
+    fraction_evaluate : float (default: 1.0)
+        Fraction of nodes sampled for federated evaluation each round.
+    min_train_nodes : int (default: 2)
+        Minimum number of nodes sampled for training.
+    min_evaluate_nodes : int (default: 2)
+        Minimum number of nodes sampled for evaluation.
+    min_available_nodes : int (default: 2)
+        Minimum number of connected nodes before a round starts.
+    aggregation_weight : str (default: "relevance")
+        ``"relevance"`` (mean relevance, Eq. 7), ``"relevance-x-examples"`` (sum of
+        relevance over tokens) or ``"examples"`` (FedAvg's weights).
+    anchor_staleness_decay : float (default: 0.5)
+        ``gamma`` in [0, 1]: a partition's anchor report that is ``age`` rounds old counts
+        with weight ``gamma ** age``; 0 merges only this round's reports.
+    """
+
+    # pylint: disable=too-many-arguments
+    def __init__(
+        self,
+        *,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        aggregation_weight: str = "relevance",
+        anchor_staleness_decay: float = 0.5,
+    ) -> None:
+        if aggregation_weight not in AGGREGATION_WEIGHTS:
+            raise ValueError(
+                f"aggregation_weight={aggregation_weight!r} must be one of "
+                f"{', '.join(AGGREGATION_WEIGHTS)}"
+            )
+        if not 0.0 <= fraction_train <= 1.0:
+            raise ValueError(f"fraction_train={fraction_train} must be in [0, 1]")
+        if not 0.0 <= fraction_evaluate <= 1.0:
+            raise ValueError(f"fraction_evaluate={fraction_evaluate} must be in [0, 1]")
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+            weighted_by_key="num-examples",
+        )
+        self.aggregation_weight = aggregation_weight
+        self.anchor_store = PartitionAnchorStore(anchor_staleness_decay)
+        self.global_arrays: dict[str, np.ndarray] = {}
+
+    def summary(self) -> None:
+        """Log summary configuration of the strategy."""
+        log(INFO, "\t├──> FedASO:")
+        log(INFO, "\t│\t├── Aggregation weight: %s", self.aggregation_weight)
+        log(INFO, "\t│\t└── Anchor staleness decay: %s", self.anchor_store.staleness_decay)
+        super().summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global arrays the replies will be checked against, then sample."""
+        self.global_arrays = record_to_arrays(arrays)
+        if split_payload(self.global_arrays)[1] is None:
+            raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def parse_reply(self, msg: Message) -> ClientUpdate | str:
+        """Return the reply's update, or a string saying why it cannot be aggregated."""
+        if msg.has_error():
+            return f"client error: {msg.error.reason}"
+        content = msg.content
+        if len(content.array_records) != 1 or len(content.metric_records) != 1:
+            return (
+                f"expected one ArrayRecord and one MetricRecord, got "
+                f"{len(content.array_records)} and {len(content.metric_records)}"
+            )
+        metrics = next(iter(content.metric_records.values()))
+        for key in REQUIRED_METRICS:
+            value = metrics.get(key)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                return f"metric {key!r} is missing or not a finite number: {value!r}"
+        try:
+            arrays = record_to_arrays(next(iter(content.array_records.values())))
+        except Exception as error:  # any undecodable array drops the reply, not the round
+            return f"arrays cannot be decoded: {error}"
+        problem = self.arrays_problem(arrays)
+        if problem is not None:
+            return problem
+        weight = client_weight(
+            kind=self.aggregation_weight,
+            mean_relevance=float(metrics["mean-relevance"]),
+            num_tokens=int(metrics["num-tokens"]),
+            num_examples=int(metrics["num-examples"]),
+        )
+        if not is_usable_weight(weight):
+            return f"aggregation weight {weight} is not finite and positive"
+        return ClientUpdate(msg.metadata.src_node_id, arrays, metrics, weight)
+
+    def arrays_problem(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """Return why ``arrays`` do not match the global payload, or None if they do."""
+        if list(arrays) != list(self.global_arrays):
+            missing = sorted(set(self.global_arrays) - set(arrays))
+            extra = sorted(set(arrays) - set(self.global_arrays))
+            return f"array names differ from the global payload: missing {missing}, extra {extra}"
+        for name, array in arrays.items():
+            expected = self.global_arrays[name]
+            if array.shape != expected.shape:
+                return f"array {name!r} has shape {array.shape}, expected {expected.shape}"
+            if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+                return f"array {name!r} holds non-finite or non-numeric values"
+        return None
+
+    def aggregate_train(
+        self,
+        server_round: int,
+        replies: Iterable[Message],
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate usable replies by relevance and merge anchors per partition."""
+        updates: list[ClientUpdate] = []
+        failures, rejected = 0, 0
+        for msg in replies:
+            parsed = self.parse_reply(msg)
+            if isinstance(parsed, ClientUpdate):
+                updates.append(parsed)
+                continue
+            failures += msg.has_error()
+            rejected += not msg.has_error()
+            log(WARNING, "FedASO: dropped reply of node %s: %s", msg.metadata.src_node_id, parsed)
+        log(
+            INFO,
+            "aggregate_train: %d usable replies, %d failures, %d rejected",
+            len(updates),
+            failures,
+            rejected,
+        )
+        counts = {"num-replies": len(updates), "num-failures": failures, "num-rejected": rejected}
+        if not updates:
+            return None, MetricRecord(counts)
+        new_arrays, drift = self._aggregate(server_round, updates)
+        metrics = round_metrics(updates) | counts
+        metrics["anchor-drift"] = drift
+        metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
+        return arrays_to_record(new_arrays), MetricRecord(metrics)
+
+    def _aggregate(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """Return the next global payload and the mean movement of the anchor rows."""
+        model_sets = []
+        for update in updates:
+            model_arrays, anchors = split_payload(update.arrays)
+            model_sets.append(model_arrays)
+            report = AnchorReport(anchors, update.weight, server_round)
+            self.anchor_store.record(update.node_id, report)
+        previous = split_payload(self.global_arrays)[1]
+        merged = self.anchor_store.merge(server_round)
+        merged = previous if merged is None else merged
+        drift = float(np.linalg.norm(merged - previous, axis=1).mean())
+        model = weighted_average(model_sets, [u.weight for u in updates])
+        return join_payload(model, merged), drift
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """A usable training reply: its node, arrays, metrics and aggregation weight."""
+
+    node_id: int
+    arrays: dict[str, np.ndarray]
+    metrics: MetricRecord
+    weight: float
+
+
+def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
+    """Aggregate the replies' metrics: token- or example-weighted means, weight spread."""
+
+    def column(key: str) -> np.ndarray:
+        return np.array([u.metrics.get(key, math.nan) for u in updates], dtype=np.float64)
+
+    tokens, examples, relevance = (
+        column("num-tokens"),
+        column("num-examples"),
+        column("mean-relevance"),
+    )
+    weights = np.array([u.weight for u in updates], dtype=np.float64)
+    return {
+        "num-examples": int(examples.sum()),
+        "num-tokens": int(tokens.sum()),
+        "train-loss": float(np.average(column("train-loss"), weights=examples)),
+        "mean-relevance": float(np.average(relevance, weights=tokens)),
+        "high-relevance-fraction": float(
+            np.average(column("high-relevance-fraction"), weights=tokens)
+        ),
+        "client-relevance-min": float(relevance.min()),
+        "client-relevance-max": float(relevance.max()),
+        "client-relevance-std": float(relevance.std()),
+        "client-weight-share-max": float(weights.max() / weights.sum()),
+    }

@@ -1,0 +1,166 @@
+"""The FedASO ServerApp: run-config -> strategy -> rounds -> metrics.
+
+The ServerApp validates the whole run-config before anything starts, builds the strategy it
+names (``fedaso`` or Flower's own ``fedavg``, ``fedprox``, ``fedadam``), initializes the
+global model and, under FedASO, the global anchor set by k-means over embeddings of the
+seed corpus the server holds (spec section 5a), and evaluates the global model centrally on
+held-out data after every round (loss, accuracy, perplexity, and fact recall on ``facts``).
+With ``out-dir`` set it writes ``metrics.json`` (resolved config and per-round metrics), the
+final model (``model.pt``, without the reserved anchor key) and the final anchors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from logging import INFO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
+
+from clients.records import arrays_to_record, record_to_arrays
+from fedaso.anchors import kmeans_anchors
+from fedaso.data import CentralData, load_central, task_of
+from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
+from fedaso.run_config import RunConfig
+from fedaso.trainer import embed, evaluate, fact_recall
+from strategies.fedaso import FedASO
+
+MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
+
+
+def build_strategy(run: RunConfig) -> Strategy:
+    """Return the strategy named by ``run.strategy``, configured from the run-config."""
+    sampling = {
+        "fraction_train": run.fraction_train,
+        "fraction_evaluate": run.fraction_evaluate,
+        "min_train_nodes": run.min_train_nodes,
+        "min_evaluate_nodes": run.min_train_nodes,
+        "min_available_nodes": run.min_train_nodes,
+    }
+    if run.strategy == "fedaso":
+        return FedASO(
+            **sampling,
+            aggregation_weight=run.aggregation_weight,
+            anchor_staleness_decay=run.anchor_staleness_decay,
+        )
+    if run.strategy == "fedprox":
+        return FedProx(**sampling, proximal_mu=run.proximal_mu)
+    if run.strategy == "fedadam":
+        return FedAdam(**sampling, eta=run.server_lr, eta_l=run.lr)
+    return FedAvg(**sampling)
+
+
+def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """k-means anchors over the seed corpus' embeddings under the initial model."""
+    embeddings = embed(model, central.seed_corpus.inputs)  # (n, d)
+    if len(embeddings) > MAX_KMEANS_TOKENS:
+        rows = np.random.default_rng(run.seed).choice(len(embeddings), MAX_KMEANS_TOKENS, False)
+        embeddings = embeddings[np.sort(rows)]
+    return kmeans_anchors(embeddings=embeddings, num_anchors=run.num_anchors, seed=run.seed)
+
+
+class CentralEvaluator:
+    """``evaluate_fn`` of ``Strategy.start``: evaluates the global model, times each round."""
+
+    def __init__(self, run: RunConfig, central: CentralData) -> None:
+        self.run = run
+        self.central = central
+        self.model = run.build_model()
+        self.last_end = time.perf_counter()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        start = time.perf_counter()
+        model_arrays, _ = split_payload(record_to_arrays(arrays))
+        load_model_arrays(self.model, model_arrays)
+        result = evaluate(self.model, self.central.eval)
+        metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
+        if task_of(self.run.dataset) == "lm":
+            metrics["perplexity"] = math.exp(min(result.loss, 50.0))
+        if self.central.recall_prompts:
+            metrics["fact-recall"] = fact_recall(self.model, self.central.recall_prompts)
+        end = time.perf_counter()
+        metrics["round-seconds"] = start - self.last_end if server_round else 0.0
+        metrics["eval-seconds"] = end - start
+        self.last_end = end
+        return MetricRecord(metrics)
+
+
+def run_federation(grid: Grid, run: RunConfig) -> Result:
+    """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``."""
+    started = time.perf_counter()
+    random.seed(run.seed)  # Flower samples nodes with the global `random`
+    torch.manual_seed(run.seed)
+    central = load_central(run.data(num_partitions=1))
+    model = run.build_model()
+    anchors = initial_anchors(model, central, run) if run.strategy == "fedaso" else None
+    strategy = build_strategy(run)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        num_rounds=run.num_server_rounds,
+        train_config=ConfigRecord(run.to_flat()),
+        evaluate_config=ConfigRecord(run.to_flat()),
+        evaluate_fn=CentralEvaluator(run, central),
+    )
+    if run.out_dir:
+        write_outputs(Path(run.out_dir), run, result, time.perf_counter() - started)
+    return result
+
+
+def history(result: Result) -> list[dict[str, Any]]:
+    """Per-round records: aggregated client train/evaluate metrics and central evaluation."""
+    rounds = sorted(
+        set(result.evaluate_metrics_serverapp)
+        | set(result.train_metrics_clientapp)
+        | set(result.evaluate_metrics_clientapp)
+    )
+    return [
+        {
+            "round": r,
+            "train": dict(result.train_metrics_clientapp.get(r, {})),
+            "evaluate": dict(result.evaluate_metrics_clientapp.get(r, {})),
+            "central": dict(result.evaluate_metrics_serverapp.get(r, {})),
+        }
+        for r in rounds
+    ]
+
+
+def write_outputs(out_dir: Path, run: RunConfig, result: Result, seconds: float) -> None:
+    """Write metrics.json, model.pt (no reserved keys) and anchors.npy (if any)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_arrays, anchors = split_payload(record_to_arrays(result.arrays))
+    if model_arrays:
+        model = run.build_model()
+        load_model_arrays(model, model_arrays)
+        torch.save(model.state_dict(), out_dir / "model.pt")
+    if anchors is not None:
+        np.save(out_dir / "anchors.npy", anchors)
+    metrics = {"config": run.to_flat(), "total-seconds": seconds, "rounds": history(result)}
+    temporary = out_dir / "metrics.json.tmp"
+    temporary.write_text(json.dumps(metrics, indent=2))
+    temporary.replace(out_dir / "metrics.json")
+    log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
+
+
+def build_server_app(run: RunConfig | None = None) -> ServerApp:
+    """Return a ServerApp; with ``run`` it ignores the context's run-config (in-process use)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        resolved = run if run is not None else RunConfig.from_flat(context.run_config)
+        run_federation(grid, resolved)
+
+    return server_app
+
+
+app = build_server_app()
