@@ -101,6 +101,6 @@ def test_hook_matches_brute_force_per_token_reference():
         losses = per_token_losses(model(inputs), targets)
         loss, _ = unprojected.weight_loss(capture.output, losses)
     loss.backward()
-    first = model.blocks[0].fc.weight
-    assert not torch.allclose(first.grad, got[list(model.parameters()).index(first)])
-    torch.testing.assert_close(model.lm_head.weight.grad, got[-1])
+    hooked = dict(zip([name for name, _ in model.named_parameters()], got, strict=True))
+    assert not torch.allclose(model.blocks[0].fc.weight.grad, hooked["blocks.0.fc.weight"])
+    torch.testing.assert_close(model.lm_head.weight.grad, hooked["lm_head.weight"])

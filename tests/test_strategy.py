@@ -36,7 +36,10 @@ def test_model_is_averaged_by_mean_relevance():
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [("examples", (100 * 1 + 1 * 4) / 101), ("relevance-x-examples", (0.2 * 50 + 0.6 * 400) / 250)],
+    [
+        ("examples", (100 * 1 + 1 * 4) / 101),
+        ("relevance-x-examples", (0.2 * 50 * 1 + 0.6 * 400 * 4) / (0.2 * 50 + 0.6 * 400)),
+    ],
 )
 def test_other_weightings(kind, expected):
     strategy = configured(FedASO(aggregation_weight=kind), payload(0.0, 0.0))

@@ -1,0 +1,102 @@
+"""The real ClientApp driven with real Flower messages: reply shape, anchor state, modes."""
+
+import time
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.metadata import Metadata
+
+from clients.client_app import LOCAL_ANCHORS_KEY, app, node_partition
+from clients.records import arrays_to_record, record_to_arrays
+from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
+from fedaso.run_config import RunConfig
+
+RUN = RunConfig(
+    num_anchors=8,
+    subspace_rank=4,
+    model_width=16,
+    model_heads=2,
+    model_layers=1,
+    seq_len=32,
+    local_epochs=1,
+    facts_entities=8,
+)
+
+
+def instruction(run, anchors, message_type="train", server_round=1):
+    model_arrays = model_to_arrays(run.build_model())
+    content = RecordDict(
+        {
+            "arrays": arrays_to_record(join_payload(model_arrays, anchors)),
+            "config": ConfigRecord(run.to_flat() | {"server-round": server_round}),
+        }
+    )
+    metadata = Metadata(
+        run_id=1,
+        message_id=f"m{server_round}",
+        src_node_id=0,
+        dst_node_id=3,
+        reply_to_message_id="",
+        group_id=str(server_round),
+        created_at=time.time(),
+        ttl=60.0,
+        message_type=message_type,
+    )
+    return Message(content=content, metadata=metadata)
+
+
+def context(partition_id=1, num_partitions=4):
+    return Context(
+        run_id=1,
+        node_id=3,
+        node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
+def test_train_replies_one_arrayrecord_with_anchors_and_one_metricrecord():
+    anchors = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    ctx = context()
+    reply = app(instruction(RUN, anchors), ctx)
+    assert len(reply.content.array_records) == 1 and len(reply.content.metric_records) == 1
+    arrays = record_to_arrays(reply.content["arrays"])
+    assert list(arrays)[-1] == ANCHORS_KEY and arrays[ANCHORS_KEY].shape == (8, 16)
+    metrics = reply.content["metrics"]
+    assert metrics["num-examples"] > 0 and 0 < metrics["mean-relevance"] < 1
+    # The partition keeps its own anchor set for the next round.
+    stored = ctx.state[LOCAL_ANCHORS_KEY]["anchors"].numpy()
+    np.testing.assert_array_equal(stored, arrays[ANCHORS_KEY])
+
+
+def test_next_round_blends_the_global_set_into_the_partitions_own():
+    rng = np.random.default_rng(1)
+    ctx = context()
+    app(instruction(RUN, rng.standard_normal((8, 16)).astype(np.float32)), ctx)
+    own = ctx.state[LOCAL_ANCHORS_KEY]["anchors"].numpy().copy()
+    new_global = rng.standard_normal((8, 16)).astype(np.float32)
+    static = RUN.replace(update_anchors=False, anchor_blend=0.25)
+    reply = app(instruction(static, new_global, server_round=2), ctx)
+    sent = record_to_arrays(reply.content["arrays"])[ANCHORS_KEY]
+    np.testing.assert_allclose(sent, 0.75 * own + 0.25 * new_global, rtol=1e-5, atol=1e-6)
+
+
+def test_without_anchors_the_client_trains_plainly():
+    reply = app(instruction(RUN.replace(strategy="fedavg"), None), context())
+    assert ANCHORS_KEY not in record_to_arrays(reply.content["arrays"])
+    assert "mean-relevance" not in reply.content["metrics"]
+
+
+def test_evaluate_reports_loss_accuracy_and_perplexity():
+    reply = app(instruction(RUN, None, message_type="evaluate"), context())
+    metrics = reply.content["metrics"]
+    assert metrics["loss"] > 0 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]), rel=1e-6)
+
+
+def test_missing_node_config_is_explained():
+    with pytest.raises(ValueError, match="partition-id"):
+        node_partition({})
+    with pytest.raises(ValueError, match="partition-id=5"):
+        node_partition({"partition-id": 5, "num-partitions": 4})

@@ -1,0 +1,138 @@
+"""ASO local training: plain equivalence, ASO effects, anchors, evaluation and fact recall."""
+
+import math
+
+import pytest
+import torch
+
+from fedaso.config import ASOConfig, TrainConfig
+from fedaso.data import RecallPrompt, TensorSplit, decode_bytes, encode_text
+from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+from fedaso.trainer import evaluate, fact_recall, train_local
+
+LM = TinyLMConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16)
+
+
+def lm_split(n=24, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 256, (n, LM.block_size + 1), generator=generator)
+    return TensorSplit(inputs=tokens[:, :-1], targets=tokens[:, 1:])
+
+
+def fresh_lm(seed=0):
+    torch.manual_seed(seed)
+    return TinyLM(LM)
+
+
+def anchors_for(width, m=8, seed=1):
+    return torch.randn(m, width, generator=torch.Generator().manual_seed(seed))
+
+
+TRAIN = TrainConfig(local_epochs=2, batch_size=8, lr=0.01, seed=3)
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_lambda_zero_without_projection_equals_plain_training_exactly():
+    plain, aso_model = fresh_lm(), fresh_lm()
+    data = lm_split()
+    train_local(plain, data, anchors=None, aso=ASOConfig(enabled=False), train=TRAIN)
+    aso = ASOConfig(num_anchors=8, subspace_rank=4, aso_lambda=0.0, project_gradients=False)
+    result = train_local(aso_model, data, anchors=anchors_for(16), aso=aso, train=TRAIN)
+    for a, b in zip(params(plain), params(aso_model), strict=True):
+        assert torch.equal(a, b)
+    assert 0.0 <= result.mean_relevance <= 1.0
+
+
+@pytest.mark.parametrize("change", [{"aso_lambda": 1.0}, {"project_gradients": True}])
+def test_each_aso_mechanism_changes_training(change):
+    base = {"num_anchors": 8, "subspace_rank": 4, "aso_lambda": 0.0, "project_gradients": False}
+    data = lm_split()
+    models = [fresh_lm(), fresh_lm()]
+    for model, overrides in zip(models, [{}, change], strict=True):
+        aso = ASOConfig(**{**base, **overrides})
+        train_local(model, data, anchors=anchors_for(16), aso=aso, train=TRAIN)
+    assert not all(torch.equal(a, b) for a, b in zip(*map(params, models), strict=True))
+
+
+def test_relevance_is_reported_and_is_not_one_over_m():
+    result = train_local(
+        fresh_lm(),
+        lm_split(),
+        anchors=anchors_for(16),
+        aso=ASOConfig(num_anchors=8, subspace_rank=4),
+        train=TRAIN,
+    )
+    assert result.num_tokens == 2 * 24 * 16
+    assert result.num_steps == 2 * 3
+    assert 0.0 < result.mean_relevance < 1.0
+    assert abs(result.mean_relevance - 1 / 8) > 1e-3
+    assert 0.0 <= result.high_relevance_fraction <= 1.0
+
+
+@pytest.mark.parametrize("update", [True, False])
+def test_anchors_move_only_when_updates_are_on(update):
+    anchors = anchors_for(16)
+    aso = ASOConfig(num_anchors=8, subspace_rank=4, update_anchors=update)
+    result = train_local(fresh_lm(), lm_split(), anchors=anchors, aso=aso, train=TRAIN)
+    assert torch.equal(result.anchors, anchors) is not update
+
+
+def test_max_steps_caps_local_steps():
+    train = TrainConfig(local_epochs=5, batch_size=4, max_steps=3)
+    result = train_local(
+        fresh_lm(), lm_split(), anchors=None, aso=ASOConfig(enabled=False), train=train
+    )
+    assert result.num_steps == 3 and math.isnan(result.mean_relevance)
+
+
+def test_bad_anchors_are_named():
+    aso = ASOConfig(num_anchors=8, subspace_rank=4)
+    with pytest.raises(ValueError, match=r"shape \(8, 5\)"):
+        train_local(fresh_lm(), lm_split(), anchors=torch.zeros(8, 5), aso=aso, train=TRAIN)
+    with pytest.raises(ValueError, match="subspace-rank=32"):
+        ASOConfig(num_anchors=64, subspace_rank=32).check_width(16)
+
+
+def test_classifier_trains_with_aso_and_learns():
+    torch.manual_seed(0)
+    features = torch.randn(64, 8)
+    labels = (features[:, 0] > 0).long()
+    data = TensorSplit(inputs=features, targets=labels)
+    model = MLPClassifier(MLPConfig(num_features=8, hidden=16, num_classes=2))
+    before = evaluate(model, data).loss
+    train = TrainConfig(local_epochs=20, batch_size=16, lr=0.01)
+    aso = ASOConfig(num_anchors=4, subspace_rank=2)
+    train_local(model, data, anchors=anchors_for(16, m=4), aso=aso, train=train)
+    after = evaluate(model, data)
+    assert after.loss < before and after.accuracy > 0.8
+
+
+def greedy_ids(model, prompt, length):
+    """Reference: generate ``length`` bytes one at a time, feeding each back in."""
+    ids = encode_text(prompt).tolist()
+    with torch.no_grad():
+        for _ in range(length):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(ids) - length :]
+
+
+def test_fact_recall_equals_greedy_decoding_exact_match():
+    model = fresh_lm(seed=4)
+    with torch.no_grad():  # favour ASCII outputs, so that answers are valid text
+        model.lm_head.weight[128:] = 0.0
+    prompts = []
+    for i in range(40):
+        prompt = f"Key {i} is"
+        generated = greedy_ids(model, prompt, 2)
+        # Every other prompt gets its greedy output as its answer.
+        hit = i % 2 == 1 and all(b < 128 for b in generated)
+        prompts.append(RecallPrompt(prompt, decode_bytes(generated) if hit else " v"))
+    expected = sum(
+        greedy_ids(model, p.prompt, len(encode_text(p.answer))) == encode_text(p.answer).tolist()
+        for p in prompts
+    ) / len(prompts)
+    assert 0 < expected < 1
+    assert fact_recall(model, prompts) == pytest.approx(expected)
