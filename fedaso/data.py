@@ -52,7 +52,7 @@ PARTITIONERS_ALLOWED = "iid, dirichlet:ALPHA (ALPHA a number > 0), natural"
 FACTS_DOMAINS = {"facts": ("a", "b"), "facts:a": ("a",), "facts:b": ("b",)}
 TEXT_PREFIX = "text:"
 
-# Held-out shares of the documents of pydoc and of each text site (rows, not bytes).
+# Held-out shares of pydoc's documents and of each text site's paragraphs.
 _EVAL_FRACTION = 0.10
 _SEED_FRACTION = 0.05
 # digits holds out more for eval: its rows are single samples, not long documents.
@@ -195,6 +195,9 @@ def decode_bytes(ids: Sequence[int] | torch.Tensor) -> str:
 def load_partition(config: DataConfig, partition_id: int) -> ClientData:
     """Train and test data of partition ``partition_id`` in ``[0, config.num_partitions)``.
 
+    With ``partitioner="natural"``, partition ids follow the sorted group names (continents
+    then families for facts, topic families for pydoc, site names for ``text:PATH``).
+
     Raises
     ------
     ValueError
@@ -292,7 +295,7 @@ class _TextCorpus:
     recall_prompts: tuple[RecallPrompt, ...] = ()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False)  # holds tensors and a function: compare by identity
 class _Corpus:
     """A dataset ready for partitioning: per-row keys and a way to tensorize rows."""
 
@@ -887,11 +890,15 @@ def _pool_table(corpus: _Corpus, seed: int) -> datasets.Dataset:
     """The pool as a table with the original row index, in a seeded random order."""
     import datasets
 
-    # IidPartitioner takes contiguous shards and pools are built group by group, so the
-    # rows are shuffled first; the other partitioners do not depend on the order.
+    # IidPartitioner takes contiguous shards, and pools are built entity by entity (facts),
+    # topic by topic (pydoc) or site by site (text), so the rows are shuffled first; the
+    # other partitioners do not depend on the order.
     order = list(range(len(corpus.labels)))
     _rng(seed, "pool-order").shuffle(order)
-    columns: dict[str, list] = {"row": order, "label": [corpus.labels[row] for row in order]}
+    columns: dict[str, list[int] | list[str]] = {
+        "row": order,
+        "label": [corpus.labels[row] for row in order],
+    }
     if corpus.groups is not None:
         columns["group"] = [corpus.groups[row] for row in order]
     return datasets.Dataset.from_dict(columns)

@@ -273,15 +273,22 @@ def fact_recall(model: nn.Module, prompts: Sequence[RecallPrompt]) -> float:
     if not prompts:
         return math.nan
     model.eval()
-    sequences = [encode_text(p.prompt + p.answer) for p in prompts]
+    block_size = model.config.block_size
+    # A prompt longer than the context keeps its last bytes, as generation would.
+    answers = [encode_text(p.answer) for p in prompts]
+    sequences = [
+        torch.cat([encode_text(p.prompt), a])[-block_size:]
+        for p, a in zip(prompts, answers, strict=True)
+    ]
     width = max(len(s) for s in sequences)
     batch = torch.zeros(len(sequences), width, dtype=torch.long)  # (P, W)
     for row, sequence in enumerate(sequences):
         batch[row, : len(sequence)] = sequence
     predictions = model(batch).argmax(dim=-1)  # (P, W)
     hits = 0
-    for row, prompt in enumerate(prompts):
-        start = len(encode_text(prompt.prompt))
-        end = len(sequences[row])
+    for row, (sequence, answer) in enumerate(zip(sequences, answers, strict=True)):
+        start, end = len(sequence) - len(answer), len(sequence)
+        if start < 1:
+            raise ValueError(f"answer {prompts[row].answer!r} does not fit block_size={block_size}")
         hits += bool((predictions[row, start - 1 : end - 1] == batch[row, start:end]).all())
     return hits / len(prompts)
