@@ -79,6 +79,7 @@ class DataConfig:
     test_fraction: float = 0.2  # per-partition held-out share of rows, in [0, 1)
     seed: int = 0  # seeds the facts corpus, hold-outs, partitioning and train/test splits
     facts_entities: int = 40  # entities per facts domain, >= 2
+    window_stride: int = 0  # bytes between LM training windows' starts; 0 = disjoint windows
 
     def __post_init__(self) -> None:
         require(
@@ -127,6 +128,12 @@ class DataConfig:
             "facts-entities",
             self.facts_entities,
             "must be an integer >= 2",
+        )
+        require(
+            _is_int(self.window_stride) and 0 <= self.window_stride <= self.seq_len + 1,
+            "window-stride",
+            self.window_stride,
+            f"must be an integer in [0, seq-len + 1 = {self.seq_len + 1}] (0: disjoint windows)",
         )
 
 
@@ -213,14 +220,16 @@ def load_partition(config: DataConfig, partition_id: int) -> ClientData:
     corpus = _corpus_of(config)
     rows = _partition_rows(config)[partition_id]
     train_rows, test_rows = _train_test_rows(rows, config, partition_id)
-    train = corpus.rows_to_split(train_rows)
+    # Overlapping training windows show every fact at several positions of the context;
+    # held-out windows stay disjoint so that no byte is scored twice.
+    train = corpus.rows_to_split(train_rows, config.window_stride or config.seq_len + 1)
     if len(train) == 0:
         raise ValueError(
             f"partition {partition_id} of dataset={config.dataset!r} has fewer than "
             f"seq-len + 1 = {config.seq_len + 1} training bytes; use fewer partitions, "
             "a smaller seq-len or a smaller test-fraction"
         )
-    return ClientData(train=train, test=corpus.rows_to_split(test_rows))
+    return ClientData(train=train, test=corpus.rows_to_split(test_rows, config.seq_len + 1))
 
 
 def load_central(config: DataConfig) -> CentralData:
@@ -302,7 +311,7 @@ class _Corpus:
     task: str  # "lm" or "classify"
     groups: tuple[str, ...] | None  # per pool row: natural partition id; None: has none
     labels: tuple[int, ...]  # per pool row: Dirichlet class
-    rows_to_split: Callable[[Sequence[int]], TensorSplit]  # pool row indices -> tensors
+    rows_to_split: Callable[[Sequence[int], int], TensorSplit]  # (pool rows, stride) -> tensors
     seed_corpus: TensorSplit
     eval: TensorSplit
     recall_prompts: tuple[RecallPrompt, ...] = ()
@@ -341,24 +350,32 @@ def _lm_corpus(corpus: _TextCorpus, seq_len: int) -> _Corpus:
     )
 
 
-def _lm_windows(texts: Sequence[str], seq_len: int) -> TensorSplit:
-    """Non-overlapping next-byte windows over ``texts`` joined by newlines."""
+def _lm_windows(texts: Sequence[str], seq_len: int, stride: int | None = None) -> TensorSplit:
+    """Next-byte windows over ``texts`` joined by newlines, starting every ``stride`` bytes.
+
+    The default stride ``seq_len + 1`` gives disjoint windows that cover the stream once.
+    """
     stream = encode_text("\n".join(texts))  # (bytes,)
-    num_windows = len(stream) // (seq_len + 1)
-    windows = stream[: num_windows * (seq_len + 1)].view(num_windows, seq_len + 1)  # (n, T+1)
+    if len(stream) < seq_len + 1:
+        windows = stream.new_zeros((0, seq_len + 1))  # (0, T+1)
+    else:
+        windows = stream.unfold(0, seq_len + 1, stride or seq_len + 1)  # (n, T+1)
     return TensorSplit(
         inputs=windows[:, :-1].contiguous(),  # (n, T)
         targets=windows[:, 1:].contiguous(),  # (n, T)
     )
 
 
-def _lm_rows_to_split(texts: tuple[str, ...], seq_len: int, rows: Sequence[int]) -> TensorSplit:
-    return _lm_windows([texts[row] for row in rows], seq_len)
+def _lm_rows_to_split(
+    texts: tuple[str, ...], seq_len: int, rows: Sequence[int], stride: int
+) -> TensorSplit:
+    return _lm_windows([texts[row] for row in rows], seq_len, stride)
 
 
 def _classify_rows_to_split(
-    features: torch.Tensor, classes: torch.Tensor, rows: Sequence[int]
+    features: torch.Tensor, classes: torch.Tensor, rows: Sequence[int], stride: int = 1
 ) -> TensorSplit:
+    del stride  # samples are rows, not windows
     index = torch.tensor(list(rows), dtype=torch.int64)  # (n,)
     return TensorSplit(inputs=features[index], targets=classes[index])  # (n, 64), (n,)
 

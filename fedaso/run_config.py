@@ -70,6 +70,7 @@ class RunConfig:
     dataset: str = "facts"  # facts | facts:a | facts:b | pydoc | digits | text:PATH
     partitioner: str = "iid"  # iid | dirichlet:ALPHA | natural
     seq_len: int = 64  # LM context length in bytes
+    window_stride: int = 16  # bytes between training windows' starts (0 = disjoint windows)
     test_fraction: float = 0.2  # per-client held-out share
     facts_entities: int = 40  # entities per facts domain
     # Model
@@ -185,6 +186,7 @@ class RunConfig:
             test_fraction=self.test_fraction,
             seed=self.seed,
             facts_entities=self.facts_entities,
+            window_stride=self.window_stride,
         )
 
     def build_model(self) -> nn.Module:

@@ -1,0 +1,1 @@
+"""Benchmarks that print their figures as ratios measured side by side in one run."""
