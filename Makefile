@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m simulations.compare --strategies fedaso,fedavg --num-clients 20 --rounds 5 \
-		--dataset facts --out runs/demo
+	$(PY) -m simulations.compare --strategies fedaso,fedavg --num-clients 20 --rounds 20 \
+		--fraction-train 0.5 --dataset facts --out runs/demo
 
 test: setup
 	$(PY) -m pytest

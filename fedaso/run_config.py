@@ -38,7 +38,7 @@ class RunConfig:
 
     # Federation
     strategy: str = "fedaso"  # fedaso | fedavg | fedprox | fedadam
-    num_server_rounds: int = 5  # federated rounds
+    num_server_rounds: int = 10  # federated rounds
     fraction_train: float = 0.2  # fraction of nodes sampled for training each round
     fraction_evaluate: float = 0.0  # fraction of nodes for federated evaluation (0 = off)
     min_train_nodes: int = 2  # at least this many nodes train per round

@@ -262,16 +262,25 @@ def embed(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64) -> np
     return torch.cat(rows).numpy()  # (N, d)
 
 
+@dataclass(frozen=True)
+class RecallResult:
+    """Fact recall of a language model on recall prompts."""
+
+    exact_match: float  # share of prompts whose greedy completion is exactly the answer
+    answer_loss: float  # mean cross-entropy per answer byte, teacher-forced after the prompt
+
+
 @torch.no_grad()
-def fact_recall(model: nn.Module, prompts: Sequence[RecallPrompt]) -> float:
-    """Exact-match rate of greedy completions of ``prompts`` against their answers.
+def fact_recall(model: nn.Module, prompts: Sequence[RecallPrompt]) -> RecallResult:
+    """Exact-match rate of greedy completions of ``prompts``, and the answers' loss.
 
     Greedy decoding yields the answer exactly iff, teacher-forced on prompt + answer, the
     argmax at every answer position is the next answer byte; so one batched forward pass
     decides all prompts. Right padding cannot affect earlier positions of a causal model.
+    The answer loss is a smooth companion: it moves long before exact matches appear.
     """
     if not prompts:
-        return math.nan
+        return RecallResult(exact_match=math.nan, answer_loss=math.nan)
     model.eval()
     block_size = model.config.block_size
     # A prompt longer than the context keeps its last bytes, as generation would.
@@ -284,11 +293,15 @@ def fact_recall(model: nn.Module, prompts: Sequence[RecallPrompt]) -> float:
     batch = torch.zeros(len(sequences), width, dtype=torch.long)  # (P, W)
     for row, sequence in enumerate(sequences):
         batch[row, : len(sequence)] = sequence
-    predictions = model(batch).argmax(dim=-1)  # (P, W)
-    hits = 0
+    log_probs = torch.log_softmax(model(batch), dim=-1)  # (P, W, V)
+    hits, answer_loss, answer_bytes = 0, 0.0, 0
     for row, (sequence, answer) in enumerate(zip(sequences, answers, strict=True)):
         start, end = len(sequence) - len(answer), len(sequence)
         if start < 1:
             raise ValueError(f"answer {prompts[row].answer!r} does not fit block_size={block_size}")
-        hits += bool((predictions[row, start - 1 : end - 1] == batch[row, start:end]).all())
-    return hits / len(prompts)
+        predicted = log_probs[row, start - 1 : end - 1]  # (A, V)
+        target = batch[row, start:end]  # (A,)
+        hits += bool((predicted.argmax(dim=-1) == target).all())
+        answer_loss -= predicted.gather(1, target[:, None]).sum().item()
+        answer_bytes += len(answer)
+    return RecallResult(exact_match=hits / len(prompts), answer_loss=answer_loss / answer_bytes)

@@ -15,9 +15,15 @@ import json
 import sys
 from pathlib import Path
 
-from simulations.engine import add_run_flags, format_table, resolve_run_config, simulate
+from simulations.engine import (
+    add_run_flags,
+    format_table,
+    resolve_run_config,
+    round_rows,
+    simulate,
+)
 
-SUMMARY_KEYS = ("loss", "accuracy", "fact-recall")
+SUMMARY_KEYS = ("loss", "accuracy", "fact-recall", "fact-answer-loss")
 
 
 def final_figures(metrics: dict) -> dict:
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     for strategy, run in runs.items():
         print(f"=== {strategy}: {args.num_clients} clients, {run.num_server_rounds} rounds ===")
         metrics = simulate(run, num_clients=args.num_clients, client_cpus=args.client_cpus)
+        rows = round_rows(metrics)
+        print(f"\n{strategy}:\n" + format_table(list(rows[0]), [list(r.values()) for r in rows]))
         summary[strategy] = final_figures(metrics)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -120,6 +120,7 @@ def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "loss": central.get("loss"),
                 "accuracy": central.get("accuracy"),
                 "fact-recall": central.get("fact-recall"),
+                "fact-loss": central.get("fact-answer-loss"),
                 "train-loss": train.get("train-loss"),
                 "mean-relevance": train.get("mean-relevance"),
                 "seconds": central.get("round-seconds"),

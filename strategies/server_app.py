@@ -86,7 +86,9 @@ class CentralEvaluator:
         if task_of(self.run.dataset) == "lm":
             metrics["perplexity"] = math.exp(min(result.loss, 50.0))
         if self.central.recall_prompts:
-            metrics["fact-recall"] = fact_recall(self.model, self.central.recall_prompts)
+            recall = fact_recall(self.model, self.central.recall_prompts)
+            metrics["fact-recall"] = recall.exact_match
+            metrics["fact-answer-loss"] = recall.answer_loss
         end = time.perf_counter()
         metrics["round-seconds"] = start - self.last_end if server_round else 0.0
         metrics["eval-seconds"] = end - start

@@ -135,4 +135,17 @@ def test_fact_recall_equals_greedy_decoding_exact_match():
         for p in prompts
     ) / len(prompts)
     assert 0 < expected < 1
-    assert fact_recall(model, prompts) == pytest.approx(expected)
+    recall = fact_recall(model, prompts)
+    assert recall.exact_match == pytest.approx(expected)
+    # The answer loss is the mean negative log-likelihood of the answer bytes.
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for p in prompts:
+            ids = encode_text(p.prompt + p.answer)
+            log_probs = torch.log_softmax(model(ids[None, :-1])[0], dim=-1)
+            answer = encode_text(p.answer)
+            for k in range(len(answer)):
+                position = len(ids) - len(answer) + k
+                total -= log_probs[position - 1, ids[position]].item()
+                count += 1
+    assert recall.answer_loss == pytest.approx(total / count, rel=1e-5)
