@@ -6,7 +6,8 @@ ArrayRecord (``fedaso.payload``); it keeps its partition's own anchor set in
 training, and replies model + its anchor set in one ArrayRecord and its metrics in one
 MetricRecord. Without anchors in the message (FedAvg, FedProx, FedAdam) it trains plainly.
 ``evaluate`` reports loss and accuracy (and perplexity for language models) on the
-partition's held-out split.
+partition's held-out split. ``query.partition`` reports the node's partition id, so that the
+server can sample clients in partition order (``strategies.grids``).
 
 All hyperparameters arrive in the message's ConfigRecord, sent by the server from the
 validated run-config; the node's ``partition-id`` and ``num-partitions`` come from its
@@ -162,3 +163,11 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     if task_of(job.run.dataset) == "lm":
         metrics["perplexity"] = math.exp(min(result.loss, 50.0))
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query("partition")
+def report_partition(msg: Message, context: Context) -> Message:
+    """Tell the server this node's partition, so that it can sample in partition order."""
+    partition_id, num_partitions = node_partition(context.node_config)
+    metrics = MetricRecord({"partition-id": partition_id, "num-partitions": num_partitions})
+    return Message(content=RecordDict({"partition": metrics}), reply_to=msg)
