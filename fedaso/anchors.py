@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 
 def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np.ndarray:
@@ -36,7 +37,11 @@ def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np
             "available for k-means; lower num-anchors or enlarge the seed corpus"
         )
     kmeans = KMeans(n_clusters=num_anchors, n_init=1, random_state=seed)
-    kmeans.fit(np.asarray(embeddings, dtype=np.float64))
+    # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
+    # one, while a thread per core next to busy simulation actors has been seen to spin
+    # for minutes instead of seconds.
+    with threadpool_limits(limits=1):
+        kmeans.fit(np.asarray(embeddings, dtype=np.float64))
     return kmeans.cluster_centers_.astype(np.float32)  # (M, d)
 
 
