@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     results = execute(
-        specs, num_clients=args.num_clients, client_cpus=args.client_cpus, progress=Progress(specs)
+        specs,
+        num_clients=args.num_clients,
+        client_cpus=args.client_cpus,
+        progress=Progress(specs),
+        resume=args.resume,
     )
     command = "python -m simulations.ablate " + shlex.join(sys.argv[1:] if argv is None else argv)
     summaries = write_reports(

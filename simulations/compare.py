@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         specs,
         num_clients=args.num_clients,
         client_cpus=args.client_cpus,
+        resume=args.resume,
         progress=Progress(specs),
         show_rounds=True,
     )

@@ -157,6 +157,11 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
         "--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: --seed, else 0)"
     )
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse runs whose folder already holds the metrics of the same run-config",
+    )
+    parser.add_argument(
         "--target-loss",
         type=float,
         help="central loss for rounds-to-target (default: the highest mean final loss "
@@ -262,6 +267,19 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def finished_metrics(spec: RunSpec) -> dict[str, Any] | None:
+    """The metrics of an earlier run of exactly ``spec`` in its folder, or None."""
+    path = Path(spec.run.out_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    same = metrics.get("config") == spec.run.to_flat() and "wall-seconds" in metrics
+    return metrics if same else None
+
+
 def execute(
     specs: Sequence[RunSpec],
     *,
@@ -269,18 +287,28 @@ def execute(
     client_cpus: float,
     progress: Progress | None = None,
     show_rounds: bool = False,
+    resume: bool = False,
 ) -> list[RunResult]:
-    """Run ``specs`` in order on Flower's simulation engine; print a table per run if asked."""
+    """Run ``specs`` in order on Flower's simulation engine; print a table per run if asked.
+
+    With ``resume``, a run whose folder already holds the metrics of the same run-config
+    and number of clients is read back instead of run again.
+    """
     progress = progress or Progress(specs)
     results = []
     for spec in specs:
-        metrics = simulate(
-            spec.run,
-            num_clients=num_clients,
-            client_cpus=client_cpus,
-            on_round=progress.round_callback(spec),
-        )
-        progress.run_finished(spec, metrics["wall-seconds"])
+        metrics = finished_metrics(spec) if resume else None
+        if metrics is not None and metrics.get("num-clients") == num_clients:
+            progress.rounds_done += spec.run.num_server_rounds
+            print(f"=== {spec.variant} seed {spec.seed}: reusing {spec.run.out_dir}", flush=True)
+        else:
+            metrics = simulate(
+                spec.run,
+                num_clients=num_clients,
+                client_cpus=client_cpus,
+                on_round=progress.round_callback(spec),
+            )
+            progress.run_finished(spec, metrics["wall-seconds"])
         if show_rounds:
             rows = round_rows(metrics)
             table = format_table(list(rows[0]), [list(row.values()) for row in rows])

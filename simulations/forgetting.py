@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     specs = [spec for pair in pairs for spec in pair]  # A then B, pair by pair
     results = execute(
-        specs, num_clients=args.num_clients, client_cpus=args.client_cpus, progress=Progress(specs)
+        specs,
+        num_clients=args.num_clients,
+        client_cpus=args.client_cpus,
+        progress=Progress(specs),
+        resume=args.resume,
     )
     results_a, results_b = results[0::2], results[1::2]
     command = "python -m simulations.forgetting " + shlex.join(

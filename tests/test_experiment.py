@@ -3,6 +3,7 @@
 import argparse
 import csv
 import io
+import json
 import math
 
 import pytest
@@ -20,7 +21,9 @@ from simulations.experiment import (
     add_experiment_flags,
     default_target,
     duration,
+    execute,
     final_figures,
+    finished_metrics,
     metrics_rows,
     parse_seeds,
     plan_runs,
@@ -263,3 +266,23 @@ def test_duration():
     assert duration(42.4) == "42s"
     assert duration(75.2) == "1m15s"
     assert duration(3 * 3600 + 120) == "3h02m"
+
+
+def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path):
+    args = parse(["--out", str(tmp_path), "--rounds", "2", *TINY])
+    (spec,) = plan_runs(args, strategy_variants("fedavg"), [0], tmp_path)
+    written = fake_metrics([5.0, 4.0, 3.0], [0, 1, 1]) | {
+        "config": spec.run.to_flat(),
+        "wall-seconds": 9.0,
+        "num-clients": 3,
+    }
+    folder = tmp_path / "fedavg"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(written))
+    assert finished_metrics(spec) == written
+    stream = io.StringIO()
+    (result,) = execute([spec], num_clients=3, client_cpus=1.0,
+                        progress=Progress([spec], stream), resume=True)  # fmt: skip
+    assert result.metrics == written  # read back, not simulated again
+    other = spec.run.replace(lr=0.5)
+    assert finished_metrics(type(spec)(spec.variant, spec.seed, other)) is None
