@@ -5,7 +5,7 @@
 Runs full FedASO, then FedASO with one component removed (gradient projection, semantic
 weighting with lambda = 0, online anchor updates), and FedAvg, with every other setting
 equal. Writes the same outputs as ``simulations.compare`` (``metrics.csv``, ``summary.md``
-with a "vs full ASO" table, ``summary.json``, plots).
+with paired differences to full ASO, ``summary.json``, plots).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from simulations.engine import add_run_flags
 from simulations.experiment import (
     Progress,
     Variant,
-    VariantSummary,
     add_experiment_flags,
     execute,
     experiment_header,
@@ -39,7 +38,6 @@ ABLATIONS: dict[str, Variant] = {
         Variant("fedavg", (("strategy", "fedavg"),)),
     )
 }
-DELTA_KEYS = ("loss", "fact-recall", "fact-answer-loss")
 
 
 def chosen_variants(text: str) -> list[Variant]:
@@ -51,27 +49,6 @@ def chosen_variants(text: str) -> list[Variant]:
             f"--variants={text!r} is invalid: {', '.join(unknown)} not in {', '.join(ABLATIONS)}"
         )
     return [ABLATIONS[name] for name in names]
-
-
-def delta_table(summaries: list[VariantSummary]) -> str:
-    """Markdown table of each variant's difference to full ASO (mean over seeds)."""
-    full = next((s for s in summaries if s.variant == FULL), None)
-    if full is None:
-        return ""
-    lines = [
-        "| configuration | " + " | ".join(f"Δ {key} vs {FULL}" for key in DELTA_KEYS) + " |",
-        "|" + "---|" * (len(DELTA_KEYS) + 1),
-    ]
-    for summary in summaries:
-        cells = [summary.variant]
-        for key in DELTA_KEYS:
-            ours, reference = summary.figures.get(key), full.figures.get(key)
-            if ours is None or reference is None or None in (ours.mean, reference.mean):
-                cells.append("-")
-            else:
-                cells.append(f"{ours.mean - reference.mean:+.4g}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,18 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
     )
     command = "python -m simulations.ablate " + shlex.join(sys.argv[1:] if argv is None else argv)
-    summaries = write_reports(
+    write_reports(
         args.out,
         results,
         title="Ablations (report Table 5)",
         header=experiment_header(specs, args.num_clients, command),
         target=args.target_loss,
         label="configuration",
+        reference=FULL,
     )
-    deltas = delta_table(summaries)
-    if deltas:
-        with (args.out / "summary.md").open("a") as file:
-            file.write(f"\nDifference of the means to full ASO:\n\n{deltas}\n")
     print((args.out / "summary.md").read_text())
     return 0
 

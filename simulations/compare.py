@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--strategies", default="fedaso,fedavg", help="comma-separated")
+    parser.add_argument(
+        "--reference", default="fedavg", help="strategy for paired differences in summary.md"
+    )
     add_experiment_flags(parser)
     add_run_flags(parser)
     args = parser.parse_args(argv)
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         header=experiment_header(specs, args.num_clients, command),
         target=args.target_loss,
         label="strategy",
+        reference=args.reference,
     )
     keys = list(summaries[0].figures)
     rows = [[key, *(s.figures[key].text() for s in summaries)] for key in keys]

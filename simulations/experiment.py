@@ -491,6 +491,40 @@ def experiment_header(specs: Sequence[RunSpec], num_clients: int, command: str) 
     )
 
 
+DIFFERENCE_COLUMNS = (
+    ("loss", "Δ final loss"),
+    ("accuracy", "Δ final accuracy"),
+    ("fact-recall", "Δ fact recall"),
+    ("fact-answer-loss", "Δ fact answer loss"),
+)
+
+
+def paired_differences(results: Sequence[RunResult], reference: str) -> list[VariantSummary]:
+    """Per variant, its final figures minus ``reference``'s on the same seed, over seeds.
+
+    One seed gives both runs the same data, initial model and sampled clients, so the
+    paired difference isolates what the variant changes; its std over seeds says how
+    much of it is noise. Empty if ``reference`` did not run.
+    """
+    finals = {(r.spec.variant, r.spec.seed): final_figures(r.metrics) for r in results}
+    variants = list(dict.fromkeys(r.spec.variant for r in results))
+    seeds = sorted({r.spec.seed for r in results})
+    if reference not in variants:
+        return []
+    summaries = []
+    for variant in (v for v in variants if v != reference):
+        stats = {}
+        for key, _ in DIFFERENCE_COLUMNS:
+            differences = []
+            for seed in seeds:
+                ours = finals.get((variant, seed), {}).get(key)
+                theirs = finals.get((reference, seed), {}).get(key)
+                differences.append(None if ours is None or theirs is None else ours - theirs)
+            stats[key] = Stat.of(differences)
+        summaries.append(VariantSummary(variant, stats))
+    return summaries
+
+
 def write_reports(
     out: Path,
     results: Sequence[RunResult],
@@ -499,13 +533,18 @@ def write_reports(
     header: str,
     target: float | None,
     label: str = "variant",
+    reference: str | None = None,
 ) -> list[VariantSummary]:
-    """Write ``metrics.csv``, ``summary.md``, ``summary.json`` and the plots into ``out``."""
+    """Write ``metrics.csv``, ``summary.md``, ``summary.json`` and the plots into ``out``.
+
+    With ``reference``, ``summary.md`` also gives every variant's paired difference to it.
+    """
     out.mkdir(parents=True, exist_ok=True)
     rows = metrics_rows(results)
     write_metrics_csv(rows, out / "metrics.csv")
     target = default_target(results) if target is None else target
     summaries = summarize(results, target)
+    differences = paired_differences(results, reference) if reference else []
     plots = plot_curves(rows, out)
     lines = [
         f"# {title}",
@@ -515,11 +554,22 @@ def write_reports(
         "",
         summary_table(summaries, label),
         "",
-        *(f"![{path.stem}]({path.name})" for path in plots),
-        "",
     ]
+    if differences:
+        lines += [
+            f"Paired differences to {reference} (variant minus {reference} on the same seed; "
+            "mean ± std over seeds):",
+            "",
+            summary_table(differences, label, DIFFERENCE_COLUMNS),
+            "",
+        ]
+    lines += [*(f"![{path.stem}]({path.name})" for path in plots), ""]
     (out / "summary.md").write_text("\n".join(lines))
-    summary = {"target-loss": target, "variants": summary_json(summaries)}
+    summary = {
+        "target-loss": target,
+        "variants": summary_json(summaries),
+        f"minus-{reference}": summary_json(differences),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summaries
 

@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from fedaso.data import load_partition
-from simulations.ablate import ABLATIONS, chosen_variants, delta_table
+from simulations.ablate import ABLATIONS, chosen_variants
 from simulations.compare import strategy_variants
 from simulations.engine import add_run_flags
 from simulations.experiment import (
     Progress,
     RunResult,
     Stat,
-    VariantSummary,
     add_experiment_flags,
     default_target,
     duration,
@@ -25,6 +24,7 @@ from simulations.experiment import (
     final_figures,
     finished_metrics,
     metrics_rows,
+    paired_differences,
     parse_seeds,
     plan_runs,
     plot_curves,
@@ -35,6 +35,7 @@ from simulations.experiment import (
     summarize,
     summary_table,
     write_metrics_csv,
+    write_reports,
 )
 
 TINY = [
@@ -229,12 +230,25 @@ def test_final_figures_average_seconds_and_bytes_over_trained_rounds():
     assert figures["model-bytes-per-round"] == 1000
 
 
-def test_delta_table_against_full_aso():
-    full = VariantSummary("full-aso", {"loss": Stat.of([2.0, 2.2])})
-    other = VariantSummary("lambda-0", {"loss": Stat.of([2.5, 2.5])})
-    table = delta_table([full, other])
-    assert "| lambda-0 | +0.4 | - | - |" in table
-    assert delta_table([other]) == ""
+def test_paired_differences_subtract_the_reference_seed_by_seed(tmp_path):
+    (fedaso,) = paired_differences(results(tmp_path), "fedavg")
+    # fedaso - fedavg: seed 0: 2.0 - 3.0, seed 1: 2.2 - 2.8
+    assert fedaso.variant == "fedaso"
+    assert fedaso.figures["loss"].mean == pytest.approx(-0.8)
+    assert fedaso.figures["loss"].std == pytest.approx(math.sqrt(0.08))  # sample std
+    assert paired_differences(results(tmp_path), "fedprox") == []
+
+
+def test_reports_hold_the_paired_table_and_every_file(tmp_path):
+    write_reports(tmp_path, results(tmp_path), title="T", header="H", target=None,
+                  label="strategy", reference="fedavg")  # fmt: skip
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Paired differences to fedavg" in summary
+    assert "| fedaso | -0.8 ± 0.28 |" in summary
+    assert "target central loss for rounds/steps to target: 2.9" in summary
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["minus-fedavg"]["fedaso"]["loss"]["mean"] == pytest.approx(-0.8)
+    assert (tmp_path / "metrics.csv").exists() and (tmp_path / "central.png").exists()
 
 
 def test_plots_are_written_as_small_pngs(tmp_path):
