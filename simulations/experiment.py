@@ -507,18 +507,27 @@ def paired_differences(results: Sequence[RunResult], reference: str) -> list[Var
     much of it is noise. Empty if ``reference`` did not run.
     """
     finals = {(r.spec.variant, r.spec.seed): final_figures(r.metrics) for r in results}
-    variants = list(dict.fromkeys(r.spec.variant for r in results))
-    seeds = sorted({r.spec.seed for r in results})
+    return differences_to(finals, reference, [key for key, _ in DIFFERENCE_COLUMNS])
+
+
+def differences_to(
+    figures: Mapping[tuple[str, int], Mapping[str, float | None]],
+    reference: str,
+    keys: Sequence[str],
+) -> list[VariantSummary]:
+    """``figures[(variant, seed)][key]`` minus the reference's on the same seed, as Stats."""
+    variants = list(dict.fromkeys(variant for variant, _ in figures))
+    seeds = sorted({seed for _, seed in figures})
     if reference not in variants:
         return []
     summaries = []
     for variant in (v for v in variants if v != reference):
         stats = {}
-        for key, _ in DIFFERENCE_COLUMNS:
+        for key in keys:
             differences = []
             for seed in seeds:
-                ours = finals.get((variant, seed), {}).get(key)
-                theirs = finals.get((reference, seed), {}).get(key)
+                ours = figures.get((variant, seed), {}).get(key)
+                theirs = figures.get((reference, seed), {}).get(key)
                 differences.append(None if ours is None or theirs is None else ours - theirs)
             stats[key] = Stat.of(differences)
         summaries.append(VariantSummary(variant, stats))

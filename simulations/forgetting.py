@@ -32,6 +32,7 @@ from simulations.experiment import (
     VariantSummary,
     add_experiment_flags,
     curve,
+    differences_to,
     execute,
     experiment_header,
     parse_list,
@@ -130,15 +131,20 @@ def forgetting_figures(result_a: RunResult, result_b: RunResult) -> dict[str, fl
     return figures
 
 
+def figures_by_run(
+    pairs: Sequence[tuple[RunResult, RunResult]],
+) -> dict[tuple[str, int], dict[str, float | None]]:
+    """``{(strategy, seed): forgetting figures}``."""
+    return {(a.spec.variant, a.spec.seed): forgetting_figures(a, b) for a, b in pairs}
+
+
 def summarize_forgetting(
     pairs: Sequence[tuple[RunResult, RunResult]],
 ) -> list[VariantSummary]:
     """Per strategy, the forgetting figures as mean and std over seeds."""
     per_strategy: dict[str, list[dict[str, float | None]]] = {}
-    for result_a, result_b in pairs:
-        per_strategy.setdefault(result_a.spec.variant, []).append(
-            forgetting_figures(result_a, result_b)
-        )
+    for (strategy, _), figures in figures_by_run(pairs).items():
+        per_strategy.setdefault(strategy, []).append(figures)
     return [
         VariantSummary(name, {key: Stat.of([run[key] for run in runs]) for key in runs[0]})
         for name, runs in per_strategy.items()
@@ -153,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--strategies", default="fedaso,fedavg", help="comma-separated")
     parser.add_argument("--domains", default="facts:a,facts:b", help="datasets A,B")
+    parser.add_argument(
+        "--reference", default="fedavg", help="strategy for paired differences in summary.md"
+    )
     parser.add_argument("--rounds-b", type=int, help="rounds of phase B (default: --rounds)")
     parser.add_argument(
         "--anchors", choices=ANCHOR_MODES, default="carry",
@@ -191,8 +200,22 @@ def main(argv: list[str] | None = None) -> int:
             target=args.target_loss,
             label="strategy",
         )
-    summaries = summarize_forgetting(list(zip(results_a, results_b, strict=True)))
+    pairs = list(zip(results_a, results_b, strict=True))
+    summaries = summarize_forgetting(pairs)
     table = summary_table(summaries, "strategy", FORGETTING_COLUMNS)
+    keys = [key for key, _ in FORGETTING_COLUMNS]
+    differences = differences_to(figures_by_run(pairs), args.reference, keys)
+    paired = (
+        [
+            f"Paired differences to {args.reference} (strategy minus {args.reference} on "
+            "the same seed; mean ± std over seeds):",
+            "",
+            summary_table(differences, "strategy", FORGETTING_COLUMNS),
+            "",
+        ]
+        if differences
+        else []
+    )
     domain_a, domain_b = results_a[0].spec.run.dataset, results_b[0].spec.run.dataset
     text = "\n".join(
         [
@@ -205,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
+            *paired,
             "Per-phase tables and curves: [phase A](phase-a/summary.md), "
             "[phase B](phase-b/summary.md) (`retention.png`: A's figures during phase B).",
             "",
         ]
     )
     (args.out / "summary.md").write_text(text)
-    (args.out / "summary.json").write_text(json.dumps(summary_json(summaries), indent=2))
+    summary = summary_json(summaries) | {f"minus-{args.reference}": summary_json(differences)}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(text)
     return 0
 
