@@ -210,6 +210,7 @@ class Progress:
         self.total_rounds = sum(spec.run.num_server_rounds for spec in specs)
         self.total_runs = len(specs)
         self.rounds_done = 0
+        self.rounds_reused = 0  # rounds of runs read back (--resume), not timed here
         self.runs_done = 0
         self.started = time.perf_counter()
         self.stream = stream or sys.stdout
@@ -219,10 +220,19 @@ class Progress:
         return time.perf_counter() - self.started
 
     def remaining(self) -> float | None:
-        """Estimated seconds left, or None before the first round."""
-        if not self.rounds_done:
+        """Estimated seconds left, or None before the first round run here."""
+        timed = self.rounds_done - self.rounds_reused
+        if not timed:
             return None
-        return self.elapsed() / self.rounds_done * (self.total_rounds - self.rounds_done)
+        return self.elapsed() / timed * (self.total_rounds - self.rounds_done)
+
+    def run_reused(self, spec: RunSpec) -> None:
+        """Note that ``spec``'s finished run was read back instead of run."""
+        self.rounds_done += spec.run.num_server_rounds
+        self.rounds_reused += spec.run.num_server_rounds
+        self.runs_done += 1
+        self._say(f"=== run {self.runs_done}/{self.total_runs}: {spec.variant} seed "
+                  f"{spec.seed} reused from {spec.run.out_dir}")  # fmt: skip
 
     def _say(self, text: str) -> None:
         left = self.remaining()
@@ -299,8 +309,7 @@ def execute(
     for spec in specs:
         metrics = finished_metrics(spec) if resume else None
         if metrics is not None and metrics.get("num-clients") == num_clients:
-            progress.rounds_done += spec.run.num_server_rounds
-            print(f"=== {spec.variant} seed {spec.seed}: reusing {spec.run.out_dir}", flush=True)
+            progress.run_reused(spec)
         else:
             metrics = simulate(
                 spec.run,

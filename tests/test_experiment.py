@@ -298,5 +298,7 @@ def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path):
     (result,) = execute([spec], num_clients=3, client_cpus=1.0,
                         progress=Progress([spec], stream), resume=True)  # fmt: skip
     assert result.metrics == written  # read back, not simulated again
+    assert "=== run 1/1: fedavg seed 0 reused from" in stream.getvalue()
+    assert " ~? left" in stream.getvalue()  # no estimate from rounds not run here
     other = spec.run.replace(lr=0.5)
     assert finished_metrics(type(spec)(spec.variant, spec.seed, other)) is None
