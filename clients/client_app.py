@@ -143,8 +143,11 @@ def train(msg: Message, context: Context) -> Message:
         blended = blend_anchors(context, job.global_anchors, job.run.anchor_blend)
         anchors = torch.from_numpy(blended.astype(np.float32))
     server_round = int(job.config.get("server-round", 0))
-    # Flower's FedProx sends its proximal weight in the config; other strategies do not.
-    proximal_mu = float(job.config.get("proximal-mu", 0.0))
+    # Flower's FedProx sends its proximal weight in the config. The run-config's own
+    # `proximal-mu` key travels in every config too, so it only counts under FedProx.
+    proximal_mu = (
+        float(job.config.get("proximal-mu", 0.0)) if job.run.strategy == "fedprox" else 0.0
+    )
     privacy = job.run.privacy()
     result = train_local(
         job.model,
