@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -209,7 +210,11 @@ def train_local(
                 "DP-SGD cannot clip FedProx's proximal term per sample: "
                 "use dp-sgd with a strategy other than fedprox"
             )
-        engine = PrivacyEngine(accountant="rdp")
+        with warnings.catch_warnings():
+            # Opacus' secure_mode needs torchcsprng; the noise generator below is seeded
+            # from OS entropy instead (docs/PRIVACY.md says what that does and does not give).
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp")
         forward, optimizer, loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -223,7 +228,10 @@ def train_local(
     totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
     model.train()
     try:
-        with EmbeddingCapture(model.embedding_point) as capture:
+        with warnings.catch_warnings(), EmbeddingCapture(model.embedding_point) as capture:
+            # Integer token ids need no gradient; Opacus' hook on the token embedding still
+            # fires on its output, which is all it needs, and torch warns about it each step.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(train.local_epochs):
                 for inputs, targets in loader:
                     if train.max_steps and totals["steps"] >= train.max_steps:
