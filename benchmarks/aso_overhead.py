@@ -21,12 +21,12 @@ from fedaso.models import TinyLM, TinyLMConfig
 from fedaso.trainer import train_local
 
 
-def step_seconds(model_state, data, *, anchors, aso, train) -> float:
+def step_seconds(model_state, data, *, anchors, aso, train, dp_sgd=None) -> float:
     """Seconds per local step of one ``train_local`` call from the same starting weights."""
     model = TinyLM(TinyLMConfig(**model_state["config"]))
     model.load_state_dict(model_state["weights"])
     start = time.perf_counter()
-    result = train_local(model, data, anchors=anchors, aso=aso, train=train)
+    result = train_local(model, data, anchors=anchors, aso=aso, train=train, dp_sgd=dp_sgd)
     return (time.perf_counter() - start) / result.num_steps
 
 

@@ -27,9 +27,10 @@ from fedaso.data import (
     task_of,
 )
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+from fedaso.privacy import PrivacyConfig
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
-AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples")
+AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,21 @@ class RunConfig:
     model_width: int = 64  # embedding width d
     model_layers: int = 2  # transformer blocks (LM)
     model_heads: int = 4  # attention heads (LM)
+    # Privacy (spec section 7; docs/PRIVACY.md)
+    anchor_dp: str = "none"  # none | local | central
+    anchor_clip: float = 8.0  # C: Frobenius bound of an anchor change (0 = none, anchor-dp=none)
+    anchor_noise_multiplier: float = 1.0  # sigma of anchor releases
+    anchor_delta: float = 1e-5  # delta of the reported anchor epsilon
+    anchor_init: str = "server"  # server (seed corpus k-means) | federated (federated k-means)
+    anchor_init_clip: float = 40.0  # Frobenius bound of a client's centroid matrix (federated)
+    relevance_noise: float = 0.0  # std of Gaussian noise on a client's mean relevance, 0 = off
+    dp_sgd: bool = False  # record-level DP-SGD (Opacus) in local training
+    dp_noise_multiplier: float = 1.0  # DP-SGD noise multiplier
+    dp_max_grad_norm: float = 1.0  # DP-SGD per-sample gradient clip
+    dp_delta: float = 1e-5  # delta of the reported DP-SGD epsilon
+    update_dp: str = "none"  # none | server-fixed | client-fixed (Flower's DP wrappers)
+    update_clip: float = 10.0  # clipping norm of Flower's DP wrappers
+    update_noise_multiplier: float = 1.0  # noise multiplier of Flower's DP wrappers
     # Output
     out_dir: str = ""  # if set, the server writes metrics.json and the final model here
 
@@ -147,6 +163,27 @@ class RunConfig:
         self.aso().check_width(self.model_width)
         self.train(seed=self.seed)
         self.data(num_partitions=1)
+        self.check_privacy()
+
+    def check_privacy(self) -> None:
+        """Validate the privacy keys and how they combine with the strategy."""
+        privacy = self.privacy()
+        for key, value, default in (
+            ("anchor-dp", privacy.anchor_dp, "none"),
+            ("anchor-init", privacy.anchor_init, "server"),
+        ):
+            require(
+                value == default or self.strategy == "fedaso",
+                key,
+                value,
+                f"needs strategy='fedaso' (strategy={self.strategy!r} sends no anchors)",
+            )
+        require(
+            not (privacy.dp_sgd and self.strategy == "fedprox"),
+            "dp-sgd",
+            privacy.dp_sgd,
+            "cannot be combined with strategy='fedprox' (its proximal term is not per-sample)",
+        )
 
     # -- typed views -------------------------------------------------------------------
     def aso(self, *, enabled: bool | None = None) -> ASOConfig:
@@ -163,6 +200,11 @@ class RunConfig:
             update_anchors=self.update_anchors,
             subspace_refresh_steps=self.subspace_refresh_steps,
         )
+
+    def privacy(self) -> PrivacyConfig:
+        """Privacy settings (spec section 7)."""
+        names = {f.name for f in dataclasses.fields(PrivacyConfig)}
+        return PrivacyConfig(**{name: getattr(self, name) for name in names})
 
     def train(self, *, seed: int, proximal_mu: float = 0.0) -> TrainConfig:
         """Local optimization settings with a per-client, per-round ``seed``."""

@@ -109,8 +109,13 @@ def simulate(run: RunConfig, *, num_clients: int, client_cpus: float = 1.0) -> d
     return metrics
 
 
+# Privacy figures printed when a run reports them (docs/PRIVACY.md).
+EPSILON_COLUMNS = ("anchor-epsilon", "update-epsilon", "client-dp-sgd-epsilon-max")
+
+
 def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per round with the figures worth printing."""
+    epsilons = [k for k in EPSILON_COLUMNS if any(k in r["train"] for r in metrics["rounds"])]
     rows = []
     for record in metrics["rounds"]:
         central, train = record["central"], record["train"]
@@ -125,6 +130,7 @@ def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "mean-relevance": train.get("mean-relevance"),
                 "seconds": central.get("round-seconds"),
             }
+            | {key: train.get(key) for key in epsilons}
         )
     return rows
 

@@ -7,6 +7,10 @@ seed corpus the server holds (spec section 5a), and evaluates the global model c
 held-out data after every round (loss, accuracy, perplexity, and fact recall on ``facts``).
 With ``out-dir`` set it writes ``metrics.json`` (resolved config and per-round metrics), the
 final model (``model.pt``, without the reserved anchor key) and the final anchors.
+
+Privacy (``strategies.privacy``, docs/PRIVACY.md): with ``anchor-init = federated`` the
+anchors come from federated k-means over ``query`` messages instead of the seed corpus, and
+with ``update-dp`` the strategy runs inside one of Flower's DP wrappers.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, spl
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
 from strategies.fedaso import FedASO
+from strategies.privacy import (
+    build_update_dp,
+    expected_sample_size,
+    federated_initial_anchors,
+    wait_for_nodes,
+)
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
@@ -51,6 +61,7 @@ def build_strategy(run: RunConfig) -> Strategy:
             **sampling,
             aggregation_weight=run.aggregation_weight,
             anchor_staleness_decay=run.anchor_staleness_decay,
+            privacy=run.privacy(),
         )
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
@@ -103,8 +114,15 @@ def run_federation(grid: Grid, run: RunConfig) -> Result:
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
     model = run.build_model()
-    anchors = initial_anchors(model, central, run) if run.strategy == "fedaso" else None
     strategy = build_strategy(run)
+    anchors = None
+    if run.anchor_init == "federated":
+        anchors = federated_initial_anchors(grid, run, model_to_arrays(model), strategy)
+    elif run.strategy == "fedaso":
+        anchors = initial_anchors(model, central, run)
+    if run.update_dp != "none":
+        num_nodes = len(wait_for_nodes(grid, run.min_train_nodes))
+        strategy = build_update_dp(strategy, run, expected_sample_size(run, num_nodes))
     result = strategy.start(
         grid=grid,
         initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
