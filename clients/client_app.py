@@ -10,7 +10,9 @@ partition's held-out split.
 
 All hyperparameters arrive in the message's ConfigRecord, sent by the server from the
 validated run-config; the node's ``partition-id`` and ``num-partitions`` come from its
-node config.
+node config. Under FedASO the reply's metrics carry the ``partition-id``, which the server
+keys its per-partition anchor store by (node ids change when a SuperLink restarts).
+``clients.faults`` (a testing aid, off by default) wraps the app as a mod.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from clients.records import arrays_to_record, record_to_arrays
+from clients.faults import fault_injection_mod
+from clients.records import arrays_to_record, read_instruction
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
@@ -32,7 +35,7 @@ from fedaso.trainer import LocalTrainResult, evaluate, train_local
 
 LOCAL_ANCHORS_KEY = "fedaso.local-anchors"  # context.state key of the partition's own anchors
 
-app = ClientApp()
+app = ClientApp(mods=[fault_injection_mod])
 
 
 def node_partition(node_config: dict) -> tuple[int, int]:
@@ -71,11 +74,11 @@ class ClientJob:
 
 def load_job(msg: Message, context: Context) -> ClientJob:
     """Parse the message and load this partition's data and the global model."""
-    config = msg.content["config"]
+    config, arrays = read_instruction(msg.content)
     run = RunConfig.from_flat(dict(config), strict=False)
     partition_id, num_partitions = node_partition(context.node_config)
     model = run.build_model()
-    model_arrays, anchors = split_payload(record_to_arrays(msg.content["arrays"]))
+    model_arrays, anchors = split_payload(arrays)
     load_model_arrays(model, model_arrays)
     return ClientJob(
         run=run,
@@ -138,10 +141,13 @@ def train(msg: Message, context: Context) -> Message:
     reply_anchors = None if result.anchors is None else result.anchors.numpy()
     if reply_anchors is not None:
         context.state[LOCAL_ANCHORS_KEY] = arrays_to_record({"anchors": reply_anchors})
+    metrics = train_metrics(result, aso.enabled)
+    if aso.enabled:
+        metrics["partition-id"] = job.partition_id
     content = RecordDict(
         {
             "arrays": arrays_to_record(join_payload(model_to_arrays(job.model), reply_anchors)),
-            "metrics": train_metrics(result, aso.enabled),
+            "metrics": metrics,
         }
     )
     return Message(content=content, reply_to=msg)

@@ -7,6 +7,10 @@ seed corpus the server holds (spec section 5a), and evaluates the global model c
 held-out data after every round (loss, accuracy, perplexity, and fact recall on ``facts``).
 With ``out-dir`` set it writes ``metrics.json`` (resolved config and per-round metrics), the
 final model (``model.pt``, without the reserved anchor key) and the final anchors.
+
+Rounds run in ``strategies.rounds`` (Flower's round loop, with a per-round time-out), and
+after every round a checkpoint is written (``strategies.checkpoint``); with ``resume`` set, a
+run continues after the checkpoint's round.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import math
 import random
 import time
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,9 @@ from fedaso.data import CentralData, load_central, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
+from strategies.checkpoint import Checkpoints
 from strategies.fedaso import FedASO
+from strategies.rounds import RoundPlan, run_rounds
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
@@ -51,6 +57,7 @@ def build_strategy(run: RunConfig) -> Strategy:
             **sampling,
             aggregation_weight=run.aggregation_weight,
             anchor_staleness_decay=run.anchor_staleness_decay,
+            max_update_norm_ratio=run.max_update_norm_ratio,
         )
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
@@ -99,19 +106,26 @@ class CentralEvaluator:
 def run_federation(grid: Grid, run: RunConfig) -> Result:
     """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``."""
     started = time.perf_counter()
+    checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
     random.seed(run.seed)  # Flower samples nodes with the global `random`
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
     model = run.build_model()
     anchors = initial_anchors(model, central, run) if run.strategy == "fedaso" else None
     strategy = build_strategy(run)
-    result = strategy.start(
+    plan = RoundPlan(
         grid=grid,
-        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
-        num_rounds=run.num_server_rounds,
+        timeout=run.round_timeout,
         train_config=ConfigRecord(run.to_flat()),
         evaluate_config=ConfigRecord(run.to_flat()),
         evaluate_fn=CentralEvaluator(run, central),
+    )
+    result = run_rounds(
+        strategy,
+        plan,
+        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        num_rounds=run.num_server_rounds,
+        checkpoints=checkpoints,
     )
     if run.out_dir:
         write_outputs(Path(run.out_dir), run, result, time.perf_counter() - started)
@@ -159,8 +173,12 @@ def build_server_app(run: RunConfig | None = None) -> ServerApp:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        resolved = run if run is not None else RunConfig.from_flat(context.run_config)
-        run_federation(grid, resolved)
+        try:
+            resolved = run if run is not None else RunConfig.from_flat(context.run_config)
+            run_federation(grid, resolved)
+        except ValueError as error:  # bad input: say so in one line before Flower's traceback
+            log(ERROR, "FedASO stopped: %s", error)
+            raise
 
     return server_app
 
