@@ -32,7 +32,11 @@ def fault_injection_mod(msg: Message, context: Context, call_next: ClientAppCall
     if kind == "raise":
         raise RuntimeError(f"fault-plan: partition raises (fault {kind!r})")
     if kind == "delay":
-        time.sleep(fault_run(msg).fault_delay)
+        run = fault_run(msg)
+        # Miss the round's time-out however long the healthy clients take: answer
+        # fault-delay seconds after it, counted from when the server created the message.
+        deadline = msg.metadata.created_at + run.round_timeout + run.fault_delay
+        time.sleep(max(0.0, deadline - time.time()))
         return call_next(msg, context)
     reply = call_next(msg, context)
     if reply.has_error():

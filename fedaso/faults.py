@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 FAULT_KINDS: Mapping[str, str] = {
     "raise": "the ClientApp raises before training",
-    "delay": "the ClientApp waits fault-delay seconds, then trains and replies",
+    "delay": "the ClientApp replies fault-delay seconds after the round's time-out",
     "nan": "a NaN in the first model array",
     "inf": "an Inf in the first model array",
     "shape": "the first model array has one element too many",

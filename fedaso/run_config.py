@@ -87,7 +87,7 @@ class RunConfig:
     checkpoint_dir: str = ""  # checkpoint every round here; "" = out-dir/checkpoint (if out-dir)
     resume: str = ""  # continue the run saved in this checkpoint directory
     fault_plan: str = ""  # TESTING AID: "PARTITION:KIND,..." makes partitions misbehave
-    fault_delay: float = 0.0  # TESTING AID: seconds a "delay" fault waits before training
+    fault_delay: float = 0.0  # TESTING AID: a "delay" fault replies this long after the time-out
 
     def __post_init__(self) -> None:
         require(
