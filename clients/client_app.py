@@ -16,7 +16,9 @@ on request, DP-SGD's epsilon is reported, and under ``update-dp = client-fixed``
 
 All hyperparameters arrive in the message's ConfigRecord, sent by the server from the
 validated run-config; the node's ``partition-id`` and ``num-partitions`` come from its
-node config.
+node config. Under FedASO the reply's metrics carry the ``partition-id``, which the server
+keys its per-partition anchor store by (node ids change when a SuperLink restarts).
+``clients.faults`` (a testing aid, off by default) wraps the app as a mod.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from clients.faults import fault_injection_mod
 from clients.privacy import (
     anchor_report,
     centroid_report,
@@ -37,7 +40,7 @@ from clients.privacy import (
     relevance_report,
     update_clipping_mod,
 )
-from clients.records import arrays_to_record, record_to_arrays
+from clients.records import arrays_to_record, read_instruction
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
@@ -45,7 +48,9 @@ from fedaso.trainer import LocalTrainResult, embed, evaluate, train_local
 
 LOCAL_ANCHORS_KEY = "fedaso.local-anchors"  # context.state key of the partition's own anchors
 
-app = ClientApp(mods=[update_clipping_mod])
+# Faults are injected outermost (a testing aid; inert without `fault-plan`), so that a faulty
+# reply still passes through the clipping mod like any other.
+app = ClientApp(mods=[fault_injection_mod, update_clipping_mod])
 
 
 def node_partition(node_config: dict) -> tuple[int, int]:
@@ -84,11 +89,11 @@ class ClientJob:
 
 def load_job(msg: Message, context: Context) -> ClientJob:
     """Parse the message and load this partition's data and the global model."""
-    config = msg.content["config"]
+    config, arrays = read_instruction(msg.content)
     run = RunConfig.from_flat(dict(config), strict=False)
     partition_id, num_partitions = node_partition(context.node_config)
     model = run.build_model()
-    model_arrays, anchors = split_payload(record_to_arrays(msg.content["arrays"]))
+    model_arrays, anchors = split_payload(arrays)
     load_model_arrays(model, model_arrays)
     return ClientJob(
         run=run,
@@ -168,6 +173,7 @@ def train(msg: Message, context: Context) -> Message:
         reply_anchors, anchor_metrics = anchor_report(job.global_anchors, trained, privacy, context)
         relevance, relevance_metrics = relevance_report(result.mean_relevance, privacy, context)
         privacy_metrics |= anchor_metrics | relevance_metrics | {"mean-relevance": relevance}
+        privacy_metrics["partition-id"] = job.partition_id
     content = RecordDict(
         {
             "arrays": arrays_to_record(join_payload(model_to_arrays(job.model), reply_anchors)),

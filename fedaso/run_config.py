@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -26,6 +27,7 @@ from fedaso.data import (
     DataConfig,
     task_of,
 )
+from fedaso.faults import parse_fault_plan
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import PrivacyConfig
 
@@ -95,6 +97,13 @@ class RunConfig:
     update_noise_multiplier: float = 1.0  # noise multiplier of Flower's DP wrappers
     # Output
     out_dir: str = ""  # if set, the server writes metrics.json and the final model here
+    # Reliability (docs/RELIABILITY.md)
+    round_timeout: float = 3600.0  # seconds the server waits for a round's replies
+    max_update_norm_ratio: float = 10.0  # drop updates > ratio x the round's median norm; 0 off
+    checkpoint_dir: str = ""  # checkpoint every round here; "" = out-dir/checkpoint (if out-dir)
+    resume: str = ""  # continue the run saved in this checkpoint directory
+    fault_plan: str = ""  # TESTING AID: "PARTITION:KIND,..." makes partitions misbehave
+    fault_delay: float = 0.0  # TESTING AID: a "delay" fault replies this long after the time-out
 
     def __post_init__(self) -> None:
         require(
@@ -159,6 +168,13 @@ class RunConfig:
             self.model_heads,
             f"must divide model-width={self.model_width}",
         )
+        require(
+            is_finite_number(self.proximal_mu) and self.proximal_mu >= 0,
+            "proximal-mu",
+            self.proximal_mu,
+            "must be a finite number >= 0",
+        )
+        self.check_reliability()
         # The component configs validate their own fields, naming the same keys.
         self.aso().check_width(self.model_width)
         self.train(seed=self.seed)
@@ -278,6 +294,35 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """Return a copy with ``changes`` (snake_case field names), validated."""
         return dataclasses.replace(self, **changes)
+
+    def check_reliability(self) -> None:
+        """Validate the time-out, norm bound, checkpoint and fault-injection keys."""
+        require(
+            is_finite_number(self.round_timeout) and self.round_timeout > 0,
+            "round-timeout",
+            self.round_timeout,
+            "must be a finite number of seconds > 0",
+        )
+        require(
+            is_finite_number(self.max_update_norm_ratio)
+            and (self.max_update_norm_ratio == 0 or self.max_update_norm_ratio > 1),
+            "max-update-norm-ratio",
+            self.max_update_norm_ratio,
+            "must be 0 (off) or a finite number > 1 (a multiple of the round's median norm)",
+        )
+        require(
+            is_finite_number(self.fault_delay) and self.fault_delay >= 0,
+            "fault-delay",
+            self.fault_delay,
+            "must be a finite number of seconds >= 0",
+        )
+        parse_fault_plan(self.fault_plan)
+
+    def checkpoint_path(self) -> str:
+        """Where checkpoints go: ``checkpoint-dir``, else ``out-dir/checkpoint``, else ``""``."""
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        return str(Path(self.out_dir) / "checkpoint") if self.out_dir else ""
 
 
 def unknown_key_message(key: str, fields: Mapping[str, Any]) -> str:

@@ -11,6 +11,10 @@ final model (``model.pt``, without the reserved anchor key) and the final anchor
 Privacy (``strategies.privacy``, docs/PRIVACY.md): with ``anchor-init = federated`` the
 anchors come from federated k-means over ``query`` messages instead of the seed corpus, and
 with ``update-dp`` the strategy runs inside one of Flower's DP wrappers.
+
+Rounds run in ``strategies.rounds`` (Flower's round loop, with a per-round time-out), and
+after every round a checkpoint is written (``strategies.checkpoint``); with ``resume`` set, a
+run continues after the checkpoint's round.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import math
 import random
 import time
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from fedaso.data import CentralData, load_central, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
+from strategies.checkpoint import Checkpoints
 from strategies.fedaso import FedASO
 from strategies.privacy import (
     build_update_dp,
@@ -43,6 +48,7 @@ from strategies.privacy import (
     federated_initial_anchors,
     wait_for_nodes,
 )
+from strategies.rounds import RoundPlan, run_rounds
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
@@ -62,6 +68,7 @@ def build_strategy(run: RunConfig) -> Strategy:
             aggregation_weight=run.aggregation_weight,
             anchor_staleness_decay=run.anchor_staleness_decay,
             privacy=run.privacy(),
+            max_update_norm_ratio=run.max_update_norm_ratio,
         )
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
@@ -110,6 +117,7 @@ class CentralEvaluator:
 def run_federation(grid: Grid, run: RunConfig) -> Result:
     """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``."""
     started = time.perf_counter()
+    checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
     random.seed(run.seed)  # Flower samples nodes with the global `random`
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
@@ -123,13 +131,19 @@ def run_federation(grid: Grid, run: RunConfig) -> Result:
     if run.update_dp != "none":
         num_nodes = len(wait_for_nodes(grid, run.min_train_nodes))
         strategy = build_update_dp(strategy, run, expected_sample_size(run, num_nodes))
-    result = strategy.start(
+    plan = RoundPlan(
         grid=grid,
-        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
-        num_rounds=run.num_server_rounds,
+        timeout=run.round_timeout,
         train_config=ConfigRecord(run.to_flat()),
         evaluate_config=ConfigRecord(run.to_flat()),
         evaluate_fn=CentralEvaluator(run, central),
+    )
+    result = run_rounds(
+        strategy,
+        plan,
+        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        num_rounds=run.num_server_rounds,
+        checkpoints=checkpoints,
     )
     if run.out_dir:
         write_outputs(Path(run.out_dir), run, result, time.perf_counter() - started)
@@ -177,8 +191,12 @@ def build_server_app(run: RunConfig | None = None) -> ServerApp:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        resolved = run if run is not None else RunConfig.from_flat(context.run_config)
-        run_federation(grid, resolved)
+        try:
+            resolved = run if run is not None else RunConfig.from_flat(context.run_config)
+            run_federation(grid, resolved)
+        except ValueError as error:  # bad input: say so in one line before Flower's traceback
+            log(ERROR, "FedASO stopped: %s", error)
+            raise
 
     return server_app
 
