@@ -14,6 +14,9 @@ change is clipped (and noised under ``anchor-dp = local``), the relevance weight
 on request, DP-SGD's epsilon is reported, and under ``update-dp = client-fixed`` Flower's
 ``fixedclipping_mod`` clips the whole reply (model and anchors) last.
 
+``query.partition`` reports the node's partition id, so that the server can sample clients
+in partition order (``strategies.grids``).
+
 All hyperparameters arrive in the message's ConfigRecord, sent by the server from the
 validated run-config; the node's ``partition-id`` and ``num-partitions`` come from its
 node config. Under FedASO the reply's metrics carry the ``partition-id``, which the server
@@ -214,3 +217,11 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     if task_of(job.run.dataset) == "lm":
         metrics["perplexity"] = math.exp(min(result.loss, 50.0))
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query("partition")
+def report_partition(msg: Message, context: Context) -> Message:
+    """Tell the server this node's partition, so that it can sample in partition order."""
+    partition_id, num_partitions = node_partition(context.node_config)
+    metrics = MetricRecord({"partition-id": partition_id, "num-partitions": num_partitions})
+    return Message(content=RecordDict({"partition": metrics}), reply_to=msg)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 
 def kmeans_anchors(
@@ -49,7 +50,11 @@ def kmeans_anchors(
             "available for k-means; lower num-anchors or enlarge the seed corpus"
         )
     kmeans = KMeans(n_clusters=num_anchors, n_init=1, random_state=seed)
-    kmeans.fit(np.asarray(embeddings, dtype=np.float64), sample_weight=sample_weight)
+    # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
+    # one, while a thread per core next to busy simulation actors has been seen to spin
+    # for minutes instead of seconds.
+    with threadpool_limits(limits=1):
+        kmeans.fit(np.asarray(embeddings, dtype=np.float64), sample_weight=sample_weight)
     return kmeans.cluster_centers_.astype(np.float32)  # (M, d)
 
 
@@ -63,7 +68,8 @@ def local_centroids(
     """
     num_clusters = min(num_clusters, embeddings.shape[0])
     kmeans = KMeans(n_clusters=num_clusters, n_init=1, random_state=seed)
-    labels = kmeans.fit_predict(np.asarray(embeddings, dtype=np.float64))
+    with threadpool_limits(limits=1):  # see kmeans_anchors
+        labels = kmeans.fit_predict(np.asarray(embeddings, dtype=np.float64))
     counts = np.bincount(labels, minlength=num_clusters).astype(np.float64)
     return kmeans.cluster_centers_, counts / counts.sum()
 

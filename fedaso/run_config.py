@@ -21,10 +21,12 @@ from torch import nn
 
 from fedaso.config import ASOConfig, TrainConfig, is_finite_number, require
 from fedaso.data import (
+    DATASETS_ALLOWED,
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
     VOCAB_SIZE,
     DataConfig,
+    is_dataset_name,
     task_of,
 )
 from fedaso.faults import parse_fault_plan
@@ -104,6 +106,10 @@ class RunConfig:
     resume: str = ""  # continue the run saved in this checkpoint directory
     fault_plan: str = ""  # TESTING AID: "PARTITION:KIND,..." makes partitions misbehave
     fault_delay: float = 0.0  # TESTING AID: a "delay" fault replies this long after the time-out
+    # Continuing from a previous run (experiments: forgetting)
+    initial_model: str = ""  # model.pt of a previous run to start from; "" = fresh init
+    initial_anchors: str = ""  # anchors.npy to start FedASO from; "" = k-means (seed corpus)
+    extra_eval_dataset: str = ""  # also evaluate centrally on this dataset each round
 
     def __post_init__(self) -> None:
         require(
@@ -175,6 +181,7 @@ class RunConfig:
             "must be a finite number >= 0",
         )
         self.check_reliability()
+        self._check_continuation()
         # The component configs validate their own fields, naming the same keys.
         self.aso().check_width(self.model_width)
         self.train(seed=self.seed)
@@ -200,6 +207,25 @@ class RunConfig:
             privacy.dp_sgd,
             "cannot be combined with strategy='fedprox' (its proximal term is not per-sample)",
         )
+
+    def _check_continuation(self) -> None:
+        """Validate the keys of continuing runs (the files are checked by the ServerApp)."""
+        require(
+            not self.initial_anchors or self.strategy == "fedaso",
+            "initial-anchors",
+            self.initial_anchors,
+            f"only strategy='fedaso' uses anchors (strategy={self.strategy!r}); leave it empty",
+        )
+        if self.extra_eval_dataset:
+            self.data(num_partitions=1)  # the run's own dataset first, for its own message
+            require(
+                is_dataset_name(self.extra_eval_dataset)
+                and task_of(self.extra_eval_dataset) == task_of(self.dataset),
+                "extra-eval-dataset",
+                self.extra_eval_dataset,
+                f"must be a dataset of the same task as dataset={self.dataset!r} "
+                f"(one of {DATASETS_ALLOWED})",
+            )
 
     # -- typed views -------------------------------------------------------------------
     def aso(self, *, enabled: bool | None = None) -> ASOConfig:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +78,32 @@ def resolve_run_config(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     return RunConfig.from_flat(flat)
 
 
-def simulate(run: RunConfig, *, num_clients: int, client_cpus: float = 1.0) -> dict[str, Any]:
-    """Run the federation in-process and return the metrics the ServerApp wrote."""
+def simulate(
+    run: RunConfig,
+    *,
+    num_clients: int,
+    client_cpus: float = 1.0,
+    on_round: Callable[[int, Mapping[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the federation in-process and return the metrics the ServerApp wrote.
+
+    ``on_round`` receives each round's number and central metrics as the round ends.
+    ``initial-model`` and ``initial-anchors`` are checked before the engine starts.
+    """
     # Imported here so that `--help` and config errors answer before Ray and Flower load.
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from strategies.server_app import build_server_app
+    from strategies.server_app import build_server_app, load_initial_files
 
     if num_clients < 1:
         raise ValueError(f"--num-clients={num_clients} must be >= 1")
     if not run.out_dir:
         raise ValueError("simulate() needs run.out_dir to collect the metrics")
+    load_initial_files(run)
     started = time.perf_counter()
     run_simulation(
-        server_app=build_server_app(run),
+        server_app=build_server_app(run, on_round),
         client_app=client_app,
         num_supernodes=num_clients,
         backend_config={
