@@ -4,7 +4,8 @@ Model updates are averaged with the report's Eq. 7 (spec section 6),
 
     theta_next = sum_k w_k theta_k / sum_k w_k,   w_k = mean relevance of client k's tokens,
 
-or with ``w_k = sum_i s_i`` ("relevance-x-examples") or ``w_k = n_k`` ("examples", FedAvg).
+or with ``w_k = sum_i s_i`` ("relevance-x-examples"), ``w_k = n_k`` ("examples", FedAvg) or
+``w_k = 1`` ("uniform", the data-independent weights that DP-FedAvg's accounting assumes).
 Anchor sets are merged per partition (spec section 5): the server keeps each partition's
 latest report and the round it came from, and the next global set is their weighted average
 with weights decayed by ``gamma ** age``, so partitions not sampled this round still count.
@@ -30,6 +31,8 @@ def client_weight(*, kind: str, mean_relevance: float, num_tokens: int, num_exam
         return float(mean_relevance) * num_tokens
     if kind == "examples":
         return float(num_examples)
+    if kind == "uniform":
+        return 1.0
     raise ValueError(f"aggregation-weight={kind!r} must be one of {', '.join(AGGREGATION_WEIGHTS)}")
 
 

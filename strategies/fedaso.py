@@ -18,6 +18,13 @@ the client reports (``partition-id``), so the store survives a restart in which 
 gets a new id (``state_dict``/``load_state_dict`` checkpoint it). Because the anchors ride
 inside the model's ArrayRecord, Flower's DP wrappers clip and noise model and anchors together
 without knowing about ASO.
+
+Anchor privacy (spec section 7, docs/PRIVACY.md): under ``anchor-dp = local`` the reports
+arrive privatized and are merged as above; under ``anchor-dp = central`` the server merges
+only this round's fresh changes, clipped, with uniform weights, noised once and divided by
+the number of sampled clients (DP-FedAvg), and the staleness decay then acts on these
+privatized per-round releases, never on a raw report. Every round's metrics carry
+``anchor-epsilon`` from Opacus' accountant.
 """
 
 from __future__ import annotations
@@ -43,11 +50,13 @@ from fedaso.aggregation import (
     weighted_average,
 )
 from fedaso.payload import join_payload, split_payload
+from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fresh_rng
 from fedaso.robust import norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
 
 REQUIRED_METRICS = ("num-examples", "num-tokens", "mean-relevance", "train-loss")
 COUNT_METRICS = ("num-examples", "num-tokens")  # must be integers >= 1
+CLIENT_EPSILONS = ("anchor-epsilon", "relevance-epsilon", "dp-sgd-epsilon")  # max over replies
 
 
 class FedASO(FedAvg):
@@ -71,6 +80,8 @@ class FedASO(FedAvg):
     anchor_staleness_decay : float (default: 0.5)
         ``gamma`` in [0, 1]: a partition's anchor report that is ``age`` rounds old counts
         with weight ``gamma ** age``; 0 merges only this round's reports.
+    privacy : PrivacyConfig or None (default: None, no anchor DP)
+        Anchor release mode (``none``, ``local``, ``central``), clip, noise and delta.
     max_update_norm_ratio : float (default: 0.0, off)
         Drop a reply whose model update or anchor change is longer than this many times
         the round's median (``fedaso.robust``); 0 turns the bound off.
@@ -87,6 +98,7 @@ class FedASO(FedAvg):
         min_available_nodes: int = 2,
         aggregation_weight: str = "relevance",
         anchor_staleness_decay: float = 0.5,
+        privacy: PrivacyConfig | None = None,
         max_update_norm_ratio: float = 0.0,
     ) -> None:
         if aggregation_weight not in AGGREGATION_WEIGHTS:
@@ -109,13 +121,19 @@ class FedASO(FedAvg):
         self.aggregation_weight = aggregation_weight
         self.anchor_store = PartitionAnchorStore(anchor_staleness_decay)
         self.global_arrays: dict[str, np.ndarray] = {}
+        self.privacy = privacy or PrivacyConfig()
+        self.anchor_account = PrivacyAccount()  # central mode: every noised release
+        self.local_releases: dict[str, int] = {}  # local mode: releases seen per partition
+        self.sampled_count = 0  # clients sampled this round: central mode's fixed denominator
+        self.sample_rate = 1.0  # sampled / connected nodes this round
         self.max_update_norm_ratio = max_update_norm_ratio
 
     def summary(self) -> None:
         """Log summary configuration of the strategy."""
         log(INFO, "\t├──> FedASO:")
         log(INFO, "\t│\t├── Aggregation weight: %s", self.aggregation_weight)
-        log(INFO, "\t│\t└── Anchor staleness decay: %s", self.anchor_store.staleness_decay)
+        log(INFO, "\t│\t├── Anchor staleness decay: %s", self.anchor_store.staleness_decay)
+        log(INFO, "\t│\t└── Anchor DP: %s", self.privacy.anchor_dp)
         super().summary()
 
     def configure_train(
@@ -125,7 +143,11 @@ class FedASO(FedAvg):
         self.global_arrays = record_to_arrays(arrays)
         if split_payload(self.global_arrays)[1] is None:
             raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.sampled_count = len(messages)
+        connected = len(list(grid.get_node_ids()))
+        self.sample_rate = min(1.0, len(messages) / connected) if connected else 1.0
+        return messages
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Return the reply's update, or a string saying why it cannot be aggregated."""
@@ -220,7 +242,36 @@ class FedASO(FedAvg):
         metrics = round_metrics(updates) | counts
         metrics["anchor-drift"] = drift
         metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
+        metrics |= self.privacy_metrics()
         return arrays_to_record(new_arrays), MetricRecord(metrics)
+
+    def record_local_releases(self, partitions: Iterable[str]) -> None:
+        """Count one local-mode release for each of ``partitions`` (the server's view)."""
+        for partition in partitions:
+            self.local_releases[partition] = self.local_releases.get(partition, 0) + 1
+
+    def anchor_epsilon(self) -> float:
+        """Cumulative epsilon of the anchor releases at ``anchor-delta`` (Opacus' accountant).
+
+        Central: the noised global releases, subsampled at this round's sampling rate.
+        Local: the client that released most often, without amplification, since the
+        server sees who replied.
+        """
+        if self.privacy.anchor_dp == "central":
+            return self.anchor_account.epsilon(self.privacy.anchor_delta)
+        account = PrivacyAccount()
+        account.record(
+            noise_multiplier=self.privacy.anchor_noise_multiplier,
+            sample_rate=1.0,
+            steps=max(self.local_releases.values(), default=0),
+        )
+        return account.epsilon(self.privacy.anchor_delta)
+
+    def privacy_metrics(self) -> dict[str, float]:
+        """``anchor-epsilon`` and ``anchor-delta`` when anchors are private; else nothing."""
+        if not self.privacy.anchors_private:
+            return {}
+        return {"anchor-epsilon": self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
 
     def drop_norm_outliers(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], int]:
         """Drop updates whose model or anchor change exceeds the norm bound; sort the rest.
@@ -281,29 +332,65 @@ class FedASO(FedAvg):
         return super().aggregate_evaluate(server_round, usable) if usable else None
 
     def state_dict(self) -> dict[str, Any]:
-        """The strategy's state across rounds, for a checkpoint: the anchor store."""
-        return {"anchor-store": self.anchor_store.state_dict()}
+        """The strategy's state across rounds, for a checkpoint: anchor store and privacy."""
+        return {
+            "anchor-store": self.anchor_store.state_dict(),
+            "anchor-accountant": list(self.anchor_account.accountant.history),
+            "local-releases": dict(self.local_releases),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by :meth:`state_dict`."""
         self.anchor_store.load_state_dict(state["anchor-store"])
+        self.anchor_account.accountant.history = [
+            tuple(release) for release in state.get("anchor-accountant", [])
+        ]
+        self.local_releases = dict(state.get("local-releases", {}))
 
     def _aggregate(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
         """Return the next global payload and the mean movement of the anchor rows."""
-        model_sets = []
-        for update in updates:
-            model_arrays, anchors = split_payload(update.arrays)
-            model_sets.append(model_arrays)
-            report = AnchorReport(anchors, update.weight, server_round)
-            self.anchor_store.record(update.partition, report)
+        model_sets = [split_payload(update.arrays)[0] for update in updates]
         previous = split_payload(self.global_arrays)[1]
+        if self.privacy.anchor_dp == "central":
+            self._record_central_release(server_round, updates, previous)
+        else:
+            for update in updates:
+                report = AnchorReport(split_payload(update.arrays)[1], update.weight, server_round)
+                self.anchor_store.record(update.partition, report)
+            if self.privacy.anchor_dp == "local":
+                self.record_local_releases(update.partition for update in updates)
         merged = self.anchor_store.merge(server_round)
         merged = previous if merged is None else merged
         drift = float(np.linalg.norm(merged - previous, axis=1).mean())
         model = weighted_average(model_sets, [u.weight for u in updates])
         return join_payload(model, merged), drift
+
+    def _record_central_release(
+        self, server_round: int, updates: list[ClientUpdate], previous: np.ndarray
+    ) -> None:
+        """DP-FedAvg on this round's fresh anchor changes; store only the noised release.
+
+        Weights are uniform and the denominator is the number of sampled clients, fixed
+        before any reply: relevance weights are data-dependent and would change the
+        sensitivity ``C / n``. Raw reports are never stored, so staleness decay can only
+        reuse privatized releases (post-processing), never spend a report twice.
+        """
+        deltas = [split_payload(u.arrays)[1].astype(np.float64) - previous for u in updates]
+        noisy_mean = central_noisy_mean(
+            deltas,
+            clip=self.privacy.anchor_clip,
+            noise_multiplier=self.privacy.anchor_noise_multiplier,
+            expected_count=max(self.sampled_count, len(deltas)),
+            rng=fresh_rng(),
+        )
+        release = (previous + noisy_mean).astype(previous.dtype)
+        report = AnchorReport(release, 1.0, server_round)
+        self.anchor_store.record(f"release-{server_round}", report)
+        self.anchor_account.record(
+            noise_multiplier=self.privacy.anchor_noise_multiplier, sample_rate=self.sample_rate
+        )
 
 
 @dataclass(frozen=True)
@@ -382,4 +469,8 @@ def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
         "client-relevance-max": float(relevance.max()),
         "client-relevance-std": float(relevance.std()),
         "client-weight-share-max": float(weights.max() / weights.sum()),
+    } | {
+        f"client-{key}-max": float(np.nanmax(column(key)))
+        for key in CLIENT_EPSILONS
+        if any(key in u.metrics for u in updates)
     }
