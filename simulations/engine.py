@@ -96,8 +96,11 @@ def simulate(
     from clients.client_app import app as client_app
     from strategies.server_app import build_server_app, load_initial_files
 
-    if num_clients < 1:
-        raise ValueError(f"--num-clients={num_clients} must be >= 1")
+    if num_clients < max(1, run.min_train_nodes):
+        raise ValueError(
+            f"--num-clients={num_clients} must be >= 1 and >= min-train-nodes="
+            f"{run.min_train_nodes} (the server would wait for nodes forever)"
+        )
     if not run.out_dir:
         raise ValueError("simulate() needs run.out_dir to collect the metrics")
     load_initial_files(run)
