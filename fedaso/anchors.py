@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 
 def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np.ndarray:
@@ -36,7 +37,11 @@ def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np
             "available for k-means; lower num-anchors or enlarge the seed corpus"
         )
     kmeans = KMeans(n_clusters=num_anchors, n_init=1, random_state=seed)
-    kmeans.fit(np.asarray(embeddings, dtype=np.float64))
+    # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
+    # one, while a thread per core next to busy simulation actors has been seen to spin
+    # for minutes instead of seconds.
+    with threadpool_limits(limits=1):
+        kmeans.fit(np.asarray(embeddings, dtype=np.float64))
     return kmeans.cluster_centers_.astype(np.float32)  # (M, d)
 
 
@@ -61,4 +66,30 @@ def ema_update_anchors(
         Anchor rate in (0, 1).
     """
     nearest_token = similarities.argmax(dim=0)  # (M,)
+    return ema_update_towards(
+        anchors=anchors, embeddings=embeddings, nearest_token=nearest_token, alpha=alpha
+    )
+
+
+def ema_update_towards(
+    *,
+    anchors: torch.Tensor,
+    embeddings: torch.Tensor,
+    nearest_token: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """Return ``(1 - alpha) a_j + alpha e(x*_j)`` for each anchor j (Eq. 1).
+
+    Parameters
+    ----------
+    anchors : torch.Tensor
+        Current anchors, shape ``(M, d)``.
+    embeddings : torch.Tensor
+        Detached batch embeddings, shape ``(N, d)``.
+    nearest_token : torch.Tensor
+        ``x*_j``, the index of each anchor's most similar token, shape ``(M,)``, as
+        ``fedaso.relevance.score_tokens`` returns it.
+    alpha : float
+        Anchor rate in (0, 1).
+    """
     return (1.0 - alpha) * anchors + alpha * embeddings[nearest_token]  # (M, d)
