@@ -121,4 +121,30 @@ def ema_update_anchors(
         Anchor rate in (0, 1).
     """
     nearest_token = similarities.argmax(dim=0)  # (M,)
+    return ema_update_towards(
+        anchors=anchors, embeddings=embeddings, nearest_token=nearest_token, alpha=alpha
+    )
+
+
+def ema_update_towards(
+    *,
+    anchors: torch.Tensor,
+    embeddings: torch.Tensor,
+    nearest_token: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """Return ``(1 - alpha) a_j + alpha e(x*_j)`` for each anchor j (Eq. 1).
+
+    Parameters
+    ----------
+    anchors : torch.Tensor
+        Current anchors, shape ``(M, d)``.
+    embeddings : torch.Tensor
+        Detached batch embeddings, shape ``(N, d)``.
+    nearest_token : torch.Tensor
+        ``x*_j``, the index of each anchor's most similar token, shape ``(M,)``, as
+        ``fedaso.relevance.score_tokens`` returns it.
+    alpha : float
+        Anchor rate in (0, 1).
+    """
     return (1.0 - alpha) * anchors + alpha * embeddings[nearest_token]  # (M, d)

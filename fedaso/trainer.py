@@ -3,10 +3,11 @@
 One local step of ASO (spec sections 2-5) on a batch:
 
 1. forward; a forward hook keeps the embedding-point output ``e`` ``(N, d)``;
-2. ``c = cos(e, A)`` once, from the detached ``e``; relevance ``s`` from ``c``;
+2. ``c = cos(e, A)`` once, from the detached ``e``, block by block of tokens: each block
+   gives its tokens' relevance ``s`` and each anchor's most similar token so far;
 3. loss ``(1/N) sum_i (1 + lambda s_i) l_i``;
 4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5) during backward;
-5. optimizer step; anchors move by Eq. 1, reusing ``c``.
+5. optimizer step; anchors move by Eq. 1 towards the tokens found in step 2.
 
 With ASO disabled the same loop is plain training, so that both paths share every line
 that matters for a fair comparison.
@@ -33,12 +34,12 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedaso.anchors import ema_update_anchors
+from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit, encode_text
 from fedaso.privacy import DPSGDConfig
 from fedaso.projection import projection_hook, semantic_subspace
-from fedaso.relevance import cosine_similarities, relevance_from_similarities
+from fedaso.relevance import score_tokens
 
 HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
 
@@ -126,7 +127,8 @@ class _ASOState:
         self.anchors = anchors.detach().clone()  # (M, d)
         self.basis = self._basis()
         self.steps = 0
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (embeddings (N, d), nearest token per anchor (M,)) of the step in progress
+        self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def _basis(self) -> torch.Tensor | None:
         if not self.aso.project_gradients:
@@ -138,26 +140,26 @@ class _ASOState:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score tokens, hook the projection onto ``embedding``; return (loss, relevance)."""
         flat = embedding.detach().reshape(-1, embedding.shape[-1])  # (N, d)
-        similarities = cosine_similarities(embeddings=flat, anchors=self.anchors)  # (N, M)
-        relevance = relevance_from_similarities(
-            similarities=similarities, tau=self.aso.aso_tau, kind=self.aso.relevance
-        )  # (N,)
+        scores = score_tokens(
+            embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
+        )
+        relevance = scores.relevance  # (N,)
         if self.basis is not None and embedding.requires_grad:
             embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
-        self._pending = (flat, similarities)
+        self._pending = (flat, scores.nearest_token)
         loss = ((1.0 + self.aso.aso_lambda * relevance) * losses).mean()
         return loss, relevance
 
     def after_step(self) -> None:
-        """Move anchors by Eq. 1 with the step's similarities; refresh U every K steps."""
+        """Move anchors by Eq. 1 towards the step's nearest tokens; refresh U every K steps."""
         self.steps += 1
         # An empty Poisson batch (DP-SGD) has no token to move an anchor towards.
         if self.aso.update_anchors and self._pending[0].shape[0] > 0:
-            flat, similarities = self._pending
-            self.anchors = ema_update_anchors(
+            flat, nearest_token = self._pending
+            self.anchors = ema_update_towards(
                 anchors=self.anchors,
                 embeddings=flat,
-                similarities=similarities,
+                nearest_token=nearest_token,
                 alpha=self.aso.aso_alpha,
             )
             refresh = self.aso.subspace_refresh_steps
