@@ -38,7 +38,7 @@ def test_central_mode_is_dp_fedavg_uniform_clipped_fixed_denominator():
     expected = (1.0 / math.sqrt(12) + 0.1) / 3
     np.testing.assert_allclose(anchors, expected, rtol=1e-5)
     # Only the privatized release is stored, never a raw report.
-    assert list(strategy.anchor_store.reports) == [("release", 1)]
+    assert list(strategy.anchor_store.reports) == ["release-1"]
     assert agg["anchor-epsilon"] == math.inf  # sigma = 0: no noise, no finite epsilon
 
 
