@@ -21,12 +21,12 @@ from fedaso.models import TinyLM, TinyLMConfig
 from fedaso.trainer import train_local
 
 
-def step_seconds(model_state, data, *, anchors, aso, train) -> float:
+def step_seconds(model_state, data, *, anchors, aso, train, dp_sgd=None) -> float:
     """Seconds per local step of one ``train_local`` call from the same starting weights."""
     model = TinyLM(TinyLMConfig(**model_state["config"]))
     model.load_state_dict(model_state["weights"])
     start = time.perf_counter()
-    result = train_local(model, data, anchors=anchors, aso=aso, train=train)
+    result = train_local(model, data, anchors=anchors, aso=aso, train=train, dp_sgd=dp_sgd)
     return (time.perf_counter() - start) / result.num_steps
 
 
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     config = {"block_size": args.seq_len, "n_layer": args.layers, "n_embd": args.width, "n_head": 4}

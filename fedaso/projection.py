@@ -58,8 +58,11 @@ def project_gradient(
     relevance : torch.Tensor
         Relevance ``s`` of each token, shape ``(N,)``.
     """
-    in_subspace = (gradient @ basis) @ basis.T  # (N, d)
-    return gradient - relevance[:, None] * (gradient - in_subspace)  # (N, d)
+    # Written as (1 - s) g + (s * (g U)) U^T: one elementwise pass over (N, d) and a fused
+    # multiply-add, instead of four (N, d) passes for g - s (g - g U U^T).
+    weighted_coordinates = (gradient @ basis) * relevance[:, None]  # (N, R)
+    kept = gradient * (1.0 - relevance)[:, None]  # (N, d)
+    return torch.addmm(kept, weighted_coordinates, basis.T)  # (N, d)
 
 
 def projection_hook(

@@ -11,13 +11,20 @@ equidistant from all of them:
     s_i  = (M * max_j p_ij - 1) / (M - 1)        # "max" (default)
     s_i  = 1 - H(p_i) / log M                    # "entropy"
 
-Both are computed from logits with ``logsumexp`` so that small temperatures never overflow.
-Scores are weights, never differentiated: callers pass detached embeddings.
+Both are computed from ``softmax``/``log_softmax`` of the logits, which subtract each row's
+maximum first, so that small temperatures never overflow. Scores are weights, never
+differentiated: callers pass detached embeddings.
+
+A training step needs two reductions of the same ``(N, M)`` matrix ``c``: each token's score
+(over anchors) and each anchor's most similar token (over tokens, for Eq. 1).
+:func:`score_tokens` computes ``c`` once, in blocks of tokens small enough to stay in the
+CPU cache, and feeds every block to both reductions; the whole matrix never exists.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,19 +59,107 @@ def relevance_from_similarities(
     if tau <= 0:
         raise ValueError(f"tau={tau} must be > 0")
     logits = similarities / tau  # (N, M)
-    log_normalizer = torch.logsumexp(logits, dim=1)  # (N,)
     if kind == "max":
-        max_probability = torch.exp(logits.max(dim=1).values - log_normalizer)  # (N,)
+        # max_j p_ij = exp(max_j z_ij - logsumexp_j z_ij); the fused softmax kernel gets it
+        # in one pass over the row (several times faster than logsumexp, max and exp apart).
+        max_probability = torch.softmax(logits, dim=1).amax(dim=1)  # (N,)
         scores = (num_anchors * max_probability - 1.0) / (num_anchors - 1)
     elif kind == "entropy":
-        probabilities = torch.exp(logits - log_normalizer[:, None])  # (N, M)
-        # H(p) = logsumexp(z) - sum_j p_j z_j, exact and free of log(0).
-        entropy = log_normalizer - (probabilities * logits).sum(dim=1)  # (N,)
+        log_probabilities = torch.log_softmax(logits, dim=1)  # (N, M), finite
+        # H(p) = -sum_j p_j log p_j; an underflowed p_j = 0 contributes 0 * finite = 0.
+        entropy = -(log_probabilities.exp() * log_probabilities).sum(dim=1)  # (N,)
         scores = 1.0 - entropy / math.log(num_anchors)
     else:
         raise ValueError(f"relevance kind={kind!r} is not one of {', '.join(RELEVANCE_KINDS)}")
     # Rounding can step a hair outside [0, 1]; the weights must not.
     return scores.clamp_(0.0, 1.0)
+
+
+# Tokens per block of the similarity matrix in ``score_tokens``: a (rows, M) float32 block of
+# about 512 KiB stays in a core's L2 cache between the matrix product and the reductions.
+BLOCK_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """What one step needs from the similarities ``c`` of its tokens to the anchors."""
+
+    relevance: torch.Tensor  # (N,) s_i in [0, 1]
+    nearest_token: torch.Tensor | None  # (M,) argmax_i c_ij per anchor; None when N = 0
+
+
+def score_tokens(
+    *,
+    embeddings: torch.Tensor,
+    anchors: torch.Tensor,
+    tau: float,
+    kind: str = "max",
+    block_rows: int | None = None,
+) -> TokenScores:
+    """Relevance of each token and each anchor's most similar token, from one pass over ``c``.
+
+    Equal to ``relevance_from_similarities(c)`` and ``c.argmax(dim=0)`` (the first token on
+    ties) with ``c = cosine_similarities(embeddings, anchors)``, but ``c`` is computed block
+    by block of ``block_rows`` tokens and each block is reduced while it is in cache.
+
+    Parameters
+    ----------
+    embeddings : torch.Tensor
+        Detached token embeddings, shape ``(N, d)``.
+    anchors : torch.Tensor
+        Anchor matrix, shape ``(M, d)``, M >= 2.
+    tau, kind
+        As in :func:`relevance_from_similarities`.
+    block_rows : int or None
+        Tokens per block; None picks about ``BLOCK_BYTES`` of similarities per block.
+    """
+    num_tokens, num_anchors = embeddings.shape[0], anchors.shape[0]
+    if block_rows is None:
+        block_rows = max(1, BLOCK_BYTES // (4 * num_anchors))
+    unit_embeddings = F.normalize(embeddings, dim=1)  # (N, d)
+    unit_anchors_t = F.normalize(anchors, dim=1).T.contiguous()  # (d, M)
+    relevance = torch.empty(num_tokens, dtype=embeddings.dtype)  # (N,)
+    best_similarity, nearest_token = None, None  # (M,), (M,): running argmax over tokens
+    for start in range(0, num_tokens, block_rows):
+        block = unit_embeddings[start : start + block_rows] @ unit_anchors_t  # (b, M)
+        relevance[start : start + block.shape[0]] = relevance_from_similarities(
+            similarities=block, tau=tau, kind=kind
+        )
+        similarity, token = column_max(block)  # (M,), (M,): first maximal row on ties
+        if best_similarity is None:
+            best_similarity, nearest_token = similarity, token
+        else:
+            # Strictly greater: on ties the earlier token wins, as in argmax over all rows.
+            better = similarity > best_similarity
+            best_similarity = torch.where(better, similarity, best_similarity)
+            nearest_token = torch.where(better, token + start, nearest_token)
+    if num_tokens == 0:
+        relevance_from_similarities(  # validates tau, kind and M as for any N
+            similarities=embeddings.new_zeros(0, num_anchors), tau=tau, kind=kind
+        )
+    return TokenScores(relevance=relevance, nearest_token=nearest_token)
+
+
+def column_max(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``matrix.max(dim=0)``: each column's maximum and the first row that attains it.
+
+    torch's index-tracking reductions (``max(dim=0)``, ``argmax``) are not vectorized on
+    CPU and cost about as much as the whole matrix product that made ``matrix``. This uses
+    vectorized passes only: ``sign(x - colmax) + 1`` is exactly 1 at a column's maximum and
+    0 elsewhere (``x - y == 0`` iff ``x == y`` in floating point), and multiplied by the
+    reversed row number ``b - i`` its column maximum picks the first such row.
+
+    Parameters
+    ----------
+    matrix : torch.Tensor
+        Finite floating-point matrix ``(b, M)`` with ``1 <= b < 2**24``.
+    """
+    rows = matrix.shape[0]
+    maxima = matrix.amax(dim=0)  # (M,)
+    at_max = torch.sub(matrix, maxima).sign_().add_(1.0)  # (b, M): 1 at a maximum, else 0
+    reversed_rows = torch.arange(rows, 0, -1, dtype=matrix.dtype)[:, None]  # (b, 1)
+    first = rows - at_max.mul_(reversed_rows).amax(dim=0).long()  # (M,)
+    return maxima, first
 
 
 def relevance_scores(

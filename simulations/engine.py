@@ -96,8 +96,11 @@ def simulate(
     from clients.client_app import app as client_app
     from strategies.server_app import build_server_app, load_initial_files
 
-    if num_clients < 1:
-        raise ValueError(f"--num-clients={num_clients} must be >= 1")
+    if num_clients < max(1, run.min_train_nodes):
+        raise ValueError(
+            f"--num-clients={num_clients} must be >= 1 and >= min-train-nodes="
+            f"{run.min_train_nodes} (the server would wait for nodes forever)"
+        )
     if not run.out_dir:
         raise ValueError("simulate() needs run.out_dir to collect the metrics")
     load_initial_files(run)
@@ -121,8 +124,13 @@ def simulate(
     return metrics
 
 
+# Privacy figures printed when a run reports them (docs/PRIVACY.md).
+EPSILON_COLUMNS = ("anchor-epsilon", "update-epsilon", "client-dp-sgd-epsilon-max")
+
+
 def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per round with the figures worth printing."""
+    epsilons = [k for k in EPSILON_COLUMNS if any(k in r["train"] for r in metrics["rounds"])]
     rows = []
     for record in metrics["rounds"]:
         central, train = record["central"], record["train"]
@@ -137,6 +145,7 @@ def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "mean-relevance": train.get("mean-relevance"),
                 "seconds": central.get("round-seconds"),
             }
+            | {key: train.get(key) for key in epsilons}
         )
     return rows
 

@@ -8,6 +8,14 @@ held-out data after every round (loss, accuracy, perplexity, and fact recall on 
 With ``out-dir`` set it writes ``metrics.json`` (resolved config and per-round metrics), the
 final model (``model.pt``, without the reserved anchor key) and the final anchors.
 
+Privacy (``strategies.privacy``, docs/PRIVACY.md): with ``anchor-init = federated`` the
+anchors come from federated k-means over ``query`` messages instead of the seed corpus, and
+with ``update-dp`` the strategy runs inside one of Flower's DP wrappers.
+
+Rounds run in ``strategies.rounds`` (Flower's round loop, with a per-round time-out), and
+after every round a checkpoint is written (``strategies.checkpoint``); with ``resume`` set, a
+run continues after the checkpoint's round.
+
 A run can start from a previous run's ``model.pt`` and ``anchors.npy`` (``initial-model``,
 ``initial-anchors``) and be evaluated each round on a second dataset as well
 (``extra-eval-dataset``): this is how forgetting is measured. Clients are sampled in
@@ -22,7 +30,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +48,16 @@ from fedaso.data import CentralData, load_central, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
+from strategies.checkpoint import Checkpoints
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
+from strategies.privacy import (
+    build_update_dp,
+    expected_sample_size,
+    federated_initial_anchors,
+    wait_for_nodes,
+)
+from strategies.rounds import RoundPlan, run_rounds
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
@@ -60,6 +76,8 @@ def build_strategy(run: RunConfig) -> Strategy:
             **sampling,
             aggregation_weight=run.aggregation_weight,
             anchor_staleness_decay=run.anchor_staleness_decay,
+            privacy=run.privacy(),
+            max_update_norm_ratio=run.max_update_norm_ratio,
         )
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
@@ -157,7 +175,7 @@ def starting_point(
     loaded) model; the baselines get none.
     """
     model, anchors = load_initial_files(run)
-    if run.strategy == "fedaso" and anchors is None:
+    if run.strategy == "fedaso" and anchors is None and run.anchor_init == "server":
         anchors = initial_anchors(model, central, run)
     return model, anchors
 
@@ -169,6 +187,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     traffic is metered (see ``strategies.grids``).
     """
     started = time.perf_counter()
+    checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
     random.seed(run.seed)  # Flower samples nodes with the global `random`
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
@@ -177,13 +196,24 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     ordered = PartitionOrderedGrid(grid)
     metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
     strategy = build_strategy(run)
-    result = strategy.start(
+    if run.strategy == "fedaso" and anchors is None and checkpoints.resumed is None:
+        anchors = federated_initial_anchors(metered, run, model_to_arrays(model), strategy)
+    if run.update_dp != "none":
+        num_nodes = len(wait_for_nodes(metered, run.min_train_nodes))
+        strategy = build_update_dp(strategy, run, expected_sample_size(run, num_nodes))
+    plan = RoundPlan(
         grid=metered,
-        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
-        num_rounds=run.num_server_rounds,
+        timeout=run.round_timeout,
         train_config=ConfigRecord(run.to_flat()),
         evaluate_config=ConfigRecord(run.to_flat()),
         evaluate_fn=evaluator,
+    )
+    result = run_rounds(
+        strategy,
+        plan,
+        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        num_rounds=run.num_server_rounds,
+        checkpoints=checkpoints,
     )
     if run.out_dir:
         write_outputs(
@@ -251,8 +281,12 @@ def build_server_app(
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        resolved = run if run is not None else RunConfig.from_flat(context.run_config)
-        run_federation(grid, resolved, on_round)
+        try:
+            resolved = run if run is not None else RunConfig.from_flat(context.run_config)
+            run_federation(grid, resolved, on_round)
+        except ValueError as error:  # bad input: say so in one line before Flower's traceback
+            log(ERROR, "FedASO stopped: %s", error)
+            raise
 
     return server_app
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.anchors import ema_update_anchors, kmeans_anchors
+from fedaso.anchors import ema_update_anchors, ema_update_towards, kmeans_anchors
 from fedaso.relevance import cosine_similarities
 
 
@@ -26,6 +26,25 @@ def test_ema_update_matches_loop_reference():
                 best, best_sim = i, sim
         want[j] = 0.8 * anchors[j] + 0.2 * embeddings[best]
     torch.testing.assert_close(got, want)
+
+
+def test_ema_update_towards_given_tokens_matches_the_similarity_form():
+    generator = torch.Generator().manual_seed(1)
+    anchors = torch.randn(4, 3, generator=generator)
+    embeddings = torch.randn(6, 3, generator=generator)
+    nearest = torch.tensor([5, 0, 0, 2])
+    got = ema_update_towards(
+        anchors=anchors, embeddings=embeddings, nearest_token=nearest, alpha=0.1
+    )
+    torch.testing.assert_close(got, 0.9 * anchors + 0.1 * embeddings[nearest])
+    similarities = cosine_similarities(embeddings=embeddings, anchors=anchors)
+    via_similarities = ema_update_anchors(
+        anchors=anchors, embeddings=embeddings, similarities=similarities, alpha=0.1
+    )
+    towards_argmax = ema_update_towards(
+        anchors=anchors, embeddings=embeddings, nearest_token=similarities.argmax(0), alpha=0.1
+    )
+    assert torch.equal(via_similarities, towards_argmax)
 
 
 def test_kmeans_recovers_separated_clusters():

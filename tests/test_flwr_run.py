@@ -55,6 +55,8 @@ def superlink(tmp_path):
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
     env = os.environ | {
+        # The SuperLink starts `flower-superexec` (and Ray) by name: use this environment's.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_HOME": str(home),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_TELEMETRY_ENABLED": "0",

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from fedaso.relevance import (
+    column_max,
     cosine_similarities,
     literal_eq3_scores,
     relevance_from_similarities,
     relevance_scores,
+    score_tokens,
 )
 
 
@@ -84,3 +86,47 @@ def test_bad_arguments_are_named():
         relevance_from_similarities(similarities=similarities, tau=0.1, kind="median")
     with pytest.raises(ValueError, match="M=1"):
         relevance_from_similarities(similarities=torch.zeros(3, 1), tau=0.1)
+
+
+def ties_matrix():
+    """Similarities with repeated maxima in several columns."""
+    generator = torch.Generator().manual_seed(3)
+    matrix = torch.randn(37, 9, generator=generator)
+    matrix[[4, 20, 30], 2] = 9.0  # three-way tie: the first (row 4) must win
+    matrix[[0, 36], 5] = 7.0
+    matrix[:, 7] = 0.5  # the whole column ties
+    return matrix
+
+
+def test_column_max_equals_torch_max_with_first_index_on_ties():
+    matrix = ties_matrix()
+    values, rows = column_max(matrix)
+    want_values, want_rows = matrix.max(dim=0)
+    assert torch.equal(values, want_values)
+    assert torch.equal(rows, want_rows)
+    assert rows[2] == 4 and rows[5] == 0 and rows[7] == 0
+
+
+@pytest.mark.parametrize("kind", ["max", "entropy"])
+@pytest.mark.parametrize("block_rows", [1, 5, 64, None])
+def test_score_tokens_equals_whole_matrix_reductions(kind, block_rows):
+    generator = torch.Generator().manual_seed(4)
+    embeddings = torch.randn(50, 6, generator=generator)
+    embeddings[17] = embeddings[3]  # identical tokens tie for every anchor
+    anchors = torch.randn(11, 6, generator=generator)
+    got = score_tokens(
+        embeddings=embeddings, anchors=anchors, tau=0.2, kind=kind, block_rows=block_rows
+    )
+    similarities = cosine_similarities(embeddings=embeddings, anchors=anchors)
+    want = relevance_from_similarities(similarities=similarities, tau=0.2, kind=kind)
+    torch.testing.assert_close(got.relevance, want, atol=1e-6, rtol=1e-6)
+    assert torch.equal(got.nearest_token, similarities.argmax(dim=0))
+    want_loop = loop_relevance(embeddings, anchors, 0.2, kind).float()
+    torch.testing.assert_close(got.relevance, want_loop, atol=1e-5, rtol=1e-5)
+
+
+def test_score_tokens_on_an_empty_batch_scores_nothing_and_still_checks_arguments():
+    empty = score_tokens(embeddings=torch.zeros(0, 4), anchors=torch.randn(3, 4), tau=0.1)
+    assert empty.relevance.shape == (0,) and empty.nearest_token is None
+    with pytest.raises(ValueError, match="tau=0"):
+        score_tokens(embeddings=torch.zeros(0, 4), anchors=torch.randn(3, 4), tau=0)
