@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import Message, RecordDict
@@ -245,6 +246,14 @@ class MeteredGrid(GridProxy):
             server_round = self._round_of_message.get(reply.metadata.reply_to_message_id, 0)
             self._count_received(server_round, [reply])
         return replies
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every round's tally so far, for a checkpoint (a resumed run keeps the history)."""
+        return {"rounds": {r: asdict(tally) for r, tally in self.rounds.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the tallies saved by :meth:`state_dict`."""
+        self.rounds = {int(r): RoundTraffic(**tally) for r, tally in state["rounds"].items()}
 
     def traffic(self, server_round: int) -> dict[str, int | list[int]]:
         """The metrics of ``server_round``; empty if nothing was sent in it (round 0)."""

@@ -195,6 +195,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     evaluator = CentralEvaluator(run, central, on_round)
     ordered = PartitionOrderedGrid(grid)
     metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
+    checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
     strategy = build_strategy(run)
     if run.strategy == "fedaso" and anchors is None and checkpoints.resumed is None:
         anchors = federated_initial_anchors(metered, run, model_to_arrays(model), strategy)

@@ -29,6 +29,7 @@ from strategies.checkpoint import (
     write_checkpoint,
 )
 from strategies.fedaso import FedASO
+from strategies.grids import MeteredGrid, RoundTraffic
 from tests.flower_helpers import metrics, payload, train_reply
 
 
@@ -167,3 +168,13 @@ def test_checkpoints_restore_refuses_a_checkpoint_without_a_component(tmp_path):
     checkpoints.register_strategy(FedASO())
     with pytest.raises(CheckpointError, match=r"holds no state for \['strategy'\]"):
         checkpoints.restore(Result())
+
+
+def test_metered_traffic_history_round_trips(tmp_path):
+    metered = MeteredGrid(None, partition_of={}.get)
+    metered.rounds = {1: RoundTraffic(model_bytes_down=5, messages=2, train_partitions=[0, 1])}
+    write_checkpoint(tmp_path, a_checkpoint(traffic=metered.state_dict()))
+    fresh = MeteredGrid(None, partition_of={}.get)
+    fresh.load_state_dict(read_checkpoint(tmp_path).components["traffic"])
+    assert fresh.traffic(1) == metered.traffic(1)
+    assert fresh.traffic(1)["train-partitions"] == [0, 1]
