@@ -28,15 +28,12 @@ TIMING_KEYS = {"round-seconds", "eval-seconds"}
 
 
 def without_timing(rounds):
-    """Round records without wall times, and without traffic: a resumed run meters only the
-    rounds it ran itself (bytes of earlier rounds are not checkpointed; a known gap)."""
     return [
         {
             part: {k: v for k, v in values.items() if k not in TIMING_KEYS}
             if isinstance(values, dict)
             else values
             for part, values in record.items()
-            if part != "traffic"
         }
         for record in rounds
     ]
