@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 
@@ -36,6 +35,10 @@ def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np
             f"num-anchors={num_anchors} exceeds the {num_points} seed-corpus embeddings "
             "available for k-means; lower num-anchors or enlarge the seed corpus"
         )
+    # Imported here: sklearn takes about as long to import as torch, and every client process
+    # imports this module for the EMA update, which needs no k-means.
+    from sklearn.cluster import KMeans
+
     kmeans = KMeans(n_clusters=num_anchors, n_init=1, random_state=seed)
     # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
     # one, while a thread per core next to busy simulation actors has been seen to spin
