@@ -122,6 +122,19 @@ def make_setup(
     )
 
 
+def step_seconds(model_state, data, *, anchors, aso, train, dp_sgd=None) -> float:
+    """Wall seconds per local step of one ``train_local`` call from the same starting weights.
+
+    ``model_state`` is ``{"config": TinyLMConfig kwargs, "weights": state dict}``; kept for
+    ``benchmarks.dp``, which times DP-SGD against ASO with it.
+    """
+    model = TinyLM(TinyLMConfig(**model_state["config"]))
+    model.load_state_dict(model_state["weights"])
+    start = time.perf_counter()
+    result = train_local(model, data, anchors=anchors, aso=aso, train=train, dp_sgd=dp_sgd)
+    return (time.perf_counter() - start) / result.num_steps
+
+
 def time_round(setup: Setup, variant: str) -> tuple[float, float]:
     """(CPU seconds, wall seconds) per local step of one ``train_local`` round."""
     model = setup.fresh_model()

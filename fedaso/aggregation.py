@@ -4,7 +4,8 @@ Model updates are averaged with the report's Eq. 7 (spec section 6),
 
     theta_next = sum_k w_k theta_k / sum_k w_k,   w_k = mean relevance of client k's tokens,
 
-or with ``w_k = sum_i s_i`` ("relevance-x-examples") or ``w_k = n_k`` ("examples", FedAvg).
+or with ``w_k = sum_i s_i`` ("relevance-x-examples"), ``w_k = n_k`` ("examples", FedAvg) or
+``w_k = 1`` ("uniform", the data-independent weights that DP-FedAvg's accounting assumes).
 Anchor sets are merged per partition (spec section 5): the server keeps each partition's
 latest report and the round it came from, and the next global set is their weighted average
 with weights decayed by ``gamma ** age``, so partitions not sampled this round still count.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ def client_weight(*, kind: str, mean_relevance: float, num_tokens: int, num_exam
         return float(mean_relevance) * num_tokens
     if kind == "examples":
         return float(num_examples)
+    if kind == "uniform":
+        return 1.0
     raise ValueError(f"aggregation-weight={kind!r} must be one of {', '.join(AGGREGATION_WEIGHTS)}")
 
 
@@ -43,17 +47,22 @@ def weighted_average(
     """Return ``sum_k w_k x_k / sum_k w_k`` key by key, in the key order of ``arrays[0]``.
 
     Accumulates in float64 so that many clients do not lose precision, and returns each
-    array in its original dtype.
+    array in its original dtype. Weights are first divided by the largest one, so that
+    finite weights near the float maximum cannot overflow their sum.
     """
     if not arrays or len(arrays) != len(weights):
         raise ValueError(f"need one weight per array set, got {len(arrays)} and {len(weights)}")
-    total = float(sum(weights))
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"the weights {list(weights)} must all be finite")
+    largest = max(weights)
+    scaled = [w / largest for w in weights] if largest > 0 else list(weights)
+    total = float(sum(scaled))
     if not is_usable_weight(total):
-        raise ValueError(f"the weights sum to {total}; it must be finite and > 0")
+        raise ValueError(f"the weights sum to {float(sum(weights))}; it must be finite and > 0")
     averaged = {}
     for key, first in arrays[0].items():
         accumulator = np.zeros(first.shape, dtype=np.float64)
-        for client_arrays, weight in zip(arrays, weights, strict=True):
+        for client_arrays, weight in zip(arrays, scaled, strict=True):
             accumulator += (weight / total) * client_arrays[key]
         averaged[key] = accumulator.astype(first.dtype, copy=False)
     return averaged
@@ -105,3 +114,25 @@ class PartitionAnchorStore:
             return None
         anchor_sets = [{"anchors": self.reports[p].anchors} for p in weights]
         return weighted_average(anchor_sets, list(weights.values()))["anchors"]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored reports, in insertion order, for a checkpoint (see load_state_dict)."""
+        return {
+            "partitions": list(self.reports),
+            "anchors": [r.anchors for r in self.reports.values()],
+            "weights": [r.weight for r in self.reports.values()],
+            "rounds": [r.server_round for r in self.reports.values()],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the stored reports with those of ``state`` (from :meth:`state_dict`)."""
+        columns = ("partitions", "anchors", "weights", "rounds")
+        lengths = {len(state[c]) for c in columns}
+        if len(lengths) != 1:
+            raise ValueError(f"anchor store state has columns of unequal lengths {lengths}")
+        self.reports = {
+            partition: AnchorReport(np.asarray(anchors), float(weight), int(server_round))
+            for partition, anchors, weight, server_round in zip(
+                *(state[c] for c in columns), strict=True
+            )
+        }

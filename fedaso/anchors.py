@@ -8,6 +8,10 @@ alpha towards the embedding of the batch token most similar to it,
     x* = argmax_i c_ij,      a_j <- (1 - alpha) a_j + alpha e(x*),
 
 reusing the similarity matrix ``c`` already computed for relevance scoring.
+
+Without a seed corpus, anchors come from federated k-means (spec section 5b): each sampled
+client summarizes its own embeddings by ``local_centroids`` and the server runs weighted
+k-means over all the centroids it received (``federated_kmeans``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ import torch
 from threadpoolctl import threadpool_limits
 
 
-def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np.ndarray:
+def kmeans_anchors(
+    *,
+    embeddings: np.ndarray,
+    num_anchors: int,
+    seed: int,
+    sample_weight: np.ndarray | None = None,
+) -> np.ndarray:
     """Return ``num_anchors`` k-means centroids ``(M, d)`` of ``embeddings`` ``(n, d)``.
 
     Parameters
@@ -28,6 +38,9 @@ def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np
         Number of anchors M; needs at least M distinct seed embeddings.
     seed : int
         Random state of k-means, so that every process gets the same anchors.
+    sample_weight : np.ndarray or None
+        Non-negative weight of each row ``(n,)`` (weighted k-means), e.g. the cluster sizes
+        behind centroids that clients sent; None weighs every row 1.
     """
     num_points = embeddings.shape[0]
     if num_anchors > num_points:
@@ -44,8 +57,52 @@ def kmeans_anchors(*, embeddings: np.ndarray, num_anchors: int, seed: int) -> np
     # one, while a thread per core next to busy simulation actors has been seen to spin
     # for minutes instead of seconds.
     with threadpool_limits(limits=1):
-        kmeans.fit(np.asarray(embeddings, dtype=np.float64))
+        kmeans.fit(np.asarray(embeddings, dtype=np.float64), sample_weight=sample_weight)
     return kmeans.cluster_centers_.astype(np.float32)  # (M, d)
+
+
+def local_centroids(
+    *, embeddings: np.ndarray, num_clusters: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A client's k-means summary: centroids ``(k, d)`` and cluster fractions ``(k,)``.
+
+    ``k = min(num_clusters, n)``; the fractions are the cluster sizes over ``n``, so they
+    sum to 1 whatever the client's size (the client's size itself is not released).
+    """
+    from sklearn.cluster import KMeans  # imported here: see kmeans_anchors
+
+    num_clusters = min(num_clusters, embeddings.shape[0])
+    kmeans = KMeans(n_clusters=num_clusters, n_init=1, random_state=seed)
+    with threadpool_limits(limits=1):  # see kmeans_anchors
+        labels = kmeans.fit_predict(np.asarray(embeddings, dtype=np.float64))
+    counts = np.bincount(labels, minlength=num_clusters).astype(np.float64)
+    return kmeans.cluster_centers_, counts / counts.sum()
+
+
+def federated_kmeans(
+    *,
+    centroid_sets: list[np.ndarray],
+    fraction_sets: list[np.ndarray],
+    num_anchors: int,
+    seed: int,
+) -> np.ndarray:
+    """Server side of federated k-means: weighted k-means over every client's centroids.
+
+    Each centroid weighs its (possibly noisy) cluster fraction, clipped at a small positive
+    floor, since noise can push a fraction below 0 and k-means needs positive weights.
+    """
+    if not centroid_sets:
+        raise ValueError("federated k-means received no centroids from any client")
+    points = np.concatenate(centroid_sets)  # (sum k, d)
+    if points.shape[0] < num_anchors:
+        raise ValueError(
+            f"num-anchors={num_anchors} exceeds the {points.shape[0]} centroids the clients "
+            "sent; sample more clients (fraction-train) or lower num-anchors"
+        )
+    weights = np.clip(np.concatenate(fraction_sets), 1e-6, None)  # (sum k,)
+    return kmeans_anchors(
+        embeddings=points, num_anchors=num_anchors, seed=seed, sample_weight=weights
+    )
 
 
 def ema_update_anchors(

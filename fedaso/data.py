@@ -181,6 +181,11 @@ class CentralData:
     recall_prompts: tuple[RecallPrompt, ...]  # facts only; empty otherwise
 
 
+def is_dataset_name(dataset: object) -> bool:
+    """True if ``dataset`` names a built-in dataset or has the form ``text:PATH``."""
+    return _dataset_kind(dataset) is not None
+
+
 def task_of(dataset: str) -> str:
     """``"classify"`` for digits, ``"lm"`` for every text dataset."""
     kind = _dataset_kind(dataset)

@@ -6,6 +6,14 @@ gradients for them, and both expose their **embedding point** (spec section 1): 
 whose output is the per-token embedding that ASO scores and whose gradient it projects.
 For the LM that is the final LayerNorm, whose output feeds the LM head; for the classifier,
 the penultimate features. The LM follows nanoGPT's ``model.py`` layout, much smaller.
+
+The embedding point is an ``nn.Identity`` tap right after that LayerNorm, not the LayerNorm
+itself. Under Opacus, the LayerNorm's output is re-wrapped by its full backward hook after
+forward hooks run, so a gradient hook on the LayerNorm's raw output would act *after* Opacus
+captured the LayerNorm's own per-sample gradients. The tap returns the wrapped tensor itself,
+so the ASO projection hook on it runs first and every parameter upstream of the embedding
+point, the LayerNorm's included, sees the projected gradient (tests/test_dp_sgd.py). The tap
+has no parameters and changes no number or state_dict key.
 """
 
 from __future__ import annotations
@@ -80,12 +88,13 @@ class TinyLM(nn.Module):
         self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
+        self.embedding_tap = nn.Identity()  # the embedding point: ln_f's output, see above
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
 
     @property
     def embedding_point(self) -> nn.Module:
         """The module whose output is the per-token embedding fed to the LM head."""
-        return self.ln_f
+        return self.embedding_tap
 
     @property
     def embedding_width(self) -> int:
@@ -94,14 +103,15 @@ class TinyLM(nn.Module):
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Return next-token logits ``(B, T, V)`` for ``token_ids`` ``(B, T)``."""
-        seq = token_ids.shape[1]
+        batch, seq = token_ids.shape
         if seq > self.config.block_size:
             raise ValueError(f"sequence length {seq} exceeds block_size={self.config.block_size}")
-        positions = torch.arange(seq, device=token_ids.device)  # (T,)
+        # Positions are expanded to (B, T) so that Opacus sees a batch dimension first.
+        positions = torch.arange(seq, device=token_ids.device).expand(batch, seq)  # (B, T)
         x = self.token_embedding(token_ids) + self.position_embedding(positions)  # (B, T, d)
         for block in self.blocks:
             x = block(x)  # (B, T, d)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.lm_head(self.embedding_tap(self.ln_f(x)))  # (B, T, V)
 
 
 @dataclass(frozen=True)
@@ -128,12 +138,13 @@ class MLPClassifier(nn.Module):
         self.hidden_1 = nn.Linear(config.num_features, config.hidden)
         self.hidden_2 = nn.Linear(config.hidden, config.hidden)
         self.features_norm = nn.LayerNorm(config.hidden)
+        self.embedding_tap = nn.Identity()  # the embedding point: features_norm's output
         self.head = nn.Linear(config.hidden, config.num_classes)
 
     @property
     def embedding_point(self) -> nn.Module:
         """The module whose output is the per-sample embedding fed to the head."""
-        return self.features_norm
+        return self.embedding_tap
 
     @property
     def embedding_width(self) -> int:
@@ -143,5 +154,5 @@ class MLPClassifier(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return class logits ``(B, C)`` for ``features`` ``(B, F)``."""
         x = F.gelu(self.hidden_1(features))  # (B, h)
-        x = self.features_norm(F.gelu(self.hidden_2(x)))  # (B, h)
+        x = self.embedding_tap(self.features_norm(F.gelu(self.hidden_2(x))))  # (B, h)
         return self.head(x)  # (B, C)

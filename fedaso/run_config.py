@@ -14,22 +14,27 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from fedaso.config import ASOConfig, TrainConfig, is_finite_number, require
 from fedaso.data import (
+    DATASETS_ALLOWED,
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
     VOCAB_SIZE,
     DataConfig,
+    is_dataset_name,
     task_of,
 )
+from fedaso.faults import parse_fault_plan
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+from fedaso.privacy import PrivacyConfig
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
-AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples")
+AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,34 @@ class RunConfig:
     model_width: int = 64  # embedding width d
     model_layers: int = 2  # transformer blocks (LM)
     model_heads: int = 4  # attention heads (LM)
+    # Privacy (spec section 7; docs/PRIVACY.md)
+    anchor_dp: str = "none"  # none | local | central
+    anchor_clip: float = 8.0  # C: Frobenius bound of an anchor change (0 = none, anchor-dp=none)
+    anchor_noise_multiplier: float = 1.0  # sigma of anchor releases
+    anchor_delta: float = 1e-5  # delta of the reported anchor epsilon
+    anchor_init: str = "server"  # server (seed corpus k-means) | federated (federated k-means)
+    anchor_init_clip: float = 40.0  # Frobenius bound of a client's centroid matrix (federated)
+    relevance_noise: float = 0.0  # std of Gaussian noise on a client's mean relevance, 0 = off
+    dp_sgd: bool = False  # record-level DP-SGD (Opacus) in local training
+    dp_noise_multiplier: float = 1.0  # DP-SGD noise multiplier
+    dp_max_grad_norm: float = 1.0  # DP-SGD per-sample gradient clip
+    dp_delta: float = 1e-5  # delta of the reported DP-SGD epsilon
+    update_dp: str = "none"  # none | server-fixed | client-fixed (Flower's DP wrappers)
+    update_clip: float = 10.0  # clipping norm of Flower's DP wrappers
+    update_noise_multiplier: float = 1.0  # noise multiplier of Flower's DP wrappers
     # Output
     out_dir: str = ""  # if set, the server writes metrics.json and the final model here
+    # Reliability (docs/RELIABILITY.md)
+    round_timeout: float = 3600.0  # seconds the server waits for a round's replies
+    max_update_norm_ratio: float = 10.0  # drop updates > ratio x the round's median norm; 0 off
+    checkpoint_dir: str = ""  # checkpoint every round here; "" = out-dir/checkpoint (if out-dir)
+    resume: str = ""  # continue the run saved in this checkpoint directory
+    fault_plan: str = ""  # TESTING AID: "PARTITION:KIND,..." makes partitions misbehave
+    fault_delay: float = 0.0  # TESTING AID: a "delay" fault replies this long after the time-out
+    # Continuing from a previous run (experiments: forgetting)
+    initial_model: str = ""  # model.pt of a previous run to start from; "" = fresh init
+    initial_anchors: str = ""  # anchors.npy to start FedASO from; "" = k-means (seed corpus)
+    extra_eval_dataset: str = ""  # also evaluate centrally on this dataset each round
 
     def __post_init__(self) -> None:
         require(
@@ -143,10 +174,58 @@ class RunConfig:
             self.model_heads,
             f"must divide model-width={self.model_width}",
         )
+        require(
+            is_finite_number(self.proximal_mu) and self.proximal_mu >= 0,
+            "proximal-mu",
+            self.proximal_mu,
+            "must be a finite number >= 0",
+        )
+        self.check_reliability()
+        self._check_continuation()
         # The component configs validate their own fields, naming the same keys.
         self.aso().check_width(self.model_width)
         self.train(seed=self.seed)
         self.data(num_partitions=1)
+        self.check_privacy()
+
+    def check_privacy(self) -> None:
+        """Validate the privacy keys and how they combine with the strategy."""
+        privacy = self.privacy()
+        for key, value, default in (
+            ("anchor-dp", privacy.anchor_dp, "none"),
+            ("anchor-init", privacy.anchor_init, "server"),
+        ):
+            require(
+                value == default or self.strategy == "fedaso",
+                key,
+                value,
+                f"needs strategy='fedaso' (strategy={self.strategy!r} sends no anchors)",
+            )
+        require(
+            not (privacy.dp_sgd and self.strategy == "fedprox"),
+            "dp-sgd",
+            privacy.dp_sgd,
+            "cannot be combined with strategy='fedprox' (its proximal term is not per-sample)",
+        )
+
+    def _check_continuation(self) -> None:
+        """Validate the keys of continuing runs (the files are checked by the ServerApp)."""
+        require(
+            not self.initial_anchors or self.strategy == "fedaso",
+            "initial-anchors",
+            self.initial_anchors,
+            f"only strategy='fedaso' uses anchors (strategy={self.strategy!r}); leave it empty",
+        )
+        if self.extra_eval_dataset:
+            self.data(num_partitions=1)  # the run's own dataset first, for its own message
+            require(
+                is_dataset_name(self.extra_eval_dataset)
+                and task_of(self.extra_eval_dataset) == task_of(self.dataset),
+                "extra-eval-dataset",
+                self.extra_eval_dataset,
+                f"must be a dataset of the same task as dataset={self.dataset!r} "
+                f"(one of {DATASETS_ALLOWED})",
+            )
 
     # -- typed views -------------------------------------------------------------------
     def aso(self, *, enabled: bool | None = None) -> ASOConfig:
@@ -163,6 +242,11 @@ class RunConfig:
             update_anchors=self.update_anchors,
             subspace_refresh_steps=self.subspace_refresh_steps,
         )
+
+    def privacy(self) -> PrivacyConfig:
+        """Privacy settings (spec section 7)."""
+        names = {f.name for f in dataclasses.fields(PrivacyConfig)}
+        return PrivacyConfig(**{name: getattr(self, name) for name in names})
 
     def train(self, *, seed: int, proximal_mu: float = 0.0) -> TrainConfig:
         """Local optimization settings with a per-client, per-round ``seed``."""
@@ -236,6 +320,35 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """Return a copy with ``changes`` (snake_case field names), validated."""
         return dataclasses.replace(self, **changes)
+
+    def check_reliability(self) -> None:
+        """Validate the time-out, norm bound, checkpoint and fault-injection keys."""
+        require(
+            is_finite_number(self.round_timeout) and self.round_timeout > 0,
+            "round-timeout",
+            self.round_timeout,
+            "must be a finite number of seconds > 0",
+        )
+        require(
+            is_finite_number(self.max_update_norm_ratio)
+            and (self.max_update_norm_ratio == 0 or self.max_update_norm_ratio > 1),
+            "max-update-norm-ratio",
+            self.max_update_norm_ratio,
+            "must be 0 (off) or a finite number > 1 (a multiple of the round's median norm)",
+        )
+        require(
+            is_finite_number(self.fault_delay) and self.fault_delay >= 0,
+            "fault-delay",
+            self.fault_delay,
+            "must be a finite number of seconds >= 0",
+        )
+        parse_fault_plan(self.fault_plan)
+
+    def checkpoint_path(self) -> str:
+        """Where checkpoints go: ``checkpoint-dir``, else ``out-dir/checkpoint``, else ``""``."""
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        return str(Path(self.out_dir) / "checkpoint") if self.out_dir else ""
 
 
 def unknown_key_message(key: str, fields: Mapping[str, Any]) -> str:

@@ -11,23 +11,33 @@ One local step of ASO (spec sections 2-5) on a batch:
 
 With ASO disabled the same loop is plain training, so that both paths share every line
 that matters for a fair comparison.
+
+With a :class:`fedaso.privacy.DPSGDConfig` the same loop runs under Opacus (record-level
+DP-SGD): Poisson-sampled batches, per-sample gradients clipped and noised by Opacus'
+``DPOptimizer``. The ASO projection hook sits on the embedding point's output, upstream of
+Opacus' per-sample capture for every parameter below it, so the per-sample gradients that
+Opacus clips are the projected ones (see ``fedaso.models`` and tests/test_dp_sgd.py).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit, encode_text
+from fedaso.privacy import DPSGDConfig
 from fedaso.projection import projection_hook, semantic_subspace
 from fedaso.relevance import score_tokens
 
@@ -66,6 +76,8 @@ class LocalTrainResult:
     mean_relevance: float  # mean s_i over all tokens; nan when ASO is disabled
     high_relevance_fraction: float  # fraction of tokens with s_i > 0.5; nan without ASO
     anchors: torch.Tensor | None  # anchors after the round's online updates, (M, d)
+    # DP-SGD releases of the round as Opacus' accountant history: (sigma, sample rate, steps)
+    dp_history: tuple[tuple[float, float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,7 +153,8 @@ class _ASOState:
     def after_step(self) -> None:
         """Move anchors by Eq. 1 towards the step's nearest tokens; refresh U every K steps."""
         self.steps += 1
-        if self.aso.update_anchors:
+        # An empty Poisson batch (DP-SGD) has no token to move an anchor towards.
+        if self.aso.update_anchors and self._pending[0].shape[0] > 0:
             flat, nearest_token = self._pending
             self.anchors = ema_update_towards(
                 anchors=self.anchors,
@@ -162,6 +175,7 @@ def train_local(
     anchors: torch.Tensor | None,
     aso: ASOConfig,
     train: TrainConfig,
+    dp_sgd: DPSGDConfig | None = None,
 ) -> LocalTrainResult:
     """Run one round of local training (ASO or plain, per ``aso.enabled``) in place.
 
@@ -175,6 +189,8 @@ def train_local(
         The anchor set ``(M, d)`` to train against; required when ``aso.enabled``.
     aso, train : ASOConfig, TrainConfig
         Hyperparameters.
+    dp_sgd : DPSGDConfig or None
+        Run the round as DP-SGD under Opacus; its accountant history is returned.
     """
     if len(data) == 0:
         raise ValueError("the training split is empty: nothing to train on")
@@ -185,33 +201,49 @@ def train_local(
         check_anchors(anchors, aso=aso, width=model.embedding_width)
         state = _ASOState(anchors, aso)
     optimizer = make_optimizer(model, train)
-    reference = [p.detach().clone() for p in model.parameters()] if train.proximal_mu else None
+    proximal = None
+    if train.proximal_mu:
+        proximal = (train.proximal_mu, [p.detach().clone() for p in model.parameters()])
     loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
+    forward, engine = model, None
+    if dp_sgd is not None:
+        if train.proximal_mu:
+            raise ValueError(
+                "DP-SGD cannot clip FedProx's proximal term per sample: "
+                "use dp-sgd with a strategy other than fedprox"
+            )
+        with warnings.catch_warnings():
+            # Opacus' secure_mode needs torchcsprng; the noise generator below is seeded
+            # from OS entropy instead (docs/PRIVACY.md says what that does and does not give).
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp")
+        forward, optimizer, loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=dp_sgd.noise_multiplier,
+            max_grad_norm=dp_sgd.max_grad_norm,
+            poisson_sampling=True,
+            # Fresh entropy: noise regenerable from the run seed would protect nothing.
+            noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
+        )
     totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
     model.train()
-    with EmbeddingCapture(model.embedding_point) as capture:
-        for _ in range(train.local_epochs):
-            for inputs, targets in loader:
-                if train.max_steps and totals["steps"] >= train.max_steps:
-                    break
-                losses = per_token_losses(model(inputs), targets)  # (N,)
-                if state is None:
-                    loss = losses.mean()
-                else:
-                    loss, relevance = state.weight_loss(capture.output, losses)
-                    totals["rel"] += relevance.sum().item()
-                    totals["high"] += (relevance > HIGH_RELEVANCE).sum().item()
-                if reference is not None:
-                    loss = loss + 0.5 * train.proximal_mu * proximal_term(model, reference)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if state is not None:
-                    state.after_step()
-                totals["examples"] += inputs.shape[0]
-                totals["tokens"] += losses.numel()
-                totals["steps"] += 1
-                totals["loss"] += losses.detach().sum().item()
+    try:
+        with warnings.catch_warnings(), EmbeddingCapture(model.embedding_point) as capture:
+            # Integer token ids need no gradient; Opacus' hook on the token embedding still
+            # fires on its output, which is all it needs, and torch warns about it each step.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(train.local_epochs):
+                for inputs, targets in loader:
+                    if train.max_steps and totals["steps"] >= train.max_steps:
+                        break
+                    step = _step(forward, (inputs, targets), capture, state, optimizer, proximal)
+                    for key, value in step.items():
+                        totals[key] += value
+    finally:
+        if engine is not None:
+            forward.remove_hooks()  # leave the caller's model as it was given
     tokens = max(totals["tokens"], 1)
     no_aso = float("nan")
     return LocalTrainResult(
@@ -222,7 +254,42 @@ def train_local(
         mean_relevance=totals["rel"] / tokens if state else no_aso,
         high_relevance_fraction=totals["high"] / tokens if state else no_aso,
         anchors=state.anchors if state else None,
+        dp_history=tuple(engine.accountant.history) if engine is not None else (),
     )
+
+
+def _step(
+    forward: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    capture: EmbeddingCapture,
+    state: _ASOState | None,
+    optimizer: torch.optim.Optimizer,
+    proximal: tuple[float, Sequence[torch.Tensor]] | None,
+) -> dict[str, float]:
+    """One local step on a batch; returns the step's contribution to the round's totals.
+
+    ``proximal`` is FedProx's ``(mu, reference parameters)``, or None.
+    """
+    inputs, targets = batch
+    totals = {"examples": inputs.shape[0], "steps": 1}
+    losses = per_token_losses(forward(inputs), targets)  # (N,)
+    if state is None:
+        loss = losses.mean()
+    else:
+        loss, relevance = state.weight_loss(capture.output, losses)
+        totals["rel"] = relevance.sum().item()
+        totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
+    if proximal is not None:
+        mu, reference = proximal
+        loss = loss + 0.5 * mu * proximal_term(forward, reference)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if state is not None:
+        state.after_step()
+    totals["tokens"] = losses.numel()
+    totals["loss"] = losses.detach().sum().item()
+    return totals
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:

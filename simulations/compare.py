@@ -1,42 +1,50 @@
-"""Run several strategies on identical partitions and seeds, and print them side by side.
+"""Run several strategies on identical partitions and seeds, and report them side by side.
 
-    python -m simulations.compare --strategies fedaso,fedavg --num-clients 20 --rounds 3 \
-        --dataset facts --out runs/compare
+    python -m simulations.compare --strategies fedaso,fedavg,fedprox,fedadam \
+        --num-clients 200 --fraction-train 0.1 --rounds 30 --seeds 0,1,2 --out runs/compare
 
 Each strategy runs as its own federation on Flower's simulation engine, with the same
-run-config except ``strategy``; ``DIR/<strategy>/metrics.json`` holds each run's metrics and
-``DIR/summary.json`` the final figures.
+run-config except ``strategy``: one seed gives every strategy the same data, partitions,
+initial model and sampled clients. Writes into ``--out``:
+
+- ``<strategy>/metrics.json`` (one seed) or ``<strategy>/seed-<s>/metrics.json`` (several);
+- ``metrics.csv``: one row per strategy, seed and round;
+- ``summary.md`` and ``summary.json``: final central loss, accuracy, fact recall and fact
+  answer loss, rounds and local steps to a target loss, seconds and bytes per round, as
+  mean +- std over seeds;
+- ``central.png``, ``facts.png``, ``aso.png``: per-round curves, bands over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import sys
-from pathlib import Path
 
-from simulations.engine import (
-    add_run_flags,
-    format_table,
-    resolve_run_config,
-    round_rows,
-    simulate,
+from fedaso.run_config import STRATEGIES
+from simulations.engine import add_run_flags, format_table
+from simulations.experiment import (
+    Progress,
+    Variant,
+    add_experiment_flags,
+    execute,
+    experiment_header,
+    parse_list,
+    plan_runs,
+    seeds_of,
+    write_reports,
 )
 
-SUMMARY_KEYS = ("loss", "accuracy", "fact-recall", "fact-answer-loss")
 
-
-def final_figures(metrics: dict) -> dict:
-    """The last round's central evaluation, mean relevance and time per round."""
-    rounds = metrics["rounds"]
-    last = rounds[-1]
-    trained = [r for r in rounds if r["round"] > 0]
-    figures = {key: last["central"].get(key) for key in SUMMARY_KEYS}
-    figures["initial-loss"] = rounds[0]["central"].get("loss")
-    figures["mean-relevance"] = last["train"].get("mean-relevance")
-    seconds = [r["central"].get("round-seconds", 0.0) for r in trained]
-    figures["seconds-per-round"] = sum(seconds) / max(len(seconds), 1)
-    return figures
+def strategy_variants(text: str) -> list[Variant]:
+    """``"fedaso,fedavg"`` -> one variant per strategy; ValueError for an unknown one."""
+    strategies = parse_list(text, "--strategies")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(
+            f"--strategies={text!r} is invalid: {', '.join(unknown)} not in {', '.join(STRATEGIES)}"
+        )
+    return [Variant(s, (("strategy", s),)) for s in strategies]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,31 +54,39 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--strategies", default="fedaso,fedavg", help="comma-separated")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--reference", default="fedavg", help="strategy for paired differences in summary.md"
+    )
+    add_experiment_flags(parser)
     add_run_flags(parser)
     args = parser.parse_args(argv)
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     try:
-        runs = {
-            s: resolve_run_config(args, strategy=s, **{"out-dir": str((args.out / s).resolve())})
-            for s in strategies
-        }
+        specs = plan_runs(args, strategy_variants(args.strategies), seeds_of(args), args.out)
     except ValueError as error:
         parser.error(str(error))
-    summary = {}
-    for strategy, run in runs.items():
-        print(f"=== {strategy}: {args.num_clients} clients, {run.num_server_rounds} rounds ===")
-        metrics = simulate(run, num_clients=args.num_clients, client_cpus=args.client_cpus)
-        rows = round_rows(metrics)
-        print(f"\n{strategy}:\n" + format_table(list(rows[0]), [list(r.values()) for r in rows]))
-        summary[strategy] = final_figures(metrics)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    header = ["figure", *strategies]
-    keys = list(next(iter(summary.values())))
-    rows = [[key, *(summary[s][key] for s in strategies)] for key in keys]
-    print(f"\nFinal central evaluation on {next(iter(runs.values())).dataset}:")
-    print(format_table(header, rows))
+    results = execute(
+        specs,
+        num_clients=args.num_clients,
+        client_cpus=args.client_cpus,
+        resume=args.resume,
+        progress=Progress(specs),
+        show_rounds=True,
+    )
+    command = "python -m simulations.compare " + shlex.join(sys.argv[1:] if argv is None else argv)
+    summaries = write_reports(
+        args.out,
+        results,
+        title="Strategy comparison",
+        header=experiment_header(specs, args.num_clients, command),
+        target=args.target_loss,
+        label="strategy",
+        reference=args.reference,
+    )
+    keys = list(summaries[0].figures)
+    rows = [[key, *(s.figures[key].text() for s in summaries)] for key in keys]
+    print(f"\nFinal central evaluation on {specs[0].run.dataset}:")
+    print(format_table(["figure", *(s.variant for s in summaries)], rows))
+    print(f"\nwrote {args.out / 'summary.md'}, {args.out / 'metrics.csv'} and plots")
     return 0
 
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,23 +78,37 @@ def resolve_run_config(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     return RunConfig.from_flat(flat)
 
 
-def simulate(run: RunConfig, *, num_clients: int, client_cpus: float = 1.0) -> dict[str, Any]:
-    """Run the federation in-process and return the metrics the ServerApp wrote."""
+def simulate(
+    run: RunConfig,
+    *,
+    num_clients: int,
+    client_cpus: float = 1.0,
+    on_round: Callable[[int, Mapping[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the federation in-process and return the metrics the ServerApp wrote.
+
+    ``on_round`` receives each round's number and central metrics as the round ends.
+    ``initial-model`` and ``initial-anchors`` are checked before the engine starts.
+    """
     # Imported here so that `--help` and config errors answer before Ray and Flower load.
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
     from simulations.linkstate import fast_message_lookup
-    from strategies.server_app import build_server_app
+    from strategies.server_app import build_server_app, load_initial_files
 
-    if num_clients < 1:
-        raise ValueError(f"--num-clients={num_clients} must be >= 1")
+    if num_clients < max(1, run.min_train_nodes):
+        raise ValueError(
+            f"--num-clients={num_clients} must be >= 1 and >= min-train-nodes="
+            f"{run.min_train_nodes} (the server would wait for nodes forever)"
+        )
     if not run.out_dir:
         raise ValueError("simulate() needs run.out_dir to collect the metrics")
+    load_initial_files(run)
     started = time.perf_counter()
     with fast_message_lookup():  # Flower's own lookup costs O(N^2) per polling sweep
         run_simulation(
-            server_app=build_server_app(run),
+            server_app=build_server_app(run, on_round),
             client_app=client_app,
             num_supernodes=num_clients,
             backend_config={
@@ -111,8 +126,13 @@ def simulate(run: RunConfig, *, num_clients: int, client_cpus: float = 1.0) -> d
     return metrics
 
 
+# Privacy figures printed when a run reports them (docs/PRIVACY.md).
+EPSILON_COLUMNS = ("anchor-epsilon", "update-epsilon", "client-dp-sgd-epsilon-max")
+
+
 def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per round with the figures worth printing."""
+    epsilons = [k for k in EPSILON_COLUMNS if any(k in r["train"] for r in metrics["rounds"])]
     rows = []
     for record in metrics["rounds"]:
         central, train = record["central"], record["train"]
@@ -127,6 +147,7 @@ def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "mean-relevance": train.get("mean-relevance"),
                 "seconds": central.get("round-seconds"),
             }
+            | {key: train.get(key) for key in epsilons}
         )
     return rows
 

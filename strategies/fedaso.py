@@ -9,10 +9,22 @@ decay into the next global set.
 
 Unlike Flower's built-in reply check, which fails the whole round on one inconsistent
 reply, FedASO checks each reply on its own: a reply with an error, a missing record or key,
-wrong array names or shapes, non-finite values, or a non-positive weight is logged, counted
-in the round's metrics and left out; the others are aggregated. A round with no usable reply
-keeps the previous global state. Because the anchors ride inside the model's ArrayRecord,
-Flower's DP wrappers clip and noise model and anchors together without knowing about ASO.
+wrong array names, shapes or dtypes, non-finite values, a non-positive weight, or an update
+whose norm exceeds ``max_update_norm_ratio`` times the round's median (``fedaso.robust``) is
+logged, counted in the round's metrics and left out; the others are aggregated, in partition
+order so that the result does not depend on the order replies arrive in. A round with no
+usable reply keeps the previous global state. Anchor reports are stored under the partition
+the client reports (``partition-id``), so the store survives a restart in which every node
+gets a new id (``state_dict``/``load_state_dict`` checkpoint it). Because the anchors ride
+inside the model's ArrayRecord, Flower's DP wrappers clip and noise model and anchors together
+without knowing about ASO.
+
+Anchor privacy (spec section 7, docs/PRIVACY.md): under ``anchor-dp = local`` the reports
+arrive privatized and are merged as above; under ``anchor-dp = central`` the server merges
+only this round's fresh changes, clipped, with uniform weights, noised once and divided by
+the number of sampled clients (DP-FedAvg), and the staleness decay then acts on these
+privatized per-round releases, never on a raw report. Every round's metrics carry
+``anchor-epsilon`` from Opacus' accountant.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -37,9 +50,13 @@ from fedaso.aggregation import (
     weighted_average,
 )
 from fedaso.payload import join_payload, split_payload
+from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fresh_rng
+from fedaso.robust import norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
 
 REQUIRED_METRICS = ("num-examples", "num-tokens", "mean-relevance", "train-loss")
+COUNT_METRICS = ("num-examples", "num-tokens")  # must be integers >= 1
+CLIENT_EPSILONS = ("anchor-epsilon", "relevance-epsilon", "dp-sgd-epsilon")  # max over replies
 
 
 class FedASO(FedAvg):
@@ -63,6 +80,11 @@ class FedASO(FedAvg):
     anchor_staleness_decay : float (default: 0.5)
         ``gamma`` in [0, 1]: a partition's anchor report that is ``age`` rounds old counts
         with weight ``gamma ** age``; 0 merges only this round's reports.
+    privacy : PrivacyConfig or None (default: None, no anchor DP)
+        Anchor release mode (``none``, ``local``, ``central``), clip, noise and delta.
+    max_update_norm_ratio : float (default: 0.0, off)
+        Drop a reply whose model update or anchor change is longer than this many times
+        the round's median (``fedaso.robust``); 0 turns the bound off.
     """
 
     # pylint: disable=too-many-arguments
@@ -76,6 +98,8 @@ class FedASO(FedAvg):
         min_available_nodes: int = 2,
         aggregation_weight: str = "relevance",
         anchor_staleness_decay: float = 0.5,
+        privacy: PrivacyConfig | None = None,
+        max_update_norm_ratio: float = 0.0,
     ) -> None:
         if aggregation_weight not in AGGREGATION_WEIGHTS:
             raise ValueError(
@@ -97,12 +121,19 @@ class FedASO(FedAvg):
         self.aggregation_weight = aggregation_weight
         self.anchor_store = PartitionAnchorStore(anchor_staleness_decay)
         self.global_arrays: dict[str, np.ndarray] = {}
+        self.privacy = privacy or PrivacyConfig()
+        self.anchor_account = PrivacyAccount()  # central mode: every noised release
+        self.local_releases: dict[str, int] = {}  # local mode: releases seen per partition
+        self.sampled_count = 0  # clients sampled this round: central mode's fixed denominator
+        self.sample_rate = 1.0  # sampled / connected nodes this round
+        self.max_update_norm_ratio = max_update_norm_ratio
 
     def summary(self) -> None:
         """Log summary configuration of the strategy."""
         log(INFO, "\t├──> FedASO:")
         log(INFO, "\t│\t├── Aggregation weight: %s", self.aggregation_weight)
-        log(INFO, "\t│\t└── Anchor staleness decay: %s", self.anchor_store.staleness_decay)
+        log(INFO, "\t│\t├── Anchor staleness decay: %s", self.anchor_store.staleness_decay)
+        log(INFO, "\t│\t└── Anchor DP: %s", self.privacy.anchor_dp)
         super().summary()
 
     def configure_train(
@@ -112,7 +143,11 @@ class FedASO(FedAvg):
         self.global_arrays = record_to_arrays(arrays)
         if split_payload(self.global_arrays)[1] is None:
             raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.sampled_count = len(messages)
+        connected = len(list(grid.get_node_ids()))
+        self.sample_rate = min(1.0, len(messages) / connected) if connected else 1.0
+        return messages
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Return the reply's update, or a string saying why it cannot be aggregated."""
@@ -129,6 +164,12 @@ class FedASO(FedAvg):
             value = metrics.get(key)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 return f"metric {key!r} is missing or not a finite number: {value!r}"
+        for key in COUNT_METRICS:
+            if not float(metrics[key]).is_integer() or metrics[key] < 1:
+                return f"metric {key!r} must be an integer >= 1, got {metrics[key]!r}"
+        partition = partition_key(msg.metadata.src_node_id, metrics.get("partition-id"))
+        if partition is None:
+            return f"metric 'partition-id' must be an integer >= 0, got {metrics['partition-id']!r}"
         try:
             arrays = record_to_arrays(next(iter(content.array_records.values())))
         except Exception as error:  # any undecodable array drops the reply, not the round
@@ -144,7 +185,7 @@ class FedASO(FedAvg):
         )
         if not is_usable_weight(weight):
             return f"aggregation weight {weight} is not finite and positive"
-        return ClientUpdate(msg.metadata.src_node_id, arrays, metrics, weight)
+        return ClientUpdate(msg.metadata.src_node_id, arrays, metrics, weight, partition)
 
     def arrays_problem(self, arrays: dict[str, np.ndarray]) -> str | None:
         """Return why ``arrays`` do not match the global payload, or None if they do."""
@@ -156,8 +197,10 @@ class FedASO(FedAvg):
             expected = self.global_arrays[name]
             if array.shape != expected.shape:
                 return f"array {name!r} has shape {array.shape}, expected {expected.shape}"
-            if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-                return f"array {name!r} holds non-finite or non-numeric values"
+            if array.dtype != expected.dtype:
+                return f"array {name!r} has dtype {array.dtype}, expected {expected.dtype}"
+            if not np.isfinite(array).all():
+                return f"array {name!r} holds non-finite values"
         return None
 
     def aggregate_train(
@@ -170,12 +213,16 @@ class FedASO(FedAvg):
         failures, rejected = 0, 0
         for msg in replies:
             parsed = self.parse_reply(msg)
+            if isinstance(parsed, ClientUpdate) and repeats_partition(parsed, updates):
+                parsed = f"{parsed.partition} already replied this round"
             if isinstance(parsed, ClientUpdate):
                 updates.append(parsed)
                 continue
             failures += msg.has_error()
             rejected += not msg.has_error()
             log(WARNING, "FedASO: dropped reply of node %s: %s", msg.metadata.src_node_id, parsed)
+        updates, outliers = self.drop_norm_outliers(updates)
+        rejected += outliers
         log(
             INFO,
             "aggregate_train: %d usable replies, %d failures, %d rejected",
@@ -183,31 +230,167 @@ class FedASO(FedAvg):
             failures,
             rejected,
         )
-        counts = {"num-replies": len(updates), "num-failures": failures, "num-rejected": rejected}
+        counts = {
+            "num-replies": len(updates),
+            "num-failures": failures,
+            "num-rejected": rejected,
+            "num-norm-outliers": outliers,
+        }
         if not updates:
             return None, MetricRecord(counts)
         new_arrays, drift = self._aggregate(server_round, updates)
         metrics = round_metrics(updates) | counts
         metrics["anchor-drift"] = drift
         metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
+        metrics |= self.privacy_metrics()
         return arrays_to_record(new_arrays), MetricRecord(metrics)
+
+    def record_local_releases(self, partitions: Iterable[str]) -> None:
+        """Count one local-mode release for each of ``partitions`` (the server's view)."""
+        for partition in partitions:
+            self.local_releases[partition] = self.local_releases.get(partition, 0) + 1
+
+    def anchor_epsilon(self) -> float:
+        """Cumulative epsilon of the anchor releases at ``anchor-delta`` (Opacus' accountant).
+
+        Central: the noised global releases, subsampled at this round's sampling rate.
+        Local: the client that released most often, without amplification, since the
+        server sees who replied.
+        """
+        if self.privacy.anchor_dp == "central":
+            return self.anchor_account.epsilon(self.privacy.anchor_delta)
+        account = PrivacyAccount()
+        account.record(
+            noise_multiplier=self.privacy.anchor_noise_multiplier,
+            sample_rate=1.0,
+            steps=max(self.local_releases.values(), default=0),
+        )
+        return account.epsilon(self.privacy.anchor_delta)
+
+    def privacy_metrics(self) -> dict[str, float]:
+        """``anchor-epsilon`` and ``anchor-delta`` when anchors are private; else nothing."""
+        if not self.privacy.anchors_private:
+            return {}
+        return {"anchor-epsilon": self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
+
+    def drop_norm_outliers(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], int]:
+        """Drop updates whose model or anchor change exceeds the norm bound; sort the rest.
+
+        Model updates and anchor changes are bounded separately, each against its own
+        median, since their scales differ. The kept updates are sorted by partition so that
+        the aggregate does not depend on the order in which replies arrived.
+        """
+        global_model, global_anchors = split_payload(self.global_arrays)
+        model_norms, anchor_norms = [], []
+        for update in updates:
+            model_arrays, anchors = split_payload(update.arrays)
+            model_norms.append(update_norm(model_arrays, global_model))
+            anchor_norms.append(update_norm({"a": anchors}, {"a": global_anchors}))
+        ratio = self.max_update_norm_ratio
+        flags = zip(
+            norm_outliers(model_norms, ratio), norm_outliers(anchor_norms, ratio), strict=True
+        )
+        kept = []
+        for update, (model_flag, anchor_flag), norms in zip(
+            updates, flags, zip(model_norms, anchor_norms, strict=True), strict=True
+        ):
+            if model_flag or anchor_flag:
+                log(
+                    WARNING,
+                    "FedASO: dropped reply of node %s (%s): update norm %.4g / anchor change "
+                    "norm %.4g exceeds %s x the round's median",
+                    update.node_id,
+                    update.partition,
+                    *norms,
+                    ratio,
+                )
+                continue
+            kept.append(update)
+        return sorted(kept, key=lambda u: u.partition), len(updates) - len(kept)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Average the usable evaluation replies; a bad one is logged and left out.
+
+        Flower's own check raises for the whole round on one inconsistent reply.
+        """
+        usable: list[Message] = []
+        for msg in replies:
+            problem = evaluate_reply_problem(msg, self.weighted_by_key)
+            if problem is None and usable and metric_shape(msg) != metric_shape(usable[0]):
+                problem = "its metric keys differ from the first usable reply's"
+            if problem is None:
+                usable.append(msg)
+                continue
+            log(
+                WARNING,
+                "FedASO: dropped evaluation of node %s: %s",
+                msg.metadata.src_node_id,
+                problem,
+            )
+        return super().aggregate_evaluate(server_round, usable) if usable else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The strategy's state across rounds, for a checkpoint: anchor store and privacy."""
+        return {
+            "anchor-store": self.anchor_store.state_dict(),
+            "anchor-accountant": list(self.anchor_account.accountant.history),
+            "local-releases": dict(self.local_releases),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
+        self.anchor_store.load_state_dict(state["anchor-store"])
+        self.anchor_account.accountant.history = [
+            tuple(release) for release in state.get("anchor-accountant", [])
+        ]
+        self.local_releases = dict(state.get("local-releases", {}))
 
     def _aggregate(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
         """Return the next global payload and the mean movement of the anchor rows."""
-        model_sets = []
-        for update in updates:
-            model_arrays, anchors = split_payload(update.arrays)
-            model_sets.append(model_arrays)
-            report = AnchorReport(anchors, update.weight, server_round)
-            self.anchor_store.record(update.node_id, report)
+        model_sets = [split_payload(update.arrays)[0] for update in updates]
         previous = split_payload(self.global_arrays)[1]
+        if self.privacy.anchor_dp == "central":
+            self._record_central_release(server_round, updates, previous)
+        else:
+            for update in updates:
+                report = AnchorReport(split_payload(update.arrays)[1], update.weight, server_round)
+                self.anchor_store.record(update.partition, report)
+            if self.privacy.anchor_dp == "local":
+                self.record_local_releases(update.partition for update in updates)
         merged = self.anchor_store.merge(server_round)
         merged = previous if merged is None else merged
         drift = float(np.linalg.norm(merged - previous, axis=1).mean())
         model = weighted_average(model_sets, [u.weight for u in updates])
         return join_payload(model, merged), drift
+
+    def _record_central_release(
+        self, server_round: int, updates: list[ClientUpdate], previous: np.ndarray
+    ) -> None:
+        """DP-FedAvg on this round's fresh anchor changes; store only the noised release.
+
+        Weights are uniform and the denominator is the number of sampled clients, fixed
+        before any reply: relevance weights are data-dependent and would change the
+        sensitivity ``C / n``. Raw reports are never stored, so staleness decay can only
+        reuse privatized releases (post-processing), never spend a report twice.
+        """
+        deltas = [split_payload(u.arrays)[1].astype(np.float64) - previous for u in updates]
+        noisy_mean = central_noisy_mean(
+            deltas,
+            clip=self.privacy.anchor_clip,
+            noise_multiplier=self.privacy.anchor_noise_multiplier,
+            expected_count=max(self.sampled_count, len(deltas)),
+            rng=fresh_rng(),
+        )
+        release = (previous + noisy_mean).astype(previous.dtype)
+        report = AnchorReport(release, 1.0, server_round)
+        self.anchor_store.record(f"release-{server_round}", report)
+        self.anchor_account.record(
+            noise_multiplier=self.privacy.anchor_noise_multiplier, sample_rate=self.sample_rate
+        )
 
 
 @dataclass(frozen=True)
@@ -218,6 +401,48 @@ class ClientUpdate:
     arrays: dict[str, np.ndarray]
     metrics: MetricRecord
     weight: float
+    partition: str  # anchor store key: "partition-K" as reported, else "node-ID"
+
+
+def partition_key(node_id: int, reported: object) -> str | None:
+    """The anchor store key of a reply: its reported ``partition-id``, else its node id.
+
+    Returns None when a ``partition-id`` is reported but is not an integer >= 0.
+    """
+    if reported is None:
+        return f"node-{node_id}"
+    if not isinstance(reported, int | float) or not float(reported).is_integer() or reported < 0:
+        return None
+    return f"partition-{int(reported)}"
+
+
+def repeats_partition(update: ClientUpdate, accepted: list[ClientUpdate]) -> bool:
+    """Whether ``update``'s partition already has an accepted reply this round."""
+    return any(other.partition == update.partition for other in accepted)
+
+
+def metric_shape(msg: Message) -> dict[str, int | None]:
+    """A reply's metric keys with each list value's length: what averaging needs to match."""
+    metrics = next(iter(msg.content.metric_records.values()))
+    return {k: len(v) if isinstance(v, list) else None for k, v in metrics.items()}
+
+
+def evaluate_reply_problem(msg: Message, weighted_by_key: str) -> str | None:
+    """Say why an evaluation reply cannot be averaged, or None if it can."""
+    if msg.has_error():
+        return f"client error: {msg.error.reason}"
+    records = msg.content.metric_records
+    if len(records) != 1:
+        return f"expected one MetricRecord, got {len(records)}"
+    metrics = next(iter(records.values()))
+    weight = metrics.get(weighted_by_key)
+    if not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
+        return f"metric {weighted_by_key!r} is missing or not a finite number > 0: {weight!r}"
+    for key, value in metrics.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(math.isfinite(v) for v in values):
+            return f"metric {key!r} is not finite: {value!r}"
+    return None
 
 
 def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
@@ -244,4 +469,8 @@ def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
         "client-relevance-max": float(relevance.max()),
         "client-relevance-std": float(relevance.std()),
         "client-weight-share-max": float(weights.max() / weights.sum()),
+    } | {
+        f"client-{key}-max": float(np.nanmax(column(key)))
+        for key in CLIENT_EPSILONS
+        if any(key in u.metrics for u in updates)
     }

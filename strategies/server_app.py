@@ -7,6 +7,20 @@ seed corpus the server holds (spec section 5a), and evaluates the global model c
 held-out data after every round (loss, accuracy, perplexity, and fact recall on ``facts``).
 With ``out-dir`` set it writes ``metrics.json`` (resolved config and per-round metrics), the
 final model (``model.pt``, without the reserved anchor key) and the final anchors.
+
+Privacy (``strategies.privacy``, docs/PRIVACY.md): with ``anchor-init = federated`` the
+anchors come from federated k-means over ``query`` messages instead of the seed corpus, and
+with ``update-dp`` the strategy runs inside one of Flower's DP wrappers.
+
+Rounds run in ``strategies.rounds`` (Flower's round loop, with a per-round time-out), and
+after every round a checkpoint is written (``strategies.checkpoint``); with ``resume`` set, a
+run continues after the checkpoint's round.
+
+A run can start from a previous run's ``model.pt`` and ``anchors.npy`` (``initial-model``,
+``initial-anchors``) and be evaluated each round on a second dataset as well
+(``extra-eval-dataset``): this is how forgetting is measured. Clients are sampled in
+partition order, so one seed samples the same partitions under every strategy, and each
+round's bytes of model and anchors sent and received are metered (``strategies.grids``).
 """
 
 from __future__ import annotations
@@ -15,7 +29,8 @@ import json
 import math
 import random
 import time
-from logging import INFO
+from collections.abc import Callable, Mapping
+from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +43,21 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
 from clients.records import arrays_to_record, record_to_arrays
 from fedaso.anchors import kmeans_anchors
+from fedaso.checkpoint import load_anchors_file, load_model_file
 from fedaso.data import CentralData, load_central, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
+from strategies.checkpoint import Checkpoints
 from strategies.fedaso import FedASO
+from strategies.grids import MeteredGrid, PartitionOrderedGrid
+from strategies.privacy import (
+    build_update_dp,
+    expected_sample_size,
+    federated_initial_anchors,
+    wait_for_nodes,
+)
+from strategies.rounds import RoundPlan, run_rounds
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
@@ -51,6 +76,8 @@ def build_strategy(run: RunConfig) -> Strategy:
             **sampling,
             aggregation_weight=run.aggregation_weight,
             anchor_staleness_decay=run.anchor_staleness_decay,
+            privacy=run.privacy(),
+            max_update_norm_ratio=run.max_update_norm_ratio,
         )
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
@@ -68,12 +95,41 @@ def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig
     return kmeans_anchors(embeddings=embeddings, num_anchors=run.num_anchors, seed=run.seed)
 
 
-class CentralEvaluator:
-    """``evaluate_fn`` of ``Strategy.start``: evaluates the global model, times each round."""
+RoundCallback = Callable[[int, Mapping[str, float]], None]
 
-    def __init__(self, run: RunConfig, central: CentralData) -> None:
+
+def central_metrics(model: torch.nn.Module, central: CentralData, dataset: str) -> dict[str, float]:
+    """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any."""
+    result = evaluate(model, central.eval)
+    metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
+    if task_of(dataset) == "lm":
+        metrics["perplexity"] = math.exp(min(result.loss, 50.0))
+    if central.recall_prompts:
+        recall = fact_recall(model, central.recall_prompts)
+        metrics["fact-recall"] = recall.exact_match
+        metrics["fact-answer-loss"] = recall.answer_loss
+    return metrics
+
+
+class CentralEvaluator:
+    """``evaluate_fn`` of ``Strategy.start``: evaluates the global model, times each round.
+
+    With ``extra-eval-dataset`` set, the model is also evaluated on that dataset's central
+    data, reported under ``extra-`` keys (e.g. ``extra-fact-recall``). ``on_round``, if
+    given, receives each round's number and metrics (e.g. to show progress).
+    """
+
+    def __init__(
+        self, run: RunConfig, central: CentralData, on_round: RoundCallback | None = None
+    ) -> None:
         self.run = run
         self.central = central
+        self.extra = (
+            load_central(run.replace(dataset=run.extra_eval_dataset).data(num_partitions=1))
+            if run.extra_eval_dataset
+            else None
+        )
+        self.on_round = on_round
         self.model = run.build_model()
         self.last_end = time.perf_counter()
 
@@ -81,45 +137,95 @@ class CentralEvaluator:
         start = time.perf_counter()
         model_arrays, _ = split_payload(record_to_arrays(arrays))
         load_model_arrays(self.model, model_arrays)
-        result = evaluate(self.model, self.central.eval)
-        metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
-        if task_of(self.run.dataset) == "lm":
-            metrics["perplexity"] = math.exp(min(result.loss, 50.0))
-        if self.central.recall_prompts:
-            recall = fact_recall(self.model, self.central.recall_prompts)
-            metrics["fact-recall"] = recall.exact_match
-            metrics["fact-answer-loss"] = recall.answer_loss
+        metrics = central_metrics(self.model, self.central, self.run.dataset)
+        if self.extra is not None:
+            extra = central_metrics(self.model, self.extra, self.run.extra_eval_dataset)
+            metrics |= {f"extra-{key}": value for key, value in extra.items()}
         end = time.perf_counter()
         metrics["round-seconds"] = start - self.last_end if server_round else 0.0
         metrics["eval-seconds"] = end - start
         self.last_end = end
+        if self.on_round is not None:
+            self.on_round(server_round, metrics)
         return MetricRecord(metrics)
 
 
-def run_federation(grid: Grid, run: RunConfig) -> Result:
-    """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``."""
+def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | None]:
+    """The model, loaded from ``initial-model`` if set, and the ``initial-anchors`` if set.
+
+    Raises ``ValueError`` naming the key and path for a missing or unfit file.
+    """
+    model = run.build_model()
+    if run.initial_model:
+        load_model_file(run.initial_model, model)
+    anchors = None
+    if run.initial_anchors:
+        anchors = load_anchors_file(
+            run.initial_anchors, num_anchors=run.num_anchors, width=model.embedding_width
+        )
+    return model, anchors
+
+
+def starting_point(
+    run: RunConfig, central: CentralData
+) -> tuple[torch.nn.Module, np.ndarray | None]:
+    """The initial global model and (FedASO) anchors: fresh, or loaded from a previous run.
+
+    FedASO's anchors come from ``initial-anchors`` or else from k-means under the (possibly
+    loaded) model; the baselines get none.
+    """
+    model, anchors = load_initial_files(run)
+    if run.strategy == "fedaso" and anchors is None and run.anchor_init == "server":
+        anchors = initial_anchors(model, central, run)
+    return model, anchors
+
+
+def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = None) -> Result:
+    """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``.
+
+    Clients are sampled in partition order (reproducible per seed) and every round's
+    traffic is metered (see ``strategies.grids``).
+    """
     started = time.perf_counter()
+    checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
     random.seed(run.seed)  # Flower samples nodes with the global `random`
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
-    model = run.build_model()
-    anchors = initial_anchors(model, central, run) if run.strategy == "fedaso" else None
+    model, anchors = starting_point(run, central)
+    evaluator = CentralEvaluator(run, central, on_round)
+    ordered = PartitionOrderedGrid(grid)
+    metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
     strategy = build_strategy(run)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
-        num_rounds=run.num_server_rounds,
+    if run.strategy == "fedaso" and anchors is None and checkpoints.resumed is None:
+        anchors = federated_initial_anchors(metered, run, model_to_arrays(model), strategy)
+    if run.update_dp != "none":
+        num_nodes = len(wait_for_nodes(metered, run.min_train_nodes))
+        strategy = build_update_dp(strategy, run, expected_sample_size(run, num_nodes))
+    plan = RoundPlan(
+        grid=metered,
+        timeout=run.round_timeout,
         train_config=ConfigRecord(run.to_flat()),
         evaluate_config=ConfigRecord(run.to_flat()),
-        evaluate_fn=CentralEvaluator(run, central),
+        evaluate_fn=evaluator,
+    )
+    result = run_rounds(
+        strategy,
+        plan,
+        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        num_rounds=run.num_server_rounds,
+        checkpoints=checkpoints,
     )
     if run.out_dir:
-        write_outputs(Path(run.out_dir), run, result, time.perf_counter() - started)
+        write_outputs(
+            Path(run.out_dir), run, result, time.perf_counter() - started, metered.traffic
+        )
     return result
 
 
-def history(result: Result) -> list[dict[str, Any]]:
-    """Per-round records: aggregated client train/evaluate metrics and central evaluation."""
+def history(
+    result: Result, traffic: Callable[[int], Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Per-round records: client train/evaluate metrics, central evaluation, traffic."""
     rounds = sorted(
         set(result.evaluate_metrics_serverapp)
         | set(result.train_metrics_clientapp)
@@ -131,12 +237,19 @@ def history(result: Result) -> list[dict[str, Any]]:
             "train": dict(result.train_metrics_clientapp.get(r, {})),
             "evaluate": dict(result.evaluate_metrics_clientapp.get(r, {})),
             "central": dict(result.evaluate_metrics_serverapp.get(r, {})),
+            "traffic": dict(traffic(r)) if traffic is not None else {},
         }
         for r in rounds
     ]
 
 
-def write_outputs(out_dir: Path, run: RunConfig, result: Result, seconds: float) -> None:
+def write_outputs(
+    out_dir: Path,
+    run: RunConfig,
+    result: Result,
+    seconds: float,
+    traffic: Callable[[int], Mapping[str, Any]] | None = None,
+) -> None:
     """Write metrics.json, model.pt (no reserved keys) and anchors.npy (if any)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model_arrays, anchors = split_payload(record_to_arrays(result.arrays))
@@ -146,21 +259,34 @@ def write_outputs(out_dir: Path, run: RunConfig, result: Result, seconds: float)
         torch.save(model.state_dict(), out_dir / "model.pt")
     if anchors is not None:
         np.save(out_dir / "anchors.npy", anchors)
-    metrics = {"config": run.to_flat(), "total-seconds": seconds, "rounds": history(result)}
+    metrics = {
+        "config": run.to_flat(),
+        "total-seconds": seconds,
+        "rounds": history(result, traffic),
+    }
     temporary = out_dir / "metrics.json.tmp"
     temporary.write_text(json.dumps(metrics, indent=2))
     temporary.replace(out_dir / "metrics.json")
     log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
 
 
-def build_server_app(run: RunConfig | None = None) -> ServerApp:
-    """Return a ServerApp; with ``run`` it ignores the context's run-config (in-process use)."""
+def build_server_app(
+    run: RunConfig | None = None, on_round: RoundCallback | None = None
+) -> ServerApp:
+    """Return a ServerApp; with ``run`` it ignores the context's run-config (in-process use).
+
+    ``on_round`` receives each round's number and central metrics (in-process use).
+    """
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        resolved = run if run is not None else RunConfig.from_flat(context.run_config)
-        run_federation(grid, resolved)
+        try:
+            resolved = run if run is not None else RunConfig.from_flat(context.run_config)
+            run_federation(grid, resolved, on_round)
+        except ValueError as error:  # bad input: say so in one line before Flower's traceback
+            log(ERROR, "FedASO stopped: %s", error)
+            raise
 
     return server_app
 

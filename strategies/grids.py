@@ -1,0 +1,261 @@
+"""Grid wrappers of the ServerApp: reproducible client sampling and per-round traffic.
+
+Flower's strategies sample clients with ``random.sample(list(grid.get_node_ids()), k)``.
+Node ids are random 64-bit integers drawn anew by every SuperLink (and every simulation),
+and ``get_node_ids`` returns them as a set, so even with ``random.seed(seed)`` two runs
+sample different partitions. :class:`PartitionOrderedGrid` asks each node once for its
+``partition-id`` (a ``query.partition`` message answered by the ClientApp) and lists node
+ids in partition order, so that the same seed samples the same partitions in every run:
+strategies compared on one seed then see the same clients in the same rounds.
+
+:class:`MeteredGrid` tallies the arrays carried by the messages each round: model bytes
+and anchor bytes (the reserved ``aso.`` keys of ``fedaso.payload``), sent to and received
+from the clients, counted from the ArrayRecords actually passed through the grid. It also
+sums the local steps the clients report (``num-steps``), for the rounds- and
+steps-to-target measure.
+
+Both delegate everything else to the grid they wrap, so they stack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import Message, RecordDict
+from flwr.common import log
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from fedaso.payload import RESERVED_PREFIX
+
+PARTITION_QUERY = "query.partition"  # message type answered by clients.client_app
+
+
+class GridProxy(Grid):
+    """A Grid that forwards every call to ``inner``; subclasses override what they watch."""
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+
+    def set_run(self, run: Run) -> None:
+        """Set the run on the wrapped grid."""
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """The wrapped grid's run."""
+        return self.inner.run
+
+    def create_message(  # pylint: disable=too-many-arguments
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Create a message on the wrapped grid."""
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Node ids of the wrapped grid."""
+        return self.inner.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """Nodes of the wrapped grid."""
+        return self.inner.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Push through the wrapped grid."""
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Pull through the wrapped grid."""
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Send and receive through the wrapped grid."""
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+
+class PartitionOrderedGrid(GridProxy):
+    """Lists node ids in the order of their ``partition-id``, learnt by one query per node.
+
+    A node that does not answer (or answers without a partition id) is listed after the
+    known ones, in id order, and asked again the next time the node list is needed.
+    """
+
+    def __init__(self, inner: Grid, *, timeout: float | None = None) -> None:
+        super().__init__(inner)
+        self.timeout = timeout
+        self.partition_of: dict[int, int] = {}  # node id -> partition id
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Connected node ids, sorted by partition id."""
+        node_ids = sorted(self.inner.get_node_ids())
+        unknown = [node for node in node_ids if node not in self.partition_of]
+        if unknown:
+            self.partition_of |= self._ask_partitions(unknown)
+        return sorted(node_ids, key=self._order)
+
+    def _order(self, node: int) -> tuple[bool, int, int]:
+        return node not in self.partition_of, self.partition_of.get(node, 0), node
+
+    def _ask_partitions(self, node_ids: list[int]) -> dict[int, int]:
+        messages = [
+            Message(content=RecordDict(), message_type=PARTITION_QUERY, dst_node_id=node)
+            for node in node_ids
+        ]
+        answers: dict[int, int] = {}
+        for reply in self.inner.send_and_receive(messages, timeout=self.timeout):
+            partition = None if reply.has_error() else partition_of_reply(reply)
+            if partition is None:
+                log(WARNING, "node %s did not report its partition-id", reply.metadata.src_node_id)
+                continue
+            answers[reply.metadata.src_node_id] = partition
+        log(INFO, "PartitionOrderedGrid: %d of %d nodes reported", len(answers), len(node_ids))
+        return answers
+
+
+def partition_of_reply(reply: Message) -> int | None:
+    """The ``partition-id`` of a partition query's reply, or None if it has none."""
+    for record in reply.content.metric_records.values():
+        value = record.get("partition-id")
+        if isinstance(value, int | float) and math.isfinite(value):
+            return int(value)
+    return None
+
+
+@dataclass
+class RoundTraffic:
+    """What the messages of one server round carried (bytes of array payload)."""
+
+    model_bytes_down: int = 0  # model arrays sent to clients
+    anchor_bytes_down: int = 0  # anchor arrays (reserved keys) sent to clients
+    model_bytes_up: int = 0  # model arrays in the clients' replies
+    anchor_bytes_up: int = 0  # anchor arrays in the clients' replies
+    messages: int = 0  # instructions sent
+    replies: int = 0  # replies received (errors included)
+    local_steps: int = 0  # sum of the replies' num-steps
+    train_partitions: list[int] = field(default_factory=list)  # partitions sent train messages
+
+    def as_metrics(self) -> dict[str, int | list[int]]:
+        """Kebab-case metrics, with the totals each way added up."""
+        metrics = {key.replace("_", "-"): value for key, value in asdict(self).items()}
+        metrics["model-bytes"] = self.model_bytes_down + self.model_bytes_up
+        metrics["anchor-bytes"] = self.anchor_bytes_down + self.anchor_bytes_up
+        return metrics
+
+
+def payload_bytes(content: RecordDict) -> tuple[int, int]:
+    """``(model bytes, anchor bytes)`` of all arrays in ``content``'s ArrayRecords."""
+    model, anchors = 0, 0
+    for record in content.array_records.values():
+        for name, array in record.items():
+            size = math.prod(array.shape) * np.dtype(array.dtype).itemsize
+            if name.startswith(RESERVED_PREFIX):
+                anchors += size
+            else:
+                model += size
+    return model, anchors
+
+
+def round_of(message: Message) -> int:
+    """The server round a strategy's message belongs to (``server-round`` of its config)."""
+    for record in message.content.config_records.values():
+        value = record.get("server-round")
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+class MeteredGrid(GridProxy):
+    """Tallies per server round the bytes of arrays sent and received, and local steps.
+
+    With ``partition_of`` (node id -> partition id or None), it also lists the partitions
+    that were sent a training instruction each round (sorted).
+    """
+
+    def __init__(
+        self, inner: Grid, partition_of: Callable[[int], int | None] | None = None
+    ) -> None:
+        super().__init__(inner)
+        self.partition_of = partition_of
+        self.rounds: dict[int, RoundTraffic] = {}
+        self._round_of_message: dict[str, int] = {}
+
+    def _tally(self, server_round: int) -> RoundTraffic:
+        return self.rounds.setdefault(server_round, RoundTraffic())
+
+    def _count_sent(self, messages: list[Message]) -> int:
+        server_round = round_of(messages[0]) if messages else 0
+        tally = self._tally(server_round)
+        for message in messages:
+            model, anchors = payload_bytes(message.content)
+            tally.model_bytes_down += model
+            tally.anchor_bytes_down += anchors
+            tally.messages += 1
+            if self.partition_of is not None and message.metadata.message_type == "train":
+                partition = self.partition_of(message.metadata.dst_node_id)
+                if partition is not None:
+                    tally.train_partitions.append(partition)
+        tally.train_partitions.sort()
+        return server_round
+
+    def _count_received(self, server_round: int, replies: list[Message]) -> None:
+        tally = self._tally(server_round)
+        for reply in replies:
+            tally.replies += 1
+            if reply.has_error():
+                continue
+            model, anchors = payload_bytes(reply.content)
+            tally.model_bytes_up += model
+            tally.anchor_bytes_up += anchors
+            tally.local_steps += reported_steps(reply.content)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Send and receive through the wrapped grid, counting both ways."""
+        messages = list(messages)
+        server_round = self._count_sent(messages)
+        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        self._count_received(server_round, replies)
+        return replies
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Push through the wrapped grid, counting what is sent."""
+        messages = list(messages)
+        server_round = self._count_sent(messages)
+        message_ids = list(self.inner.push_messages(messages))
+        self._round_of_message |= dict.fromkeys(message_ids, server_round)
+        return message_ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Pull through the wrapped grid, counting each reply under its instruction's round."""
+        replies = list(self.inner.pull_messages(message_ids))
+        for reply in replies:
+            server_round = self._round_of_message.get(reply.metadata.reply_to_message_id, 0)
+            self._count_received(server_round, [reply])
+        return replies
+
+    def traffic(self, server_round: int) -> dict[str, int | list[int]]:
+        """The metrics of ``server_round``; empty if nothing was sent in it (round 0)."""
+        tally = self.rounds.get(server_round)
+        return {} if tally is None else tally.as_metrics()
+
+
+def reported_steps(content: RecordDict) -> int:
+    """``num-steps`` of a reply's MetricRecord (0 when it reports none)."""
+    for record in content.metric_records.values():
+        value = record.get("num-steps")
+        if isinstance(value, int | float) and math.isfinite(value):
+            return int(value)
+    return 0

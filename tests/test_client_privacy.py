@@ -1,0 +1,124 @@
+"""What leaves a client, seen in the real ClientApp's replies to real Flower messages."""
+
+import math
+
+import numpy as np
+import pytest
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+from opacus.accountants import RDPAccountant
+
+from clients.client_app import LOCAL_ANCHORS_KEY, app, client_seed
+from clients.records import record_to_arrays
+from fedaso.anchors import local_centroids
+from fedaso.data import load_partition
+from fedaso.payload import ANCHORS_KEY, load_model_arrays, model_to_arrays, split_payload
+from fedaso.privacy import RELEVANCE_FLOOR, clip_frobenius
+from fedaso.trainer import embed
+from tests.test_client_app import RUN as BASE_RUN
+from tests.test_client_app import context, instruction
+
+RUN = BASE_RUN.replace(max_steps=2)  # a few local steps show everything that leaves
+
+GLOBAL = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+
+
+def sent_and_kept(run, ctx, server_round=1):
+    """Train through the real ClientApp; return (reply, sent anchors, the client's own set)."""
+    reply = app(instruction(run, GLOBAL, server_round=server_round), ctx)
+    sent = record_to_arrays(reply.content["arrays"])[ANCHORS_KEY]
+    return reply, sent, ctx.state[LOCAL_ANCHORS_KEY]["anchors"].numpy()
+
+
+def test_every_mode_reports_a_clipped_anchor_change():
+    reply, sent, kept = sent_and_kept(RUN.replace(anchor_clip=0.05), context())
+    change = sent.astype(np.float64) - GLOBAL
+    assert np.linalg.norm(change) == pytest.approx(0.05, rel=1e-3)  # it moved more than C
+    expected = clip_frobenius(kept.astype(np.float64) - GLOBAL, 0.05)
+    np.testing.assert_allclose(change, expected, atol=1e-6)
+    assert "anchor-epsilon" not in reply.content["metrics"]
+
+
+def test_local_mode_never_sends_the_un_noised_report():
+    run = RUN.replace(anchor_dp="local", anchor_clip=0.5, anchor_noise_multiplier=2.0)
+    ctx = context()
+    reply, sent, kept = sent_and_kept(run, ctx)
+    clean = GLOBAL + clip_frobenius(kept.astype(np.float64) - GLOBAL, 0.5)
+    noise = sent - clean
+    # 128 entries of N(0, (sigma C)^2) = N(0, 1): the std estimate is within ~20%.
+    assert noise.std() == pytest.approx(2.0 * 0.5, rel=0.25)
+    # No array of the reply equals the clipped report or the raw set; the model is unchanged.
+    model_arrays, anchors = split_payload(record_to_arrays(reply.content["arrays"]))
+    assert not np.allclose(anchors, clean, atol=0.1) and not np.allclose(anchors, kept, atol=0.1)
+    assert set(model_arrays) == set(model_to_arrays(run.build_model()))
+    # The noise is fresh: the same message and state give another report.
+    again = app(instruction(run, GLOBAL), context())
+    assert not np.allclose(record_to_arrays(again.content["arrays"])[ANCHORS_KEY], sent)
+
+
+def test_local_mode_reports_the_clients_opacus_epsilon_growing_per_round():
+    run = RUN.replace(anchor_dp="local", anchor_noise_multiplier=1.5)
+    ctx = context()
+    first = sent_and_kept(run, ctx, server_round=1)[0].content["metrics"]["anchor-epsilon"]
+    second = sent_and_kept(run, ctx, server_round=2)[0].content["metrics"]["anchor-epsilon"]
+    reference = RDPAccountant()
+    reference.step(noise_multiplier=1.5, sample_rate=1.0)
+    assert first == pytest.approx(reference.get_epsilon(delta=1e-5))
+    reference.step(noise_multiplier=1.5, sample_rate=1.0)
+    assert second == pytest.approx(reference.get_epsilon(delta=1e-5))
+    assert first < second < math.inf
+
+
+def test_relevance_noise_replaces_the_raw_mean_relevance():
+    reply = app(instruction(RUN.replace(relevance_noise=100.0), GLOBAL), context())
+    metrics = reply.content["metrics"]
+    assert metrics["mean-relevance"] in (RELEVANCE_FLOOR, 1.0)  # N(0, 100^2) then clipped
+    assert 0 < metrics["relevance-epsilon"] < math.inf
+
+
+def test_dp_sgd_client_reports_its_cumulative_epsilon():
+    run = RUN.replace(dp_sgd=True, dp_noise_multiplier=1.0)
+    ctx = context()
+    first = app(instruction(run, GLOBAL, server_round=1), ctx).content["metrics"]
+    second = app(instruction(run, GLOBAL, server_round=2), ctx).content["metrics"]
+    assert first["num-steps"] == 2
+    assert 0 < first["dp-sgd-epsilon"] < second["dp-sgd-epsilon"] < math.inf
+
+
+def test_query_answers_centroids_noised_in_local_mode():
+    run = RUN.replace(anchor_dp="local", anchor_init_clip=1000.0, anchor_noise_multiplier=0.01)
+    query = instruction(run, None, message_type="query", server_round=0)
+    reply = app(query, context())
+    arrays = record_to_arrays(reply.content["centroids"])
+    data = load_partition(run.data(num_partitions=4), 1)
+    model = run.build_model()
+    load_model_arrays(model, split_payload(record_to_arrays(query.content["arrays"]))[0])
+    clean, fractions = local_centroids(
+        embeddings=embed(model, data.train.inputs), num_clusters=8, seed=client_seed(run, 0, 1)
+    )
+    noise = arrays["centroids"] - clean
+    assert noise.std() == pytest.approx(0.01 * math.sqrt(2) * 1000.0, rel=0.25)
+    assert arrays["fractions"].shape == fractions.shape
+    assert reply.content["metrics"]["anchor-epsilon"] > 0
+
+
+def test_query_in_central_mode_sends_the_raw_summary_to_the_trusted_server():
+    reply = app(
+        instruction(RUN.replace(anchor_dp="central"), None, message_type="query"), context()
+    )
+    arrays = record_to_arrays(reply.content["centroids"])
+    assert arrays["centroids"].shape == (8, 16)
+    assert arrays["fractions"].sum() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_client_side_update_clipping_mod_clips_model_and_anchors_together():
+    message = instruction(RUN, GLOBAL)
+    message.content["config"][KEY_CLIPPING_NORM] = 0.1
+    sent = record_to_arrays(message.content["arrays"])
+    reply = app(message, context())
+    received = record_to_arrays(reply.content["arrays"])
+    update = np.sqrt(sum(((received[k] - sent[k]) ** 2).sum() for k in sent))
+    assert update == pytest.approx(0.1, rel=1e-3)
+    assert not np.allclose(received[ANCHORS_KEY], GLOBAL)
+    # Without the key, the reply passes untouched (its update is far above 0.1).
+    plain = record_to_arrays(app(instruction(RUN, GLOBAL), context()).content["arrays"])
+    assert np.sqrt(sum(((plain[k] - sent[k]) ** 2).sum() for k in sent)) > 1.0

@@ -1,0 +1,128 @@
+"""DP-SGD under Opacus composes with the ASO projection hook (spec section 7)."""
+
+import math
+
+import pytest
+import torch
+from opacus import GradSampleModule
+from opacus.accountants import RDPAccountant
+from opacus.validators import ModuleValidator
+
+from fedaso.config import ASOConfig, TrainConfig
+from fedaso.data import TensorSplit
+from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+from fedaso.privacy import DPSGDConfig
+from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses, train_local
+
+ASO = ASOConfig(num_anchors=6, subspace_rank=3, aso_lambda=1.0, aso_tau=0.2)
+
+
+def tiny_lm() -> TinyLM:
+    torch.manual_seed(0)
+    return TinyLM(TinyLMConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=8))
+
+
+def lm_batch(batch=5, seq=8):
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 32, (batch, seq + 1), generator=generator)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+@pytest.mark.parametrize(
+    "model", [tiny_lm(), MLPClassifier(MLPConfig(num_features=12, hidden=8, num_classes=4))]
+)
+def test_reference_models_pass_opacus_validation(model):
+    assert ModuleValidator.validate(model, strict=False) == []
+
+
+def aso_gradients(model, inputs, targets, anchors, *, point, per_sample):
+    """Gradients of the ASO loss, either plain ``.grad`` or Opacus' summed per-sample grads."""
+    forward = GradSampleModule(model) if per_sample else model
+    state = _ASOState(anchors, ASO)
+    with EmbeddingCapture(point) as capture:
+        losses = per_token_losses(forward(inputs), targets)
+        loss, _ = state.weight_loss(capture.output, losses)
+        loss.backward()
+    if not per_sample:
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+    # loss_reduction="mean": Opacus scales each per-sample gradient by the batch size.
+    grads = {n: p.grad_sample.sum(dim=0) / inputs.shape[0] for n, p in model.named_parameters()}
+    forward.remove_hooks()
+    return grads
+
+
+def test_opacus_per_sample_gradients_are_the_projected_aso_gradients():
+    inputs, targets = lm_batch()
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
+    reference_model, dp_model = tiny_lm(), tiny_lm()
+    reference = aso_gradients(
+        reference_model,
+        inputs,
+        targets,
+        anchors,
+        point=reference_model.embedding_point,
+        per_sample=False,
+    )
+    per_sample = aso_gradients(
+        dp_model, inputs, targets, anchors, point=dp_model.embedding_point, per_sample=True
+    )
+    assert set(per_sample) == set(reference)
+    for name, grad in reference.items():
+        torch.testing.assert_close(per_sample[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # The projection changes the gradient of every parameter upstream of the embedding point.
+    plain = tiny_lm()
+    per_token_losses(plain(inputs), targets).mean().backward()
+    assert not torch.allclose(plain.ln_f.weight.grad, reference["ln_f.weight"], atol=1e-4)
+
+
+def test_hooking_the_layernorm_itself_would_miss_its_own_per_sample_gradients():
+    """Why the models have an identity tap: on ln_f's raw output, Opacus sees g unprojected."""
+    inputs, targets = lm_batch()
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
+    reference_model, dp_model = tiny_lm(), tiny_lm()
+    reference = aso_gradients(
+        reference_model, inputs, targets, anchors, point=reference_model.ln_f, per_sample=False
+    )
+    wrong = aso_gradients(dp_model, inputs, targets, anchors, point=dp_model.ln_f, per_sample=True)
+    assert not torch.allclose(wrong["ln_f.weight"], reference["ln_f.weight"], atol=1e-4)
+    torch.testing.assert_close(wrong["blocks.0.fc.weight"], reference["blocks.0.fc.weight"])
+
+
+def test_train_local_under_dp_sgd_reports_its_accountant_history():
+    inputs, targets = lm_batch(batch=40)
+    data = TensorSplit(inputs=inputs, targets=targets)
+    model = tiny_lm()
+    before = [p.detach().clone() for p in model.parameters()]
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(3))
+    train = TrainConfig(local_epochs=2, batch_size=8, lr=0.01, seed=0)
+    result = train_local(
+        model,
+        data,
+        anchors=anchors,
+        aso=ASO,
+        train=train,
+        dp_sgd=DPSGDConfig(noise_multiplier=1.1, max_grad_norm=0.5),
+    )
+    assert result.num_steps == 10  # 2 epochs x (40 / 8) Poisson batches
+    assert result.dp_history == ((1.1, 8 / 40, 10),)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert 0 < result.mean_relevance < 1 and math.isfinite(result.train_loss)
+    # Opacus' hooks are gone: the model can be wrapped again next round.
+    assert not hasattr(model, "autograd_grad_sample_hooks") or not model.autograd_grad_sample_hooks
+    GradSampleModule(model).remove_hooks()
+    accountant = RDPAccountant()
+    accountant.history = list(result.dp_history)
+    assert 0 < accountant.get_epsilon(delta=1e-5) < math.inf
+
+
+def test_dp_sgd_rejects_fedprox():
+    inputs, targets = lm_batch(batch=8)
+    with pytest.raises(ValueError, match="fedprox"):
+        train_local(
+            tiny_lm(),
+            TensorSplit(inputs=inputs, targets=targets),
+            anchors=None,
+            aso=ASOConfig(enabled=False),
+            train=TrainConfig(proximal_mu=0.1),
+            dp_sgd=DPSGDConfig(),
+        )

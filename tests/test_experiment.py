@@ -1,0 +1,302 @@
+"""The experiment machinery without the engine: planning, tables, targets, summaries, plots."""
+
+import argparse
+import csv
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from fedaso.data import load_partition
+from simulations.ablate import ABLATIONS, chosen_variants
+from simulations.compare import strategy_variants
+from simulations.engine import add_run_flags
+from simulations.experiment import (
+    Progress,
+    RunResult,
+    Stat,
+    add_experiment_flags,
+    default_target,
+    duration,
+    execute,
+    final_figures,
+    finished_metrics,
+    metrics_rows,
+    paired_differences,
+    parse_seeds,
+    plan_runs,
+    plot_curves,
+    rounds_to_target,
+    run_dir,
+    seeds_of,
+    steps_to_target,
+    summarize,
+    summary_table,
+    write_metrics_csv,
+    write_reports,
+)
+
+TINY = [
+    "--set",
+    "model-width=32",
+    "--set",
+    "model-heads=2",
+    "--set",
+    "num-anchors=16",
+    "--set",
+    "seq-len=32",
+    "--set",
+    "facts-entities=12",
+]
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_experiment_flags(parser)
+    add_run_flags(parser)
+    return parser.parse_args(argv)
+
+
+# A hand-made loss curve: round 0 is the initial model.
+LOSSES = [5.0, 4.0, 3.2, 3.4, 2.9, 2.5]
+STEPS = [0, 10, 12, 11, 10, 9]
+
+
+@pytest.mark.parametrize(
+    ("target", "rounds", "steps"),
+    [(5.0, 0, 0), (4.0, 1, 10), (3.3, 2, 22), (3.0, 4, 43), (2.5, 5, 52), (2.4, None, None)],
+)
+def test_rounds_and_steps_to_target_on_a_hand_made_curve(target, rounds, steps):
+    assert rounds_to_target(LOSSES, target) == rounds
+    assert steps_to_target(LOSSES, STEPS, target) == steps
+
+
+def test_rounds_to_target_skips_missing_and_nan_losses():
+    assert rounds_to_target([None, math.nan, 1.0], 2.0) == 2
+
+
+def test_steps_to_target_needs_one_count_per_round():
+    with pytest.raises(ValueError, match="6 losses but 2 step counts"):
+        steps_to_target(LOSSES, [1, 2], 3.0)
+
+
+def test_stat_is_mean_and_sample_std_and_counts_missing():
+    stat = Stat.of([1.0, 2.0, 3.0, None])
+    assert stat.mean == 2.0 and stat.std == 1.0 and (stat.count, stat.total) == (3, 4)
+    assert stat.text() == "2 ± 1 (3/4)"
+    assert Stat.of([None, None]).text() == "- (0/2)"
+    assert Stat.of([0.5]).text() == "0.5"
+
+
+def test_seeds_and_their_errors():
+    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    for bad, message in [("", "at least one"), ("1,x", "'x' is not"), ("1,1", "1 given twice")]:
+        with pytest.raises(ValueError, match=message):
+            parse_seeds(bad)
+    assert seeds_of(parse(["--out", "x", "--seed", "4"])) == [4]
+    assert seeds_of(parse(["--out", "x"])) == [0]
+    with pytest.raises(ValueError, match="not both"):
+        seeds_of(parse(["--out", "x", "--seed", "4", "--seeds", "1,2"]))
+
+
+def test_strategy_and_ablation_names_are_checked():
+    assert [v.label for v in strategy_variants("fedaso,fedprox")] == ["fedaso", "fedprox"]
+    with pytest.raises(ValueError, match="fedsgd not in"):
+        strategy_variants("fedaso,fedsgd")
+    with pytest.raises(ValueError, match="nope not in"):
+        chosen_variants("full-aso,nope")
+
+
+def test_identical_seeds_give_identical_partitions_across_strategies(tmp_path):
+    args = parse(["--out", str(tmp_path), "--num-clients", "3", *TINY])
+    specs = plan_runs(args, strategy_variants("fedaso,fedavg,fedprox"), [0, 1], tmp_path)
+    assert [(s.variant, s.seed) for s in specs][:3] == [
+        ("fedaso", 0),
+        ("fedavg", 0),
+        ("fedprox", 0),
+    ]
+    for seed in (0, 1):
+        runs = [s.run for s in specs if s.seed == seed]
+        assert {run.strategy for run in runs} == {"fedaso", "fedavg", "fedprox"}
+        # Everything but strategy and output folder is equal, so data and sampling are.
+        stripped = {run.replace(strategy="fedavg", out_dir="") for run in runs}
+        assert len(stripped) == 1
+        configs = [run.data(num_partitions=3) for run in runs]
+        for partition in range(3):
+            first, *others = (load_partition(config, partition) for config in configs)
+            for other in others:
+                assert torch.equal(first.train.inputs, other.train.inputs)
+                assert torch.equal(first.test.inputs, other.test.inputs)
+    assert specs[0].run.out_dir == str((tmp_path / "fedaso" / "seed-0").resolve())
+
+
+def test_one_seed_keeps_the_flat_layout(tmp_path):
+    assert run_dir(tmp_path, "fedavg", 3, several_seeds=False) == tmp_path / "fedavg"
+    assert run_dir(tmp_path, "fedavg", 3, several_seeds=True) == tmp_path / "fedavg" / "seed-3"
+
+
+def test_ablation_variants_set_their_switches(tmp_path):
+    args = parse(["--out", str(tmp_path), *TINY, "--set", "aso-lambda=2.0"])
+    runs = {s.variant: s.run for s in plan_runs(args, list(ABLATIONS.values()), [0], tmp_path)}
+    full = runs["full-aso"].aso()
+    assert full.enabled and full.project_gradients and full.update_anchors
+    assert full.aso_lambda == 2.0  # the variant keeps what the flags set
+    assert not runs["no-projection"].aso().project_gradients
+    assert runs["lambda-0"].aso().aso_lambda == 0.0
+    assert not runs["static-anchors"].aso().update_anchors
+    assert runs["fedavg"].strategy == "fedavg" and not runs["fedavg"].aso().enabled
+    for name in ("no-projection", "lambda-0", "static-anchors"):
+        assert runs[name].replace(
+            project_gradients=True, aso_lambda=2.0, update_anchors=True
+        ) == runs["full-aso"].replace(out_dir=runs[name].out_dir)
+
+
+def fake_metrics(losses, steps, seconds=1.0, anchor_bytes=100):
+    """metrics.json's shape, as the ServerApp writes it, filled with given curves."""
+    return {
+        "rounds": [
+            {
+                "round": r,
+                "train": {} if r == 0 else {"mean-relevance": 0.5, "anchor-drift": 0.1},
+                "central": {
+                    "loss": loss,
+                    "accuracy": 1 - loss / 10,
+                    "round-seconds": seconds * (r > 0),
+                },
+                "traffic": {
+                    "model-bytes": 1000,
+                    "anchor-bytes": anchor_bytes,
+                    "local-steps": steps[r],
+                },
+            }
+            for r, loss in enumerate(losses)
+        ]
+    }
+
+
+def results(tmp_path):
+    args = parse(["--out", str(tmp_path), *TINY])
+    specs = plan_runs(args, strategy_variants("fedaso,fedavg"), [0, 1], tmp_path)
+    curves = {
+        ("fedaso", 0): [5.0, 3.0, 2.0],
+        ("fedaso", 1): [5.0, 3.5, 2.2],
+        ("fedavg", 0): [5.0, 4.0, 3.0],
+        ("fedavg", 1): [5.0, 3.8, 2.8],
+    }
+    return [
+        RunResult(spec, fake_metrics(curves[spec.variant, spec.seed], [0, 10, 10]))
+        for spec in specs
+    ]
+
+
+def test_metrics_rows_one_per_variant_seed_round_and_csv(tmp_path):
+    rows = metrics_rows(results(tmp_path))
+    assert len(rows) == 2 * 2 * 3
+    assert list(rows[0])[:4] == ["variant", "seed", "round", "loss"]
+    assert "extra-loss" not in rows[0]  # columns no run has are left out
+    write_metrics_csv(rows, tmp_path / "metrics.csv")
+    with (tmp_path / "metrics.csv").open() as file:
+        read = list(csv.DictReader(file))
+    assert [(r["variant"], r["seed"], r["round"]) for r in read[:4]] == [
+        ("fedaso", "0", "0"),
+        ("fedaso", "0", "1"),
+        ("fedaso", "0", "2"),
+        ("fedavg", "0", "0"),
+    ]
+    assert read[0]["mean-relevance"] == ""
+
+
+def test_summary_reduces_over_seeds(tmp_path):
+    runs = results(tmp_path)
+    assert default_target(runs) == pytest.approx(2.9)  # fedavg's mean final loss
+    summaries = {s.variant: s.figures for s in summarize(runs, target=2.9)}
+    assert summaries["fedaso"]["loss"].mean == pytest.approx(2.1)
+    assert summaries["fedaso"]["rounds-to-target"].mean == 2.0
+    assert summaries["fedavg"]["rounds-to-target"].count == 1  # seed 0 ends at 3.0 > 2.9
+    assert summaries["fedaso"]["steps-to-target"].mean == 20
+    assert summaries["fedaso"]["anchor-bytes-per-round"].mean == 100
+    table = summary_table(summarize(runs, target=2.9), "strategy")
+    assert table.splitlines()[0].startswith("| strategy | final loss | final accuracy |")
+    assert "| fedavg | 2.9 ± 0.14 |" in table
+    assert "2 ± 0 (1/2)" in table  # fedavg's rounds to target: one seed of two reached it
+
+
+def test_final_figures_average_seconds_and_bytes_over_trained_rounds():
+    figures = final_figures(fake_metrics([5.0, 4.0, 3.0], [0, 1, 1], seconds=2.0))
+    assert figures["loss"] == 3.0 and figures["initial-loss"] == 5.0
+    assert figures["seconds-per-round"] == 2.0
+    assert figures["model-bytes-per-round"] == 1000
+
+
+def test_paired_differences_subtract_the_reference_seed_by_seed(tmp_path):
+    (fedaso,) = paired_differences(results(tmp_path), "fedavg")
+    # fedaso - fedavg: seed 0: 2.0 - 3.0, seed 1: 2.2 - 2.8
+    assert fedaso.variant == "fedaso"
+    assert fedaso.figures["loss"].mean == pytest.approx(-0.8)
+    assert fedaso.figures["loss"].std == pytest.approx(math.sqrt(0.08))  # sample std
+    assert paired_differences(results(tmp_path), "fedprox") == []
+
+
+def test_reports_hold_the_paired_table_and_every_file(tmp_path):
+    write_reports(tmp_path, results(tmp_path), title="T", header="H", target=None,
+                  label="strategy", reference="fedavg")  # fmt: skip
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Paired differences to fedavg" in summary
+    assert "| fedaso | -0.8 ± 0.28 |" in summary
+    assert "target central loss for rounds/steps to target: 2.9" in summary
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["minus-fedavg"]["fedaso"]["loss"]["mean"] == pytest.approx(-0.8)
+    assert (tmp_path / "metrics.csv").exists() and (tmp_path / "central.png").exists()
+
+
+def test_plots_are_written_as_small_pngs(tmp_path):
+    paths = plot_curves(metrics_rows(results(tmp_path)), tmp_path)
+    assert [p.name for p in paths] == ["central.png", "aso.png", "traffic.png"]
+    for path in paths:
+        assert path.read_bytes()[:4] == b"\x89PNG"
+        assert path.stat().st_size < 200_000
+
+
+def test_progress_prints_rounds_runs_and_an_estimate(tmp_path):
+    args = parse(["--out", str(tmp_path), "--rounds", "2", *TINY])
+    specs = plan_runs(args, strategy_variants("fedaso,fedavg"), [0], tmp_path)
+    stream = io.StringIO()
+    progress = Progress(specs, stream)
+    assert progress.remaining() is None
+    on_round = progress.round_callback(specs[0])
+    on_round(0, {"loss": 5.0})  # the initial evaluation is not a round
+    on_round(1, {"loss": 4.0})
+    progress.run_finished(specs[0], 75.0)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[fedaso seed 0] round 1/2 loss 4.0000 | rounds 1/4, ")
+    assert lines[0].endswith(" left") and "~?" not in lines[0]
+    assert lines[1].startswith("=== run 1/2 done: fedaso seed 0 in 1m15s")
+    assert progress.remaining() is not None
+
+
+def test_duration():
+    assert duration(42.4) == "42s"
+    assert duration(75.2) == "1m15s"
+    assert duration(3 * 3600 + 120) == "3h02m"
+
+
+def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path):
+    args = parse(["--out", str(tmp_path), "--rounds", "2", *TINY])
+    (spec,) = plan_runs(args, strategy_variants("fedavg"), [0], tmp_path)
+    written = fake_metrics([5.0, 4.0, 3.0], [0, 1, 1]) | {
+        "config": spec.run.to_flat(),
+        "wall-seconds": 9.0,
+        "num-clients": 3,
+    }
+    folder = tmp_path / "fedavg"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(written))
+    assert finished_metrics(spec) == written
+    stream = io.StringIO()
+    (result,) = execute([spec], num_clients=3, client_cpus=1.0,
+                        progress=Progress([spec], stream), resume=True)  # fmt: skip
+    assert result.metrics == written  # read back, not simulated again
+    other = spec.run.replace(lr=0.5)
+    assert finished_metrics(type(spec)(spec.variant, spec.seed, other)) is None

@@ -1,0 +1,91 @@
+"""The experiment commands end to end on Flower's simulation engine (tiny: 3 clients, 1 round)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from fedaso.run_config import RunConfig
+from simulations import compare, forgetting
+
+TINY = {"model-width": 32, "model-heads": 2, "num-anchors": 16, "seq-len": 32,
+        "facts-entities": 12, "local-epochs": 1}  # fmt: skip
+TINY_FLAGS = [f"--set={key}={value}" for key, value in TINY.items()]
+
+
+def model_bytes(run: RunConfig) -> int:
+    return sum(t.numel() * t.element_size() for t in run.build_model().state_dict().values())
+
+
+def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path):
+    argv = ["--strategies", "fedaso,fedavg", "--seeds", "0,1", "--num-clients", "3",
+            "--fraction-train", "0.67", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
+    argv += TINY_FLAGS
+    assert compare.main(argv) == 0
+
+    with (tmp_path / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert sorted((r["variant"], r["seed"], r["round"]) for r in rows) == sorted(
+        (v, s, r) for v in ("fedaso", "fedavg") for s in ("0", "1") for r in ("0", "1")
+    )
+    assert all(float(r["loss"]) > 0 for r in rows)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| strategy | final loss |" in summary
+    assert "| fedaso | " in summary and "| fedavg | " in summary
+    assert "![central](central.png)" in summary
+    for plot in ("central.png", "facts.png", "aso.png", "traffic.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+    figures = json.loads((tmp_path / "summary.json").read_text())["variants"]
+    assert figures["fedaso"]["loss"]["count"] == 2
+
+    run = RunConfig.from_flat(TINY)
+    for seed in (0, 1):
+        traffic = {}
+        for strategy in ("fedaso", "fedavg"):
+            metrics = json.loads(
+                (tmp_path / strategy / f"seed-{seed}" / "metrics.json").read_text()
+            )
+            traffic[strategy] = metrics["rounds"][1]["traffic"]
+        # 2 of 3 clients each got the model and replied with it; only FedASO moves anchors.
+        for counts in traffic.values():
+            assert counts["messages"] == counts["replies"] == 2
+            assert counts["model-bytes-down"] == counts["model-bytes-up"] == 2 * model_bytes(run)
+            assert counts["local-steps"] > 0
+        assert traffic["fedaso"]["anchor-bytes-down"] == 2 * 16 * 32 * 4
+        assert traffic["fedaso"]["anchor-bytes-up"] == 2 * 16 * 32 * 4
+        assert traffic["fedavg"]["anchor-bytes"] == 0
+        # One seed samples the same partitions under both strategies.
+        assert traffic["fedaso"]["train-partitions"] == traffic["fedavg"]["train-partitions"]
+        assert len(set(traffic["fedaso"]["train-partitions"])) == 2
+
+
+def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path):
+    argv = ["--strategies", "fedaso", "--num-clients", "2", "--fraction-train", "1.0",
+            "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
+    argv += TINY_FLAGS
+    assert forgetting.main(argv) == 0
+    phase_a = json.loads((tmp_path / "phase-a" / "fedaso" / "metrics.json").read_text())
+    phase_b = json.loads((tmp_path / "phase-b" / "fedaso" / "metrics.json").read_text())
+    assert phase_a["config"]["dataset"] == "facts:a"
+    assert phase_b["config"]["dataset"] == "facts:b"
+    assert phase_b["config"]["initial-anchors"].endswith("phase-a/fedaso/anchors.npy")
+    # Phase B starts from phase A's final model: same figures on A's data before training.
+    a_final, b_start = phase_a["rounds"][-1]["central"], phase_b["rounds"][0]["central"]
+    assert b_start["extra-loss"] == pytest.approx(a_final["loss"], rel=1e-6)
+    assert b_start["extra-fact-answer-loss"] == pytest.approx(a_final["fact-answer-loss"], rel=1e-6)
+    summary = json.loads((tmp_path / "summary.json").read_text())["fedaso"]
+    b_end = phase_b["rounds"][-1]["central"]
+    assert summary["a-loss-after"]["mean"] == pytest.approx(b_end["extra-loss"])
+    assert summary["a-loss-increase"]["mean"] == pytest.approx(
+        b_end["extra-loss"] - a_final["loss"]
+    )
+    assert "| fedaso | " in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "phase-b" / "retention.png").exists()
+    assert not np.isnan(summary["b-loss"]["mean"])
+
+
+def test_forgetting_rejects_a_dataset_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        forgetting.main(["--dataset", "facts", "--out", str(tmp_path)])
+    assert "use --domains" in capsys.readouterr().err

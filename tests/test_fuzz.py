@@ -1,0 +1,236 @@
+"""Adversarial input fuzzing (hypothesis): random and extreme replies, metrics and configs.
+
+Properties:
+- FedASO's ``aggregate_train`` never raises, whatever the replies hold, and any global
+  payload it returns has the global names, shapes and dtypes and only finite values;
+- ``aggregate_evaluate`` never raises and returns only finite metrics;
+- the ClientApp's message parsing (``load_job``) either succeeds or raises ``ValueError``.
+Example counts are modest so that the file runs in seconds.
+"""
+
+import math
+
+import numpy as np
+from flwr.app import Array, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.metadata import Metadata
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from clients.client_app import load_job
+from clients.records import arrays_to_record, record_to_arrays
+from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
+from fedaso.run_config import RunConfig
+from strategies.fedaso import FedASO
+from tests.flower_helpers import payload, reply_metadata
+
+GLOBAL = payload(0.5, 0.25)
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+EXTREME_FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from([0.0, -0.0, 1e-45, 3.4e38, -3.4e38, 1e30]),
+)
+METRIC_VALUES = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3),
+)
+METRIC_KEYS = st.sampled_from(
+    ["num-examples", "num-tokens", "mean-relevance", "train-loss", "partition-id", "num-steps"]
+)
+
+
+@st.composite
+def arrays_like_global(draw):
+    """Mostly the global names; random shapes, dtypes and extreme values."""
+    arrays = {}
+    for name, reference in GLOBAL.items():
+        if draw(st.integers(0, 9)) == 0:
+            continue  # a missing array
+        dtype = draw(st.sampled_from([np.float32] * 4 + [np.float16, np.float64, np.int32]))
+        shape = reference.shape if draw(st.integers(0, 4)) else draw(hnp.array_shapes(max_dims=2))
+        elements = EXTREME_FLOATS if dtype != np.int32 else st.integers(-5, 5)
+        arrays[name] = draw(hnp.arrays(dtype, shape, elements=elements))
+    if draw(st.integers(0, 9)) == 0:
+        arrays["extra"] = np.zeros(2, np.float32)
+    return arrays
+
+
+@st.composite
+def good_metrics(draw):
+    return {
+        "num-examples": draw(st.integers(1, 100)),
+        "num-tokens": draw(st.integers(1, 1000)),
+        "mean-relevance": draw(st.floats(0.01, 1.0)),
+        "train-loss": 1.0,
+        "partition-id": draw(st.integers(0, 3)),
+    }
+
+
+@st.composite
+def replies(draw):
+    """A round's replies: arrays and metrics each drawn plausible or hostile, independently."""
+    out = []
+    for node in range(draw(st.integers(0, 5))):
+        if draw(st.integers(0, 9)) == 0:
+            out.append(Message(content=RecordDict({}), metadata=reply_metadata(node)))
+            continue
+        if draw(st.booleans()):
+            arrays = payload(draw(st.floats(-3, 3)), draw(st.floats(-3, 3)))
+        else:
+            arrays = draw(arrays_like_global())
+        if draw(st.booleans()):
+            metrics = draw(good_metrics())
+        else:
+            metrics = draw(good_metrics()) | draw(
+                st.dictionaries(METRIC_KEYS, METRIC_VALUES, max_size=3)
+            )
+        content = RecordDict({"arrays": arrays_to_record(arrays), "metrics": MetricRecord(metrics)})
+        out.append(Message(content=content, metadata=reply_metadata(node)))
+    return out
+
+
+def fresh_strategy(ratio: float) -> FedASO:
+    strategy = FedASO(max_update_norm_ratio=ratio, anchor_staleness_decay=0.5)
+    strategy.global_arrays = {k: v.copy() for k, v in GLOBAL.items()}
+    return strategy
+
+
+@SETTINGS
+@given(rounds=st.lists(replies(), min_size=1, max_size=3), ratio=st.sampled_from([0.0, 3.0]))
+def test_aggregate_train_never_raises_and_keeps_the_global_model_finite(rounds, ratio):
+    strategy = fresh_strategy(ratio)
+    for server_round, round_replies in enumerate(rounds, start=1):
+        arrays, metrics = strategy.aggregate_train(server_round, round_replies)
+        assert metrics["num-replies"] + metrics["num-rejected"] + metrics["num-failures"] == len(
+            round_replies
+        )
+        if arrays is None:
+            assert metrics["num-replies"] == 0
+            continue
+        result = record_to_arrays(arrays)
+        assert list(result) == list(GLOBAL)
+        for name, array in result.items():
+            assert array.shape == GLOBAL[name].shape and array.dtype == GLOBAL[name].dtype
+            assert np.isfinite(array).all(), name
+        strategy.global_arrays = result
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["num-examples", "loss", "accuracy"]), METRIC_VALUES),
+        max_size=5,
+    )
+)
+def test_aggregate_evaluate_never_raises_and_reports_finite_metrics(metric_dicts):
+    messages = [
+        Message(content=RecordDict({"metrics": MetricRecord(m)}), metadata=reply_metadata(i))
+        for i, m in enumerate(metric_dicts)
+    ]
+    aggregated = fresh_strategy(0.0).aggregate_evaluate(1, messages)
+    for value in (aggregated or {}).values():
+        values = value if isinstance(value, list) else [value]
+        assert all(math.isfinite(v) for v in values)
+
+
+RUN = RunConfig(
+    num_anchors=8,
+    subspace_rank=4,
+    model_width=16,
+    model_heads=2,
+    model_layers=1,
+    seq_len=32,
+    facts_entities=8,
+)
+MODEL_ARRAYS = model_to_arrays(RUN.build_model())
+# Keys that select other data: left alone so that the partition cache keeps the test fast.
+DATA_KEYS = (
+    "dataset",
+    "seed",
+    "seq-len",
+    "facts-entities",
+    "test-fraction",
+    "window-stride",
+    "partitioner",
+)
+CONFIG_VALUES = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.booleans(),
+    st.binary(max_size=8),
+    st.lists(st.integers(-3, 3), max_size=3),
+)
+
+
+def instruction(content: RecordDict) -> Message:
+    metadata = Metadata(
+        run_id=1,
+        message_id="m",
+        src_node_id=0,
+        dst_node_id=3,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
+    )
+    return Message(content=content, metadata=metadata)
+
+
+@st.composite
+def instructions(draw):
+    """Messages a corrupt or hostile server could send to the ClientApp."""
+    config = RUN.to_flat()
+    overrides = draw(
+        st.dictionaries(
+            st.sampled_from([*config, "server-round", "junk"]), CONFIG_VALUES, max_size=3
+        )
+    )
+    config |= {k: v for k, v in overrides.items() if k not in DATA_KEYS}
+    arrays = dict(MODEL_ARRAYS)
+    if draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(arrays)))
+        arrays[name] = draw(
+            hnp.arrays(
+                draw(st.sampled_from([np.float32, np.float16, np.int64])),
+                hnp.array_shapes(max_dims=2, max_side=4),
+                elements=st.integers(-3, 3),
+            )
+        )
+    anchors = draw(
+        st.sampled_from([None, np.zeros((8, 16)), np.zeros((3, 2)), np.full((8, 16), np.nan)])
+    )
+    record = arrays_to_record(join_payload(arrays, anchors))
+    if draw(st.integers(0, 7)) == 0:
+        record["junk"] = Array(dtype="float32", shape=(9,), stype="numpy.ndarray", data=b"xx")
+    content = RecordDict({"arrays": record, "config": ConfigRecord(config)})
+    if draw(st.integers(0, 7)) == 0:
+        content = RecordDict({"arrays": record})
+    return instruction(content)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(
+    instructions(),
+    st.dictionaries(st.sampled_from(["partition-id", "num-partitions"]), st.integers(-2, 3)),
+)
+def test_client_message_parsing_succeeds_or_raises_a_value_error(msg, node_config):
+    context = Context(
+        run_id=1,
+        node_id=3,
+        node_config={"partition-id": 0, "num-partitions": 2} | node_config,
+        state=RecordDict(),
+        run_config={},
+    )
+    try:
+        job = load_job(msg, context)
+    except ValueError:
+        return
+    assert job.global_anchors is None or job.global_anchors.shape[0] >= 1
+    assert ANCHORS_KEY not in job.model.state_dict()

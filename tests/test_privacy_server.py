@@ -1,0 +1,98 @@
+"""Server-side privacy glue: Flower's DP wrappers around FedASO, sample sizes, accounting."""
+
+import math
+
+import numpy as np
+import pytest
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
+from opacus.accountants import RDPAccountant
+
+from clients.records import arrays_to_record, record_to_arrays
+from fedaso.payload import ANCHORS_KEY
+from fedaso.run_config import RunConfig
+from strategies.fedaso import FedASO
+from strategies.privacy import (
+    UpdateDPAccounting,
+    build_update_dp,
+    expected_sample_size,
+    update_dp_calibrated,
+)
+from strategies.server_app import build_strategy
+from tests.flower_helpers import metrics, payload, train_reply
+
+CALIBRATED = {"aggregation_weight": "uniform", "anchor_staleness_decay": 0.0}
+
+
+def test_expected_sample_size_follows_flowers_formula():
+    assert expected_sample_size(RunConfig(fraction_train=0.2, min_train_nodes=2), 20) == 4
+    assert expected_sample_size(RunConfig(fraction_train=0.2, min_train_nodes=2), 5) == 2
+
+
+def test_calibration_holds_only_for_uniform_fresh_aggregation():
+    assert update_dp_calibrated(RunConfig(**CALIBRATED))
+    assert not update_dp_calibrated(RunConfig(anchor_staleness_decay=0.0))  # relevance weights
+    assert not update_dp_calibrated(RunConfig(aggregation_weight="uniform"))  # stale anchors
+    assert not update_dp_calibrated(RunConfig(strategy="fedavg"))  # example weights
+
+
+@pytest.mark.parametrize(
+    ("mode", "wrapper"),
+    [
+        ("server-fixed", DifferentialPrivacyServerSideFixedClipping),
+        ("client-fixed", DifferentialPrivacyClientSideFixedClipping),
+    ],
+)
+def test_build_update_dp_wraps_fedaso_unchanged(mode, wrapper):
+    run = RunConfig(update_dp=mode, update_clip=3.0, update_noise_multiplier=0.7)
+    inner = build_strategy(run)
+    strategy = build_update_dp(inner, run, num_sampled=4)
+    assert isinstance(strategy, UpdateDPAccounting) and type(strategy.wrapped) is wrapper
+    assert strategy.wrapped.strategy is inner and type(inner) is FedASO
+    assert (strategy.wrapped.clipping_norm, strategy.wrapped.noise_multiplier) == (3.0, 0.7)
+    assert strategy.wrapped.num_sampled_clients == 4
+    assert build_update_dp(inner, RunConfig(), num_sampled=4) is inner
+
+
+def accounted(run):
+    """A server-side wrapped FedASO in the state its configure_train would leave."""
+    inner = build_strategy(run)
+    strategy = build_update_dp(inner, run, num_sampled=2)
+    global_payload = payload(0.0, 0.0)
+    inner.global_arrays = {k: v.copy() for k, v in global_payload.items()}
+    strategy.wrapped.current_arrays = arrays_to_record(global_payload)
+    strategy.sample_rate = 0.5
+    return strategy
+
+
+def test_server_side_wrapper_clips_fedasos_replies_and_reports_opacus_epsilon():
+    run = RunConfig(
+        update_dp="server-fixed", update_clip=1.0, update_noise_multiplier=0.0, **CALIBRATED
+    )
+    strategy = accounted(run)
+    # Each reply moves w (2x3) and the anchors (4x3) by 1 per entry: norm sqrt(18) -> 1.
+    replies = [train_reply(k, payload(1.0, 1.0), metrics(0.5)) for k in (1, 2)]
+    arrays, agg = strategy.aggregate_train(1, replies)
+    result = record_to_arrays(arrays)
+    np.testing.assert_allclose(result["w"], 1 / math.sqrt(18), rtol=1e-5)
+    np.testing.assert_allclose(result[ANCHORS_KEY], 1 / math.sqrt(18), rtol=1e-5)
+    assert agg["update-epsilon"] == math.inf  # noise multiplier 0
+    assert agg["num-replies"] == 2
+
+    noisy = accounted(run.replace(update_noise_multiplier=1.3))
+    reference = RDPAccountant()
+    for server_round in (1, 2):
+        replies = [train_reply(k, payload(1.0, 1.0), metrics(0.5)) for k in (1, 2)]
+        _, agg = noisy.aggregate_train(server_round, replies)
+        reference.step(noise_multiplier=1.3, sample_rate=0.5)
+        assert agg["update-epsilon"] == pytest.approx(reference.get_epsilon(delta=1e-5))
+        assert agg["update-noise-std"] == pytest.approx(1.3 * 1.0 / 2)
+
+
+def test_uncalibrated_weights_report_infinite_update_epsilon():
+    strategy = accounted(RunConfig(update_dp="server-fixed", update_noise_multiplier=1.0))
+    replies = [train_reply(k, payload(1.0, 1.0), metrics(0.5)) for k in (1, 2)]
+    _, agg = strategy.aggregate_train(1, replies)
+    assert agg["update-epsilon"] == math.inf

@@ -1,0 +1,79 @@
+"""Private federations on Flower's simulation engine: each mode completes and reports epsilon."""
+
+import math
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from fedaso.run_config import RunConfig
+from simulations.engine import simulate
+
+TINY = {
+    "num_server_rounds": 2,
+    "fraction_train": 1.0,
+    "local_epochs": 1,
+    "max_steps": 3,
+    "facts_entities": 12,
+    "model_width": 32,
+    "model_heads": 2,
+    "num_anchors": 16,
+    "seq_len": 32,
+}
+
+
+def opacus_epsilon(history, delta=1e-5):
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    return accountant.get_epsilon(delta=delta)
+
+
+def run_rounds(tmp_path, num_clients=3, **changes):
+    run = RunConfig(out_dir=str(tmp_path), **(TINY | changes))
+    rounds = simulate(run, num_clients=num_clients)["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert all(math.isfinite(r["central"]["loss"]) for r in rounds)
+    return [r["train"] for r in rounds[1:]]
+
+
+def test_central_anchor_dp_with_federated_kmeans_init(tmp_path):
+    train = run_rounds(tmp_path, anchor_dp="central", anchor_init="federated")
+    # All 3 of 3 clients answer the k-means query and train each round: sample rate 1.
+    # The initialization is one release, each round one more.
+    for server_round, metrics in enumerate(train, start=1):
+        expected = opacus_epsilon([(1.0, 1.0, 1 + server_round)])
+        assert metrics["anchor-epsilon"] == pytest.approx(expected)
+        assert metrics["num-replies"] == 3
+    assert (tmp_path / "anchors.npy").exists()
+
+
+def test_local_anchor_dp_with_relevance_noise_and_dp_sgd(tmp_path):
+    train = run_rounds(
+        tmp_path, anchor_dp="local", relevance_noise=0.05, dp_sgd=True, dp_noise_multiplier=1.0
+    )
+    for server_round, metrics in enumerate(train, start=1):
+        expected = opacus_epsilon([(1.0, 1.0, server_round)])
+        assert metrics["anchor-epsilon"] == pytest.approx(expected)
+        # The server's count and the clients' own accountants agree.
+        assert metrics["client-anchor-epsilon-max"] == pytest.approx(expected)
+        assert 0 < metrics["client-relevance-epsilon-max"] < math.inf
+    dp_sgd = [metrics["client-dp-sgd-epsilon-max"] for metrics in train]
+    assert 0 < dp_sgd[0] < dp_sgd[1] < math.inf
+
+
+@pytest.mark.parametrize("update_dp", ["server-fixed", "client-fixed"])
+def test_fedaso_inside_flowers_dp_wrapper(tmp_path, update_dp):
+    train = run_rounds(
+        tmp_path,
+        update_dp=update_dp,
+        update_clip=5.0,
+        update_noise_multiplier=0.5,
+        aggregation_weight="uniform",
+        anchor_staleness_decay=0.0,
+        num_clients=2,
+    )
+    for server_round, metrics in enumerate(train, start=1):
+        assert metrics["update-epsilon"] == pytest.approx(
+            opacus_epsilon([(0.5, 1.0, server_round)])
+        )
+        assert metrics["update-noise-std"] == pytest.approx(0.5 * 5.0 / 2)
+        assert metrics["num-replies"] == 2

@@ -1,0 +1,119 @@
+"""FedASO's anchor privacy on real Flower messages: central DP-FedAvg, local, staleness."""
+
+import math
+
+import numpy as np
+import pytest
+from opacus.accountants import RDPAccountant
+
+from clients.records import record_to_arrays
+from fedaso.payload import ANCHORS_KEY
+from fedaso.privacy import PrivacyConfig
+from strategies.fedaso import FedASO
+from tests.flower_helpers import metrics, payload, train_reply
+
+
+def configured(strategy, global_payload, sampled=2, sample_rate=0.5):
+    # The state configure_train sets: the global arrays, the sample count and rate.
+    strategy.global_arrays = {k: v.copy() for k, v in global_payload.items()}
+    strategy.sampled_count, strategy.sample_rate = sampled, sample_rate
+    return strategy
+
+
+def central(sigma=0.0, clip=1.0, gamma=0.0):
+    privacy = PrivacyConfig(anchor_dp="central", anchor_clip=clip, anchor_noise_multiplier=sigma)
+    return FedASO(anchor_staleness_decay=gamma, privacy=privacy)
+
+
+def test_central_mode_is_dp_fedavg_uniform_clipped_fixed_denominator():
+    # Anchors are (4, 3); a change of 1.0 per entry has norm sqrt(12) > C = 1.
+    strategy = configured(central(clip=1.0), payload(0.0, 0.0), sampled=3)
+    replies = [
+        train_reply(1, payload(1.0, 1.0), metrics(relevance=0.9)),
+        train_reply(2, payload(1.0, 0.1), metrics(relevance=0.1)),  # norm 0.35: not clipped
+    ]
+    arrays, agg = strategy.aggregate_train(1, replies)
+    anchors = record_to_arrays(arrays)[ANCHORS_KEY]
+    # Uniform weights (relevance ignored), sum of clipped changes over n = 3 sampled clients.
+    expected = (1.0 / math.sqrt(12) + 0.1) / 3
+    np.testing.assert_allclose(anchors, expected, rtol=1e-5)
+    # Only the privatized release is stored, never a raw report.
+    assert list(strategy.anchor_store.reports) == ["release-1"]
+    assert agg["anchor-epsilon"] == math.inf  # sigma = 0: no noise, no finite epsilon
+
+
+def test_central_staleness_reuses_only_privatized_releases():
+    strategy = configured(central(clip=100.0, gamma=0.5), payload(0.0, 0.0), sampled=1)
+    strategy.aggregate_train(1, [train_reply(1, payload(0.0, 4.0), metrics(0.5))])
+    strategy.global_arrays = payload(0.0, 4.0)
+    arrays, _ = strategy.aggregate_train(2, [train_reply(2, payload(0.0, 1.0), metrics(0.5))])
+    # releases: round 1 -> 4, round 2 -> 4 + (1 - 4) = 1; merged (0.5 * 4 + 1 * 1) / 1.5 = 2
+    np.testing.assert_allclose(record_to_arrays(arrays)[ANCHORS_KEY], 2.0, rtol=1e-6)
+
+
+def test_central_epsilon_is_opacus_for_the_same_history_and_grows():
+    strategy = configured(central(sigma=1.2, clip=1.0), payload(0.0, 0.0), sample_rate=0.25)
+    reference = RDPAccountant()
+    epsilons = []
+    for server_round in (1, 2, 3):
+        _, agg = strategy.aggregate_train(
+            server_round, [train_reply(1, payload(0, 1), metrics(0.5))]
+        )
+        reference.step(noise_multiplier=1.2, sample_rate=0.25)
+        assert agg["anchor-epsilon"] == pytest.approx(reference.get_epsilon(delta=1e-5))
+        assert agg["anchor-delta"] == 1e-5
+        epsilons.append(agg["anchor-epsilon"])
+    assert epsilons[0] < epsilons[1] < epsilons[2] < math.inf
+
+
+def test_central_noise_is_added_once_with_std_sigma_c_over_n():
+    strategy = configured(
+        central(sigma=2.0, clip=1.5), payload(0.0, 0.0, anchors_shape=(100, 100)), sampled=4
+    )
+    replies = [
+        train_reply(k, payload(0.0, 0.0, anchors_shape=(100, 100)), metrics(0.5)) for k in (1, 2)
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    noise = record_to_arrays(arrays)[ANCHORS_KEY]  # the changes are zero: all of it is noise
+    assert noise.std() == pytest.approx(2.0 * 1.5 / 4, rel=0.03)
+
+
+def test_local_mode_epsilon_counts_the_busiest_client_without_amplification():
+    privacy = PrivacyConfig(anchor_dp="local", anchor_noise_multiplier=0.9)
+    strategy = configured(FedASO(anchor_staleness_decay=0.5, privacy=privacy), payload(0.0, 0.0))
+    strategy.aggregate_train(1, [train_reply(1, payload(0, 1), metrics(0.5))])
+    strategy.global_arrays = payload(0.0, 1.0)
+    _, agg = strategy.aggregate_train(
+        2,
+        [train_reply(1, payload(0, 1), metrics(0.5)), train_reply(2, payload(0, 1), metrics(0.5))],
+    )
+    reference = RDPAccountant()
+    reference.history = [(0.9, 1.0, 2)]  # node 1 released twice, seen by the server
+    assert agg["anchor-epsilon"] == pytest.approx(reference.get_epsilon(delta=1e-5))
+    assert agg["anchor-partitions"] == 2
+
+
+@pytest.mark.parametrize(
+    ("gamma", "age", "expected"), [(0.0, 1, 1.0), (0.5, 2, (0.25 * 4 + 1) / 1.25)]
+)
+def test_staleness_weighs_gamma_to_the_age(gamma, age, expected):
+    strategy = configured(FedASO(anchor_staleness_decay=gamma), payload(0.0, 0.0))
+    strategy.aggregate_train(1, [train_reply(1, payload(1.0, 4.0), metrics(0.5))])
+    arrays, _ = strategy.aggregate_train(1 + age, [train_reply(2, payload(1.0, 1.0), metrics(0.5))])
+    np.testing.assert_allclose(record_to_arrays(arrays)[ANCHORS_KEY], expected, rtol=1e-6)
+
+
+def test_without_anchor_dp_no_epsilon_is_claimed():
+    strategy = configured(FedASO(), payload(0.0, 0.0))
+    _, agg = strategy.aggregate_train(1, [train_reply(1, payload(1, 1), metrics(0.5))])
+    assert "anchor-epsilon" not in agg
+
+
+def test_client_epsilons_are_maxed_over_replies():
+    strategy = configured(FedASO(), payload(0.0, 0.0))
+    replies = [
+        train_reply(1, payload(1, 1), metrics(0.5) | {"dp-sgd-epsilon": 2.5}),
+        train_reply(2, payload(1, 1), metrics(0.5) | {"dp-sgd-epsilon": 4.0}),
+    ]
+    _, agg = strategy.aggregate_train(1, replies)
+    assert agg["client-dp-sgd-epsilon-max"] == 4.0
