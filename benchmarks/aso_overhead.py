@@ -1,10 +1,24 @@
-"""ASO local step time over plain training on the reference LM, measured side by side.
+"""ASO local step time and peak memory over plain training, measured side by side.
 
     python -m benchmarks.aso_overhead [--repeats 15] [--steps 20] [--num-anchors 512]
+        [--subspace-rank 16] [--widths 64,128,256] [--memory-repeats 3]
 
-Runs the same batches through plain training and through ASO (scoring, loss weighting,
-projection hook, anchor update) in interleaved repetitions, so that machine noise hits both
-alike, and prints the median step time of each and their ratio with its spread.
+On the reference LM (TinyLM, d=64, 2 layers, T=64, batch 16, so N=1024 tokens per step),
+with M anchors and subspace rank R, it prints:
+
+1. Step time of plain training and of ASO (scoring, loss weighting, projection hook,
+   anchor update) and of ASO with one mechanism ablated at a time, all from the same
+   starting weights on the same batches, in interleaved repetitions; ratios to plain are
+   paired per repetition. Time is this process's CPU time (one torch thread), which on a
+   shared machine excludes the time spent waiting for a core; wall time is printed too.
+2. The breakdown: paired ablation differences, and each component timed in isolation on
+   the tensors of one real step (the report's table lists similarity, projection and anchor
+   update separately).
+3. A width sweep: ASO costs O(N M d) per step against the model's O(N L d^2), so the ratio
+   falls as the model widens; each width also gets its ratio of matrix-multiply FLOPs
+   (counted by ``torch.utils.flop_counter``, independent of the machine).
+4. Peak memory: each run in a fresh process, the growth of its peak resident set size
+   during training (the peak is reset just before training starts; Linux only).
 """
 
 from __future__ import annotations
@@ -12,17 +26,108 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import (
+    MIB,
+    current_rss_bytes,
+    machine_header,
+    peak_rss_bytes,
+    ratios,
+    reset_peak_rss,
+    spread,
+    supports_rss,
+)
+from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.trainer import train_local
+from fedaso.projection import project_gradient, semantic_subspace
+from fedaso.relevance import (
+    column_max,
+    cosine_similarities,
+    relevance_from_similarities,
+    score_tokens,
+)
+from fedaso.trainer import EmbeddingCapture, per_token_losses, train_local
+
+# ASOConfig overrides of each variant; None is plain training.
+VARIANTS: dict[str, dict[str, bool] | None] = {
+    "plain": None,
+    "aso": {},
+    "no-projection": {"project_gradients": False},
+    "static-anchors": {"update_anchors": False},
+    "lambda-only": {"project_gradients": False, "update_anchors": False},
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One benchmark configuration: model shape, starting weights, batches and anchors."""
+
+    model: TinyLMConfig
+    weights: dict[str, torch.Tensor]
+    data: TensorSplit
+    anchors: torch.Tensor  # (M, d)
+    train: TrainConfig
+    num_anchors: int
+    subspace_rank: int
+
+    def aso(self, variant: str) -> ASOConfig:
+        """The ASOConfig of ``variant`` (see ``VARIANTS``)."""
+        overrides = VARIANTS[variant]
+        if overrides is None:
+            return ASOConfig(enabled=False)
+        return ASOConfig(
+            num_anchors=self.num_anchors, subspace_rank=self.subspace_rank, **overrides
+        )
+
+    def fresh_model(self) -> TinyLM:
+        """The model at the shared starting weights."""
+        model = TinyLM(self.model)
+        model.load_state_dict(self.weights)
+        return model
+
+
+def make_setup(
+    *,
+    width: int,
+    layers: int,
+    seq_len: int,
+    batch_size: int,
+    steps: int,
+    num_anchors: int,
+    subspace_rank: int,
+    seed: int = 0,
+) -> Setup:
+    """Seeded random bytes as data, random anchors, one model initialization."""
+    torch.manual_seed(seed)
+    config = TinyLMConfig(block_size=seq_len, n_layer=layers, n_embd=width, n_head=4)
+    weights = {k: v.clone() for k, v in TinyLM(config).state_dict().items()}
+    tokens = torch.randint(0, 256, (steps * batch_size, seq_len + 1))
+    return Setup(
+        model=config,
+        weights=weights,
+        data=TensorSplit(inputs=tokens[:, :-1], targets=tokens[:, 1:]),
+        anchors=torch.randn(num_anchors, width),
+        train=TrainConfig(batch_size=batch_size, lr=1e-3, local_epochs=1),
+        num_anchors=num_anchors,
+        subspace_rank=subspace_rank,
+    )
 
 
 def step_seconds(model_state, data, *, anchors, aso, train, dp_sgd=None) -> float:
-    """Seconds per local step of one ``train_local`` call from the same starting weights."""
+    """Wall seconds per local step of one ``train_local`` call from the same starting weights.
+
+    ``model_state`` is ``{"config": TinyLMConfig kwargs, "weights": state dict}``; kept for
+    ``benchmarks.dp``, which times DP-SGD against ASO with it.
+    """
     model = TinyLM(TinyLMConfig(**model_state["config"]))
     model.load_state_dict(model_state["weights"])
     start = time.perf_counter()
@@ -30,7 +135,223 @@ def step_seconds(model_state, data, *, anchors, aso, train, dp_sgd=None) -> floa
     return (time.perf_counter() - start) / result.num_steps
 
 
-def main(argv: list[str] | None = None) -> int:
+def time_round(setup: Setup, variant: str) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per local step of one ``train_local`` round."""
+    model = setup.fresh_model()
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = train_local(
+        model, setup.data, anchors=setup.anchors, aso=setup.aso(variant), train=setup.train
+    )
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return cpu / result.num_steps, wall / result.num_steps
+
+
+def step_times(
+    setup: Setup, variants: list[str], repeats: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Interleaved repetitions of every variant, after one warm-up round each."""
+    for variant in variants:
+        time_round(setup, variant)
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            times[variant].append(time_round(setup, variant))
+    return times
+
+
+def step_tensors(setup: Setup) -> dict[str, torch.Tensor]:
+    """Embeddings, per-token losses and an incoming gradient of one real training step."""
+    model = setup.fresh_model()
+    inputs = setup.data.inputs[: setup.train.batch_size]
+    targets = setup.data.targets[: setup.train.batch_size]
+    with EmbeddingCapture(model.embedding_point) as capture:
+        losses = per_token_losses(model(inputs), targets)
+        embedding = capture.output
+    gradient = torch.autograd.grad(losses.mean(), embedding)[0]
+    return {
+        "embeddings": embedding.detach().reshape(-1, setup.model.n_embd),  # (N, d)
+        "losses": losses.detach(),  # (N,)
+        "gradient": gradient.reshape(-1, setup.model.n_embd),  # (N, d)
+    }
+
+
+def component_calls(setup: Setup) -> dict[str, Callable[[], object]]:
+    """Each ASO component of one step as a call on the tensors of a real step."""
+    tensors = step_tensors(setup)
+    aso = setup.aso("aso")
+    embeddings, anchors = tensors["embeddings"], setup.anchors
+    scores = score_tokens(embeddings=embeddings, anchors=anchors, tau=aso.aso_tau)
+    similarities = cosine_similarities(embeddings=embeddings, anchors=anchors)
+    basis = semantic_subspace(anchors=anchors, rank=aso.subspace_rank)
+    relevance, losses = scores.relevance, tensors["losses"]
+    return {
+        "scoring, fused (score_tokens)": lambda: score_tokens(
+            embeddings=embeddings, anchors=anchors, tau=aso.aso_tau
+        ),
+        "  part: cosine similarities (N x M)": lambda: cosine_similarities(
+            embeddings=embeddings, anchors=anchors
+        ),
+        "  part: relevance from similarities": lambda: relevance_from_similarities(
+            similarities=similarities, tau=aso.aso_tau
+        ),
+        "  part: nearest token per anchor": lambda: column_max(similarities),
+        "loss weighting": lambda: ((1.0 + aso.aso_lambda * relevance) * losses).mean(),
+        "projection hook": lambda: project_gradient(
+            gradient=tensors["gradient"], basis=basis, relevance=relevance
+        ),
+        "anchor update": lambda: ema_update_towards(
+            anchors=anchors,
+            embeddings=embeddings,
+            nearest_token=scores.nearest_token,
+            alpha=aso.aso_alpha,
+        ),
+        "subspace SVD (once per round)": lambda: semantic_subspace(
+            anchors=anchors, rank=aso.subspace_rank
+        ),
+    }
+
+
+def component_times(
+    calls: dict[str, Callable[[], object]], repeats: int, inner: int = 10
+) -> dict[str, list[float]]:
+    """CPU seconds per call of each component, interleaved, ``inner`` calls per sample."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.process_time()
+            for _ in range(inner):
+                call()
+            times[name].append((time.process_time() - start) / inner)
+    return times
+
+
+def matmul_flops(setup: Setup, variant: str) -> int:
+    """Matrix-multiply FLOPs of one local step (forward, backward, ASO), counted by torch."""
+    one_batch = TensorSplit(
+        inputs=setup.data.inputs[: setup.train.batch_size],
+        targets=setup.data.targets[: setup.train.batch_size],
+    )
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_local(
+            setup.fresh_model(),
+            one_batch,
+            anchors=setup.anchors,
+            aso=setup.aso(variant),
+            train=setup.train,
+        )
+    return counter.get_total_flops()
+
+
+def peak_rss_growth(setup: Setup, variant: str, threads: int) -> tuple[int, int]:
+    """In this (fresh) process: (RSS before training, peak RSS during training), bytes."""
+    torch.set_num_threads(threads)
+    model = setup.fresh_model()
+    reset_peak_rss()
+    before = current_rss_bytes()
+    train_local(model, setup.data, anchors=setup.anchors, aso=setup.aso(variant), train=setup.train)
+    return before, peak_rss_bytes()
+
+
+def memory_runs(
+    setup: Setup, variants: list[str], repeats: int, threads: int
+) -> dict[str, list[tuple[int, int]]]:
+    """Interleaved runs of each variant, each in a freshly spawned process."""
+    runs: dict[str, list[tuple[int, int]]] = {v: [] for v in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                runs[variant].append(pool.submit(peak_rss_growth, setup, variant, threads).result())
+    return runs
+
+
+def print_step_section(setup: Setup, times: dict[str, list[tuple[float, float]]]) -> None:
+    plain_cpu = [cpu for cpu, _ in times["plain"]]
+    plain_wall = [wall for _, wall in times["plain"]]
+    repeats = len(plain_cpu)
+    print(f"\n1. step time, ms per local step (CPU time; {repeats} interleaved repeats):")
+    for variant, values in times.items():
+        print(f"  {variant:>15}: {spread([c for c, _ in values], scale=1e3, digits=2)}")
+    print("\n   ratios to plain, paired per repeat:")
+    for variant, values in times.items():
+        if variant == "plain":
+            continue
+        cpu = ratios([c for c, _ in values], plain_cpu)
+        wall = ratios([w for _, w in values], plain_wall)
+        print(f"  {variant:>15} / plain: CPU {spread(cpu)}; wall {spread(wall)}")
+    aso_cpu = ratios([c for c, _ in times["aso"]], plain_cpu)
+    print(
+        f"\nASO / plain step time: {spread(aso_cpu)} "
+        f"[M={setup.num_anchors}, R={setup.subspace_rank}, d={setup.model.n_embd}, CPU time]"
+    )
+
+
+def print_breakdown(times: dict[str, list[tuple[float, float]]], isolated: dict) -> None:
+    cpu = {v: [c for c, _ in values] for v, values in times.items()}
+    plain = statistics.median(cpu["plain"])
+    print("\n2. breakdown, % of the plain step")
+    print("   a) ablations (paired differences in one run):")
+    for label, (high, low) in {
+        "scoring + loss weighting (lambda-only - plain)": ("lambda-only", "plain"),
+        "projection hook (aso - no-projection)": ("aso", "no-projection"),
+        "anchor update (aso - static-anchors)": ("aso", "static-anchors"),
+        "all of ASO (aso - plain)": ("aso", "plain"),
+    }.items():
+        deltas = [(h - lo) / p for h, lo, p in zip(cpu[high], cpu[low], cpu["plain"], strict=True)]
+        print(f"  {label:>48}: {spread(deltas, scale=100, digits=1)} %")
+    print("   b) each component alone on one step's tensors (ms per call; % of plain step):")
+    for name, values in isolated.items():
+        median = statistics.median(values)
+        print(f"  {name:>48}: {median * 1e3:7.3f} ms  {100 * median / plain:5.1f} %")
+
+
+def print_sweep(rows: list[dict[str, float]], repeats: int, steps: int) -> None:
+    print(f"\n3. width sweep ({repeats} interleaved repeats x {steps} steps per width):")
+    print(f"  {'d':>5} {'plain ms':>9} {'ASO ms':>9} {'ASO/plain (CPU)':>30} {'FLOP ratio':>11}")
+    for row in rows:
+        print(
+            f"  {row['width']:>5} {row['plain_ms']:9.2f} {row['aso_ms']:9.2f} "
+            f"{row['ratio']:>30} {row['flop_ratio']:11.4f}"
+        )
+
+
+def print_memory(runs: dict[str, list[tuple[int, int]]]) -> None:
+    growth = {v: [peak - before for before, peak in values] for v, values in runs.items()}
+    peaks = {v: [peak for _, peak in values] for v, values in runs.items()}
+    print(f"\n4. peak memory (fresh process per run, {len(growth['plain'])} interleaved runs):")
+    for variant in growth:
+        print(
+            f"  {variant:>6}: peak RSS {spread(peaks[variant], scale=1 / MIB, digits=1)} MiB; "
+            f"growth during training {spread(growth[variant], scale=1 / MIB, digits=1)} MiB"
+        )
+    extra = [a - p for a, p in zip(growth["aso"], growth["plain"], strict=True)]
+    print(
+        f"ASO / plain peak RSS: {spread(ratios(peaks['aso'], peaks['plain']))}; "
+        f"ASO - plain growth during training: {spread(extra, scale=1 / MIB, digits=1)} MiB"
+    )
+
+
+def width_sweep(args: argparse.Namespace, base: dict) -> list[dict[str, float]]:
+    rows = []
+    for width in args.widths:
+        setup = make_setup(**{**base, "width": width, "steps": args.sweep_steps})
+        times = step_times(setup, ["plain", "aso"], args.sweep_repeats)
+        cpu = {v: [c for c, _ in values] for v, values in times.items()}
+        rows.append(
+            {
+                "width": width,
+                "plain_ms": statistics.median(cpu["plain"]) * 1e3,
+                "aso_ms": statistics.median(cpu["aso"]) * 1e3,
+                "ratio": spread(ratios(cpu["aso"], cpu["plain"])),
+                "flop_ratio": matmul_flops(setup, "aso") / matmul_flops(setup, "plain"),
+            }
+        )
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.aso_overhead",
         description=__doc__,
@@ -41,46 +362,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-anchors", type=int, default=512)
     parser.add_argument("--subspace-rank", type=int, default=16)
-    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--width", type=int, default=64, help="reference model width d")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument(
+        "--widths",
+        type=lambda text: [int(w) for w in text.split(",") if w],
+        default=[64, 128, 256],
+        help="comma-separated widths of the sweep (empty: no sweep)",
+    )
+    parser.add_argument("--sweep-repeats", type=int, default=5)
+    parser.add_argument("--sweep-steps", type=int, default=5)
+    parser.add_argument("--memory-repeats", type=int, default=3, help="0: skip memory")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    for name in ("repeats", "steps", "batch_size", "sweep_repeats", "sweep_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    return args
 
-    torch.manual_seed(0)
-    config = {"block_size": args.seq_len, "n_layer": args.layers, "n_embd": args.width, "n_head": 4}
-    model = TinyLM(TinyLMConfig(**config))
-    state = {"config": config, "weights": {k: v.clone() for k, v in model.state_dict().items()}}
-    tokens = torch.randint(0, 256, (args.steps * args.batch_size, args.seq_len + 1))
-    data = TensorSplit(inputs=tokens[:, :-1], targets=tokens[:, 1:])
-    anchors = torch.randn(args.num_anchors, args.width)
-    train = TrainConfig(batch_size=args.batch_size, lr=1e-3)
-    variants = {
-        "plain": ASOConfig(enabled=False),
-        "aso": ASOConfig(num_anchors=args.num_anchors, subspace_rank=args.subspace_rank),
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = {
+        "width": args.width,
+        "layers": args.layers,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "num_anchors": args.num_anchors,
+        "subspace_rank": args.subspace_rank,
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    ratios = []
-    step_seconds(state, data, anchors=anchors, aso=variants["aso"], train=train)  # warm-up
-    for _ in range(args.repeats):
-        for name, aso in variants.items():
-            times[name].append(step_seconds(state, data, anchors=anchors, aso=aso, train=train))
-        ratios.append(times["aso"][-1] / times["plain"][-1])
+    setup = make_setup(**base)
     print(
-        f"TinyLM d={args.width} layers={args.layers} T={args.seq_len} batch={args.batch_size} "
-        f"M={args.num_anchors} R={args.subspace_rank}, torch threads={torch.get_num_threads()}"
+        f"ASO overhead: TinyLM d={args.width}, {args.layers} layers, T={args.seq_len}, "
+        f"batch {args.batch_size} (N={args.batch_size * args.seq_len} tokens per step), "
+        f"M={args.num_anchors}, R={args.subspace_rank}"
     )
-    for name, values in times.items():
-        print(
-            f"{name:>6} step: median {statistics.median(values) * 1e3:.2f} ms "
-            f"(min {min(values) * 1e3:.2f}, max {max(values) * 1e3:.2f})"
-        )
-    quartiles = statistics.quantiles(ratios, n=4)
-    print(
-        f"ASO / plain step time: median {statistics.median(ratios):.3f} "
-        f"(IQR {quartiles[0]:.3f}-{quartiles[2]:.3f}, {args.repeats} interleaved repeats)"
-    )
+    print(machine_header(torch.get_num_threads()))
+    times = step_times(setup, list(VARIANTS), args.repeats)
+    print_step_section(setup, times)
+    isolated = component_times(component_calls(setup), args.repeats)
+    print_breakdown(times, isolated)
+    if args.widths:
+        print_sweep(width_sweep(args, base), args.sweep_repeats, args.sweep_steps)
+    if args.memory_repeats and supports_rss():
+        print_memory(memory_runs(setup, ["plain", "aso"], args.memory_repeats, args.threads))
+    print(machine_header(torch.get_num_threads()).split(";")[0].replace("machine", "at the end"))
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 
@@ -49,6 +48,10 @@ def kmeans_anchors(
             f"num-anchors={num_anchors} exceeds the {num_points} seed-corpus embeddings "
             "available for k-means; lower num-anchors or enlarge the seed corpus"
         )
+    # Imported here: sklearn takes about as long to import as torch, and every client process
+    # imports this module for the EMA update, which needs no k-means.
+    from sklearn.cluster import KMeans
+
     kmeans = KMeans(n_clusters=num_anchors, n_init=1, random_state=seed)
     # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
     # one, while a thread per core next to busy simulation actors has been seen to spin
@@ -66,6 +69,8 @@ def local_centroids(
     ``k = min(num_clusters, n)``; the fractions are the cluster sizes over ``n``, so they
     sum to 1 whatever the client's size (the client's size itself is not released).
     """
+    from sklearn.cluster import KMeans  # imported here: see kmeans_anchors
+
     num_clusters = min(num_clusters, embeddings.shape[0])
     kmeans = KMeans(n_clusters=num_clusters, n_init=1, random_state=seed)
     with threadpool_limits(limits=1):  # see kmeans_anchors

@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from opacus.accountants import RDPAccountant
 
 from fedaso.config import is_finite_number, require
 
@@ -230,6 +229,10 @@ class PrivacyAccount:
     """
 
     def __init__(self) -> None:
+        # Imported here: Opacus takes longer to import than torch, and every process that
+        # reads a run-config imports this module; only accounting processes need Opacus.
+        from opacus.accountants import RDPAccountant
+
         self.accountant = RDPAccountant()
 
     def record(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -212,6 +211,10 @@ def train_local(
                 "DP-SGD cannot clip FedProx's proximal term per sample: "
                 "use dp-sgd with a strategy other than fedprox"
             )
+        # Imported here: Opacus takes longer to import than torch, and clients without
+        # DP-SGD (the default) never need it.
+        from opacus import PrivacyEngine
+
         with warnings.catch_warnings():
             # Opacus' secure_mode needs torchcsprng; the noise generator below is seeded
             # from OS entropy instead (docs/PRIVACY.md says what that does and does not give).

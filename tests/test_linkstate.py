@@ -1,0 +1,125 @@
+"""The simulation's message lookup against Flower's own, on Flower's real in-memory state."""
+
+import secrets
+import time
+
+import flwr
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import (
+    HEARTBEAT_INTERVAL_INF,
+    NOOP_ACCOUNT_NAME,
+    NOOP_FLWR_AID,
+    RUN_ID_NUM_BYTES,
+    SUPERLINK_NODE_ID,
+    TASK_ID_NUM_BYTES,
+)
+from flwr.proto.task_pb2 import Task
+from flwr.server.superlink.linkstate import InMemoryLinkState, LinkStateFactory
+from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.superlink.grid import InMemoryGrid
+
+from simulations.linkstate import fast_message_lookup, get_message_ins_for_node
+
+FLOWER_LOOKUP = InMemoryLinkState.get_message_ins
+
+
+@pytest.fixture(autouse=True)
+def server_task_identity():
+    """Messages take their run and source from the process's task identity, which
+    run_simulation sets for the ServerApp; set it likewise and restore it afterwards."""
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def populated_state(num_nodes=4, per_node=2):
+    """Flower's in-memory state set up as run_simulation does, with instructions queued.
+
+    Node 0 also has one instruction that has already expired.
+    """
+    factory = LinkStateFactory(
+        FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
+    )
+    state = factory.state()
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    state.run_ids[run.run_id] = RunRecord(run=run)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = (
+        1,
+        run.run_id,
+        (SUPERLINK_NODE_ID),
+    )
+    state.task_store[run.primary_task_id] = Task(task_id=run.primary_task_id, run_id=run.run_id)
+    nodes = []
+    for _ in range(num_nodes):
+        node_id = state.create_node(
+            NOOP_FLWR_AID,
+            NOOP_ACCOUNT_NAME,
+            secrets.token_bytes(32),
+            heartbeat_interval=HEARTBEAT_INTERVAL_INF,
+        )
+        state.acknowledge_node_heartbeat(node_id=node_id, heartbeat_interval=HEARTBEAT_INTERVAL_INF)
+        nodes.append(node_id)
+    grid = InMemoryGrid(state_factory=factory)
+    grid.set_run(run)
+    messages = []
+    for round_ in range(per_node):
+        for k, node_id in enumerate(nodes):
+            content = RecordDict({"config": ConfigRecord({"round": round_, "node": k})})
+            messages.append(Message(content, node_id, "train", ttl=600.0, group_id=str(round_)))
+    expired = Message(RecordDict(), nodes[0], "train", ttl=1.0, group_id="old")
+    grid.push_messages([*messages, expired])
+    assert len(state.message_ins_store) == len(messages) + 1
+    expired.metadata.__dict__["_created_at"] = time.time() - 60.0
+    return state, nodes
+
+
+def poll_everything(state, nodes, lookup):
+    """Poll every node until nothing is left, as the engine does; record what each gets."""
+    received = []
+    while True:
+        batch = [(node, m) for node in nodes for m in lookup(state, node, limit=1)]
+        if not batch:
+            return received
+        received.extend(
+            (node, dict(m.content["config"]), m.metadata.delivered_at != "") for node, m in batch
+        )
+
+
+def test_each_node_receives_what_flowers_lookup_gives_it():
+    flower_state, nodes = populated_state()
+    want = poll_everything(flower_state, nodes, FLOWER_LOOKUP)
+    fast_state, fast_nodes = populated_state()
+    got = poll_everything(fast_state, fast_nodes, get_message_ins_for_node)
+    # Node ids are random per state: compare by the node's index.
+    index = {n: k for k, n in enumerate(nodes)} | {n: k for k, n in enumerate(fast_nodes)}
+    assert [(index[n], c, d) for n, c, d in got] == [(index[n], c, d) for n, c, d in want]
+    assert len(got) == 8 and all(delivered for _, _, delivered in got)
+    # The expired instruction was dropped, not delivered, by both.
+    assert len(fast_state.message_ins_store) == len(flower_state.message_ins_store) == 8
+
+
+def test_limit_and_run_filter_behave_as_flowers():
+    state, nodes = populated_state(num_nodes=2, per_node=3)
+    with pytest.raises(AssertionError, match="limit"):
+        get_message_ins_for_node(state, nodes[1], limit=0)
+    run_id = next(iter(state.run_ids))
+    assert get_message_ins_for_node(state, nodes[1], limit=1, run_id=run_id + 1) == []
+    assert len(get_message_ins_for_node(state, nodes[1], limit=None, run_id=run_id)) == 3
+    assert get_message_ins_for_node(state, nodes[1], limit=None) == []  # all delivered
+
+
+def test_the_swap_is_scoped_to_the_block():
+    with fast_message_lookup() as active:
+        assert active == (flwr.__version__ == "1.41.0")
+        if active:
+            assert InMemoryLinkState.get_message_ins is get_message_ins_for_node
+    assert InMemoryLinkState.get_message_ins is FLOWER_LOOKUP
