@@ -106,8 +106,9 @@ class TinyLM(nn.Module):
         batch, seq = token_ids.shape
         if seq > self.config.block_size:
             raise ValueError(f"sequence length {seq} exceeds block_size={self.config.block_size}")
-        # Positions are expanded to (B, T) so that Opacus sees a batch dimension first.
-        positions = torch.arange(seq, device=token_ids.device).expand(batch, seq)  # (B, T)
+        # Positions get a batch dimension first, as Opacus expects, and are materialized
+        # (not a stride-0 expand) because its ghost-clipping norm of an embedding views them.
+        positions = torch.arange(seq, device=token_ids.device).repeat(batch, 1)  # (B, T)
         x = self.token_embedding(token_ids) + self.position_embedding(positions)  # (B, T, d)
         for block in self.blocks:
             x = block(x)  # (B, T, d)

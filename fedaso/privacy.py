@@ -36,6 +36,10 @@ from fedaso.config import is_finite_number, require
 ANCHOR_DP_MODES = ("none", "local", "central")
 ANCHOR_INITS = ("server", "federated")
 UPDATE_DP_MODES = ("none", "server-fixed", "client-fixed")
+# Opacus' ways of clipping per-sample gradients: "hooks" materializes each sample's gradient;
+# "ghost" (Li et al. 2022, "Large Language Models Can Be Strong Differentially Private
+# Learners", section 4) computes only their norms and takes a second backward pass.
+DP_GRAD_SAMPLE_MODES = ("hooks", "ghost")
 RELEVANCE_FLOOR = 1e-3  # a noisy relevance weight is clipped to [floor, 1]: 0 would drop a reply
 
 
@@ -53,6 +57,7 @@ class PrivacyConfig:
     dp_sgd: bool = False  # record-level DP-SGD (Opacus) in local training
     dp_noise_multiplier: float = 1.0  # DP-SGD noise multiplier
     dp_max_grad_norm: float = 1.0  # DP-SGD per-sample gradient clip
+    dp_grad_sample_mode: str = "hooks"  # hooks | ghost (Opacus' ghost clipping)
     dp_delta: float = 1e-5  # delta at which a client's DP-SGD epsilon is reported
     update_dp: str = "none"  # none | server-fixed | client-fixed (Flower's wrappers)
     update_clip: float = 10.0  # clipping norm of Flower's DP wrappers
@@ -63,6 +68,7 @@ class PrivacyConfig:
             ("anchor_dp", ANCHOR_DP_MODES),
             ("anchor_init", ANCHOR_INITS),
             ("update_dp", UPDATE_DP_MODES),
+            ("dp_grad_sample_mode", DP_GRAD_SAMPLE_MODES),
         ):
             value = getattr(self, key)
             require(value in allowed, kebab(key), value, f"must be one of {', '.join(allowed)}")
@@ -100,7 +106,9 @@ class PrivacyConfig:
         if not self.dp_sgd:
             return None
         return DPSGDConfig(
-            noise_multiplier=self.dp_noise_multiplier, max_grad_norm=self.dp_max_grad_norm
+            noise_multiplier=self.dp_noise_multiplier,
+            max_grad_norm=self.dp_max_grad_norm,
+            grad_sample_mode=self.dp_grad_sample_mode,
         )
 
 
@@ -110,8 +118,15 @@ class DPSGDConfig:
 
     noise_multiplier: float = 1.0  # noise std / max_grad_norm, >= 0
     max_grad_norm: float = 1.0  # per-sample gradient clip, > 0
+    grad_sample_mode: str = "hooks"  # hooks | ghost: how Opacus clips (DP_GRAD_SAMPLE_MODES)
 
     def __post_init__(self) -> None:
+        require(
+            self.grad_sample_mode in DP_GRAD_SAMPLE_MODES,
+            "dp-grad-sample-mode",
+            self.grad_sample_mode,
+            f"must be one of {', '.join(DP_GRAD_SAMPLE_MODES)}",
+        )
         require(
             is_nonnegative(self.noise_multiplier),
             "dp-noise-multiplier",

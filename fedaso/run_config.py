@@ -93,6 +93,7 @@ class RunConfig:
     dp_sgd: bool = False  # record-level DP-SGD (Opacus) in local training
     dp_noise_multiplier: float = 1.0  # DP-SGD noise multiplier
     dp_max_grad_norm: float = 1.0  # DP-SGD per-sample gradient clip
+    dp_grad_sample_mode: str = "hooks"  # hooks | ghost: Opacus' per-sample clipping method
     dp_delta: float = 1e-5  # delta of the reported DP-SGD epsilon
     update_dp: str = "none"  # none | server-fixed | client-fixed (Flower's DP wrappers)
     update_clip: float = 10.0  # clipping norm of Flower's DP wrappers

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,10 +135,13 @@ class _ASOState:
             return None
         return semantic_subspace(anchors=self.anchors, rank=self.aso.subspace_rank)  # (d, R)
 
-    def weight_loss(
+    def weight_losses(
         self, embedding: torch.Tensor, losses: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score tokens, hook the projection onto ``embedding``; return (loss, relevance)."""
+        """Score tokens, hook the projection onto ``embedding``; return (weighted losses, s).
+
+        Both are per token, ``(N,)``: Eq. 4's ``(1 + lambda s_i) l_i`` and ``s_i``.
+        """
         flat = embedding.detach().reshape(-1, embedding.shape[-1])  # (N, d)
         scores = score_tokens(
             embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
@@ -146,8 +150,7 @@ class _ASOState:
         if self.basis is not None and embedding.requires_grad:
             embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
         self._pending = (flat, scores.nearest_token)
-        loss = ((1.0 + self.aso.aso_lambda * relevance) * losses).mean()
-        return loss, relevance
+        return (1.0 + self.aso.aso_lambda * relevance) * losses, relevance
 
     def after_step(self) -> None:
         """Move anchors by Eq. 1 towards the step's nearest tokens; refresh U every K steps."""
@@ -204,7 +207,7 @@ def train_local(
     if train.proximal_mu:
         proximal = (train.proximal_mu, [p.detach().clone() for p in model.parameters()])
     loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
-    forward, engine = model, None
+    forward, engine, reduce_loss = model, None, mean_loss
     if dp_sgd is not None:
         if train.proximal_mu:
             raise ValueError(
@@ -220,16 +223,19 @@ def train_local(
             # from OS entropy instead (docs/PRIVACY.md says what that does and does not give).
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp")
-        forward, optimizer, loader = engine.make_private(
+        forward, optimizer, *_, loader = engine.make_private(
             module=model,
             optimizer=optimizer,
             data_loader=loader,
             noise_multiplier=dp_sgd.noise_multiplier,
             max_grad_norm=dp_sgd.max_grad_norm,
             poisson_sampling=True,
+            grad_sample_mode=dp_sgd.grad_sample_mode,
             # Fresh entropy: noise regenerable from the run seed would protect nothing.
             noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
         )
+        if dp_sgd.grad_sample_mode == "ghost":
+            reduce_loss = ghost_clipping_loss(forward, optimizer)
     totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
     model.train()
     try:
@@ -241,7 +247,13 @@ def train_local(
                 for inputs, targets in loader:
                     if train.max_steps and totals["steps"] >= train.max_steps:
                         break
-                    step = _step(forward, (inputs, targets), capture, state, optimizer, proximal)
+                    if reduce_loss is not mean_loss and inputs.shape[0] == 0:
+                        step = noise_only_step(optimizer)  # ghost clipping, empty batch
+                    else:
+                        step = _step(
+                            forward, (inputs, targets), capture, state, optimizer, proximal,
+                            reduce_loss,
+                        )  # fmt: skip
                     for key, value in step.items():
                         totals[key] += value
     finally:
@@ -268,6 +280,7 @@ def _step(
     state: _ASOState | None,
     optimizer: torch.optim.Optimizer,
     proximal: tuple[float, Sequence[torch.Tensor]] | None,
+    reduce_loss: LossReduction,
 ) -> dict[str, float]:
     """One local step on a batch; returns the step's contribution to the round's totals.
 
@@ -276,12 +289,12 @@ def _step(
     inputs, targets = batch
     totals = {"examples": inputs.shape[0], "steps": 1}
     losses = per_token_losses(forward(inputs), targets)  # (N,)
-    if state is None:
-        loss = losses.mean()
-    else:
-        loss, relevance = state.weight_loss(capture.output, losses)
+    token_losses = losses
+    if state is not None:
+        token_losses, relevance = state.weight_losses(capture.output, losses)  # (N,), (N,)
         totals["rel"] = relevance.sum().item()
         totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
+    loss = reduce_loss(token_losses, targets)
     if proximal is not None:
         mu, reference = proximal
         loss = loss + 0.5 * mu * proximal_term(forward, reference)
@@ -293,6 +306,49 @@ def _step(
     totals["tokens"] = losses.numel()
     totals["loss"] = losses.detach().sum().item()
     return totals
+
+
+# How a step turns its per-token losses ``(N,)`` and targets into the loss to backpropagate.
+LossReduction = Callable[[torch.Tensor, torch.Tensor], Any]
+
+
+def mean_loss(token_losses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean over the batch's tokens (every sequence has the same length)."""
+    return token_losses.mean()
+
+
+def ghost_clipping_loss(forward: nn.Module, optimizer: torch.optim.Optimizer) -> LossReduction:
+    """The loss reduction of Opacus' ghost clipping for the wrapped ``forward``/``optimizer``.
+
+    Ghost clipping needs one loss per privacy unit (a sequence, or a sample), which it
+    backpropagates twice: once for the per-sample gradient norms, once re-weighted by their
+    clipping factors. A sequence's loss is the mean of its tokens' (ASO-weighted) losses, as
+    in Opacus' own ``DPLossFastGradientClipping``, so the mean over sequences equals
+    :func:`mean_loss`. The ASO projection hook fires in both passes.
+    """
+    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+    def per_sequence_mean(token_losses: torch.Tensor, targets: torch.Tensor) -> Any:
+        tokens_per_sample = targets.shape[1:].numel()  # T for an LM, 1 for a classifier
+        per_sample = token_losses.reshape(targets.shape[0], tokens_per_sample).mean(dim=1)  # (B,)
+        return DPTensorFastGradientClipping(forward, optimizer, per_sample, "mean")
+
+    return per_sequence_mean
+
+
+def noise_only_step(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """DP-SGD's step on an empty Poisson batch under ghost clipping: the noise alone.
+
+    Opacus' per-sample hooks take an empty batch through forward and backward, but its
+    ghost-clipping norm of an embedding fails on one (Opacus 1.6), and a forward without its
+    backward trips its parameter-tying check on the next step. So the batch is not run: the
+    gradient is set to zero, and the optimizer adds the noise and accounts the step.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    for param in optimizer.params:
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    return {"examples": 0, "steps": 1, "tokens": 0, "loss": 0.0}
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:

@@ -41,7 +41,8 @@ def aso_gradients(model, inputs, targets, anchors, *, point, per_sample):
     state = _ASOState(anchors, ASO)
     with EmbeddingCapture(point) as capture:
         losses = per_token_losses(forward(inputs), targets)
-        loss, _ = state.weight_loss(capture.output, losses)
+        weighted, _ = state.weight_losses(capture.output, losses)
+        loss = weighted.mean()
         loss.backward()
     if not per_sample:
         return {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -126,3 +127,53 @@ def test_dp_sgd_rejects_fedprox():
             train=TrainConfig(proximal_mu=0.1),
             dp_sgd=DPSGDConfig(),
         )
+
+
+def test_ghost_clipping_trains_exactly_as_per_sample_hooks():
+    """Without noise, Opacus' ghost clipping must take the same steps as its per-sample hooks,
+    ASO projection included (the hook fires in both of ghost clipping's backward passes)."""
+    inputs, targets = lm_batch(batch=24)
+    data = TensorSplit(inputs=inputs, targets=targets)
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(4))
+    train = TrainConfig(local_epochs=1, batch_size=6, lr=0.05, seed=1, optimizer="sgd")
+    weights = {}
+    for clip in (0.05, 100.0):  # clipping every sample / no sample
+        results = {}
+        for mode in ("hooks", "ghost"):
+            model = tiny_lm()
+            dp_sgd = DPSGDConfig(noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
+            results[mode] = train_local(
+                model, data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp_sgd
+            )
+            weights[clip, mode] = dict(model.named_parameters())
+        assert results["ghost"].num_steps == results["hooks"].num_steps == 4
+        assert results["ghost"].dp_history == results["hooks"].dp_history
+        torch.testing.assert_close(results["ghost"].anchors, results["hooks"].anchors)
+        for name, hooks in weights[clip, "hooks"].items():
+            ghost = weights[clip, "ghost"][name]
+            torch.testing.assert_close(ghost, hooks, rtol=1e-4, atol=1e-6, msg=name)
+    # Clipping is real: the tight clip takes other steps than the loose one.
+    tight, loose = weights[0.05, "ghost"], weights[100.0, "ghost"]
+    assert any(not torch.allclose(tight[name], loose[name], atol=1e-5) for name in tight)
+
+
+def test_an_unknown_grad_sample_mode_is_named():
+    with pytest.raises(ValueError, match=r"dp-grad-sample-mode.*'functorch'"):
+        DPSGDConfig(grad_sample_mode="functorch")
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_dp_sgd_survives_empty_poisson_batches(mode):
+    inputs, targets = lm_batch(batch=3)
+    data = TensorSplit(inputs=inputs, targets=targets)
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(5))
+    # Sample rate 1/3 on 3 records: about 30% of the 30 Poisson batches are empty.
+    train = TrainConfig(local_epochs=10, batch_size=1, lr=0.01, seed=2)
+    model = tiny_lm()
+    result = train_local(
+        model, data, anchors=anchors, aso=ASO, train=train,
+        dp_sgd=DPSGDConfig(noise_multiplier=1.0, grad_sample_mode=mode),
+    )  # fmt: skip
+    assert result.num_steps == 30 and result.num_examples < 30
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(result.anchors).all()

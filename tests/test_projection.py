@@ -86,7 +86,8 @@ def test_hook_matches_brute_force_per_token_reference():
 
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)
-        loss, _ = state.weight_loss(capture.output, losses)
+        weighted, _ = state.weight_losses(capture.output, losses)
+        loss = weighted.mean()
     model.zero_grad()
     loss.backward()
     got = [p.grad.clone() for p in model.parameters()]
@@ -99,7 +100,8 @@ def test_hook_matches_brute_force_per_token_reference():
     model.zero_grad()
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)
-        loss, _ = unprojected.weight_loss(capture.output, losses)
+        weighted, _ = unprojected.weight_losses(capture.output, losses)
+        loss = weighted.mean()
     loss.backward()
     hooked = dict(zip([name for name, _ in model.named_parameters()], got, strict=True))
     assert not torch.allclose(model.blocks[0].fc.weight.grad, hooked["blocks.0.fc.weight"])
