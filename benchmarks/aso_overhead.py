@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 
 import torch
@@ -37,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import (
     MIB,
     current_rss_bytes,
+    interleaved,
     machine_header,
     peak_rss_bytes,
     ratios,
@@ -48,6 +50,7 @@ from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.models import TinyLM, TinyLMConfig
+from fedaso.privacy import DPSGDConfig
 from fedaso.projection import project_gradient, semantic_subspace
 from fedaso.relevance import (
     column_max,
@@ -122,25 +125,22 @@ def make_setup(
     )
 
 
-def step_seconds(model_state, data, *, anchors, aso, train, dp_sgd=None) -> float:
-    """Wall seconds per local step of one ``train_local`` call from the same starting weights.
+def time_round(
+    setup: Setup, variant: str, dp_sgd: DPSGDConfig | None = None
+) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per local step of one ``train_local`` round.
 
-    ``model_state`` is ``{"config": TinyLMConfig kwargs, "weights": state dict}``; kept for
-    ``benchmarks.dp``, which times DP-SGD against ASO with it.
+    Per step, because DP-SGD's Poisson sampling varies the number of examples per step.
     """
-    model = TinyLM(TinyLMConfig(**model_state["config"]))
-    model.load_state_dict(model_state["weights"])
-    start = time.perf_counter()
-    result = train_local(model, data, anchors=anchors, aso=aso, train=train, dp_sgd=dp_sgd)
-    return (time.perf_counter() - start) / result.num_steps
-
-
-def time_round(setup: Setup, variant: str) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) per local step of one ``train_local`` round."""
     model = setup.fresh_model()
     cpu, wall = time.process_time(), time.perf_counter()
     result = train_local(
-        model, setup.data, anchors=setup.anchors, aso=setup.aso(variant), train=setup.train
+        model,
+        setup.data,
+        anchors=setup.anchors,
+        aso=setup.aso(variant),
+        train=setup.train,
+        dp_sgd=dp_sgd,
     )
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return cpu / result.num_steps, wall / result.num_steps
@@ -150,13 +150,8 @@ def step_times(
     setup: Setup, variants: list[str], repeats: int
 ) -> dict[str, list[tuple[float, float]]]:
     """Interleaved repetitions of every variant, after one warm-up round each."""
-    for variant in variants:
-        time_round(setup, variant)
-    times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
-    for _ in range(repeats):
-        for variant in variants:
-            times[variant].append(time_round(setup, variant))
-    return times
+    calls = {variant: partial(time_round, setup, variant) for variant in variants}
+    return interleaved(calls, repeats=repeats)
 
 
 def step_tensors(setup: Setup) -> dict[str, torch.Tensor]:
@@ -215,16 +210,16 @@ def component_times(
     calls: dict[str, Callable[[], object]], repeats: int, inner: int = 10
 ) -> dict[str, list[float]]:
     """CPU seconds per call of each component, interleaved, ``inner`` calls per sample."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.process_time()
-            for _ in range(inner):
-                call()
-            times[name].append((time.process_time() - start) / inner)
-    return times
+
+    def per_call(call: Callable[[], object]) -> float:
+        start = time.process_time()
+        for _ in range(inner):
+            call()
+        return (time.process_time() - start) / inner
+
+    return interleaved(
+        {name: partial(per_call, call) for name, call in calls.items()}, repeats=repeats
+    )
 
 
 def matmul_flops(setup: Setup, variant: str) -> int:
@@ -259,12 +254,13 @@ def memory_runs(
     setup: Setup, variants: list[str], repeats: int, threads: int
 ) -> dict[str, list[tuple[int, int]]]:
     """Interleaved runs of each variant, each in a freshly spawned process."""
-    runs: dict[str, list[tuple[int, int]]] = {v: [] for v in variants}
-    for _ in range(repeats):
-        for variant in variants:
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                runs[variant].append(pool.submit(peak_rss_growth, setup, variant, threads).result())
-    return runs
+
+    def in_fresh_process(variant: str) -> tuple[int, int]:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            return pool.submit(peak_rss_growth, setup, variant, threads).result()
+
+    calls = {variant: partial(in_fresh_process, variant) for variant in variants}
+    return interleaved(calls, repeats=repeats, warmup=False)
 
 
 def print_step_section(setup: Setup, times: dict[str, list[tuple[float, float]]]) -> None:

@@ -11,10 +11,31 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 MIB = 2**20
+
+T = TypeVar("T")
+
+
+def interleaved(
+    calls: Mapping[str, Callable[[], T]], *, repeats: int, warmup: bool = True
+) -> dict[str, list[T]]:
+    """Each call's results over ``repeats`` rounds of A, B, C, A, B, C, ... (after a warm-up).
+
+    Interleaving makes load from other processes hit every call alike, so ratios of the
+    results of one round are fair even on a busy machine.
+    """
+    if warmup:
+        for call in calls.values():
+            call()
+    results: dict[str, list[T]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            results[name].append(call())
+    return results
 
 
 def spread(values: Sequence[float], *, scale: float = 1.0, digits: int = 3) -> str:

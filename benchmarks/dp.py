@@ -1,28 +1,29 @@
 """DP-SGD (Opacus) local step time over plain ASO on the reference LM, measured side by side.
 
-    python -m benchmarks.dp [--repeats 15] [--steps 20] [--num-anchors 32]
+    python -m benchmarks.dp [--repeats 15] [--steps 20] [--num-anchors 32] [--threads 1]
 
-Runs the same data through ASO local training and through ASO under Opacus' DP-SGD
-(per-sample gradients, clipping, noise, Poisson batches) in interleaved repetitions, so that
-machine noise hits both alike, and prints the median step time of each and their ratio with
-its spread. Per-step times are used because Poisson sampling varies the number of steps.
+Runs the same data from the same starting weights through ASO local training and through
+ASO under Opacus' DP-SGD (clipping, noise, Poisson batches), once with Opacus' per-sample
+gradient hooks (``dp-grad-sample-mode = "hooks"``, the default) and once with its ghost
+clipping (``"ghost"``: per-sample gradient norms only, then a second backward pass), in
+interleaved repetitions so that machine noise hits all three alike. It prints the median
+CPU time per step of each and the ratios, paired per repetition, with their spread. Times
+are per step because Poisson sampling varies the examples per step.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+from functools import partial
 
 import torch
 
-from benchmarks.aso_overhead import step_seconds
-from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import TensorSplit
-from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.privacy import DPSGDConfig
+from benchmarks.aso_overhead import make_setup, time_round
+from benchmarks.common import interleaved, machine_header, ratios, spread
+from fedaso.privacy import DP_GRAD_SAMPLE_MODES, DPSGDConfig
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.dp",
         description=__doc__,
@@ -38,48 +39,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--noise-multiplier", type=float, default=1.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
+    for name in ("repeats", "steps", "batch_size", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    try:
+        DPSGDConfig(noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
-    torch.manual_seed(0)
-    config = {"block_size": args.seq_len, "n_layer": args.layers, "n_embd": args.width, "n_head": 4}
-    model = TinyLM(TinyLMConfig(**config))
-    state = {"config": config, "weights": {k: v.clone() for k, v in model.state_dict().items()}}
-    tokens = torch.randint(0, 256, (args.steps * args.batch_size, args.seq_len + 1))
-    data = TensorSplit(inputs=tokens[:, :-1], targets=tokens[:, 1:])
-    anchors = torch.randn(args.num_anchors, args.width)
-    train = TrainConfig(batch_size=args.batch_size, lr=1e-3)
-    aso = ASOConfig(num_anchors=args.num_anchors, subspace_rank=args.subspace_rank)
-    variants = {
-        "aso": None,
-        "aso+dp-sgd": DPSGDConfig(
-            noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm
-        ),
-    }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    ratios = []
-    for dp_sgd in variants.values():  # warm-up
-        step_seconds(state, data, anchors=anchors, aso=aso, train=train, dp_sgd=dp_sgd)
-    for _ in range(args.repeats):
-        for name, dp_sgd in variants.items():
-            seconds = step_seconds(
-                state, data, anchors=anchors, aso=aso, train=train, dp_sgd=dp_sgd
-            )
-            times[name].append(seconds)
-        ratios.append(times["aso+dp-sgd"][-1] / times["aso"][-1])
-    print(
-        f"TinyLM d={args.width} layers={args.layers} T={args.seq_len} batch={args.batch_size} "
-        f"M={args.num_anchors} R={args.subspace_rank} sigma={args.noise_multiplier} "
-        f"clip={args.max_grad_norm}, torch threads={torch.get_num_threads()}"
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    setup = make_setup(
+        width=args.width,
+        layers=args.layers,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        num_anchors=args.num_anchors,
+        subspace_rank=args.subspace_rank,
     )
-    for name, values in times.items():
-        print(
-            f"{name:>10} step: median {statistics.median(values) * 1e3:.2f} ms "
-            f"(min {min(values) * 1e3:.2f}, max {max(values) * 1e3:.2f})"
+    calls = {"aso": partial(time_round, setup, "aso")}
+    for mode in DP_GRAD_SAMPLE_MODES:
+        dp_sgd = DPSGDConfig(
+            noise_multiplier=args.noise_multiplier,
+            max_grad_norm=args.max_grad_norm,
+            grad_sample_mode=mode,
         )
-    quartiles = statistics.quantiles(ratios, n=4)
+        calls[f"dp-sgd {mode}"] = partial(time_round, setup, "aso", dp_sgd)
     print(
-        f"DP-SGD ASO / plain ASO step time: median {statistics.median(ratios):.3f} "
-        f"(IQR {quartiles[0]:.3f}-{quartiles[2]:.3f}, {args.repeats} interleaved repeats)"
+        f"DP-SGD over ASO: TinyLM d={args.width}, {args.layers} layers, T={args.seq_len}, "
+        f"batch {args.batch_size}, M={args.num_anchors}, R={args.subspace_rank}, "
+        f"sigma={args.noise_multiplier}, clip={args.max_grad_norm}"
+    )
+    print(machine_header(torch.get_num_threads()))
+    times = interleaved(calls, repeats=args.repeats)
+    cpu = {name: [c for c, _ in values] for name, values in times.items()}
+    print(f"\nms per local step (CPU time; {args.repeats} interleaved repeats):")
+    for name, values in cpu.items():
+        print(f"  {name:>15}: {spread(values, scale=1e3, digits=2)}")
+    print()
+    for mode in DP_GRAD_SAMPLE_MODES:
+        print(
+            f"DP-SGD ({mode}) / ASO step time: {spread(ratios(cpu[f'dp-sgd {mode}'], cpu['aso']))}"
+        )
+    print(
+        "DP-SGD ghost / hooks step time: "
+        f"{spread(ratios(cpu['dp-sgd ghost'], cpu['dp-sgd hooks']))}"
     )
     return 0
 

@@ -230,6 +230,15 @@ def wall_split(sim: SimulationRun) -> dict[str, float]:
     }
 
 
+def cpu_by_process(sim: SimulationRun) -> dict[str, float]:
+    """CPU seconds of the driver and of the Ray processes, grouped by program name."""
+    groups = {"driver (ServerApp, Flower's engine)": sim.driver_cpu}
+    for record in sim.processes.values():
+        name = Path(record.name).name or "?"
+        groups[name] = groups.get(name, 0.0) + record.cpu
+    return dict(sorted(groups.items(), key=lambda item: -item[1]))
+
+
 def worker_memory(sim: SimulationRun) -> tuple[int, int]:
     """(largest peak RSS of a ClientApp actor, sum of all Ray processes' peaks), bytes."""
     records = sim.processes.values()
@@ -299,6 +308,11 @@ def print_results(args: argparse.Namespace, results: dict) -> None:
     keys = list(next(iter(splits.values()))[0])
     rows = [[n, *(median_of(s[k] for s in v) for k in keys)] for n, v in splits.items()]
     print(format_table(["N", *keys], rows))
+    print("\nCPU seconds by process, largest first (first run of each N):")
+    for num_clients, pairs in results.items():
+        groups = cpu_by_process(pairs[0][1])
+        top = ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(groups.items())[:6])
+        print(f"  N={num_clients}: floor {pairs[0][0].cpu:.1f}; {top}")
     print("\npeak resident memory (MiB, medians):")
     print(format_table(["N", "driver", "largest actor", "all Ray processes"], memory_rows))
     print()
