@@ -94,7 +94,7 @@ def simulate(
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from simulations.linkstate import fast_message_lookup
+    from simulations.linkstate import indexed_message_lookup
     from strategies.server_app import build_server_app, load_initial_files
 
     if num_clients < max(1, run.min_train_nodes):
@@ -106,7 +106,7 @@ def simulate(
         raise ValueError("simulate() needs run.out_dir to collect the metrics")
     load_initial_files(run)
     started = time.perf_counter()
-    with fast_message_lookup():  # Flower's own lookup costs O(N^2) per polling sweep
+    with indexed_message_lookup():  # Flower's own lookup costs O(N^2) per polling sweep
         run_simulation(
             server_app=build_server_app(run, on_round),
             client_app=client_app,

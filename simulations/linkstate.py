@@ -1,21 +1,22 @@
-"""A linear-time message lookup for Flower's in-memory link state during simulations.
+"""An indexed message lookup for Flower's in-memory link state during simulations.
 
 Flower 1.41's simulation engine polls its in-memory link state once per simulated node,
 every 0.1 s, for that node's next instruction (``add_messages_to_queue`` in
 ``flwr/server/superlink/fleet/vce/vce_api.py``). ``InMemoryLinkState.get_message_ins``
-answers each poll by running the full validity check (clock read, TTL, federation lookup)
-on *every* stored instruction, whoever it is for, under the state's lock. A round with N
-sampled nodes therefore costs N x N checks per polling sweep, and the sweeps repeat all
-round long: at N = 200 the driver spent about 30 ms of CPU per client task on it, beside
-tasks that train for about 80 ms, on a machine whose cores the clients need.
+answers each poll by scanning *every* stored instruction, whoever it is for, under the
+state's lock, so a polling sweep over N nodes with N instructions in flight costs N x N
+checks, and the sweeps repeat all round long. Profiled at N = 500 (py-spy, benchmarks/
+BENCHMARKS.md), the sweeps took 40% of the driver's CPU on a machine whose two cores the
+clients need.
 
-:func:`fast_message_lookup` swaps in a lookup that skips instructions addressed to other
-nodes, or already delivered, with two attribute comparisons before running the same
-validity check on the rest. What a node receives, and when instructions are marked
-delivered, are unchanged (tests/test_linkstate.py compares both lookups on Flower's own
-state). The only difference: an expired instruction is dropped when its own node polls,
-not when any node does. The swap is undone on exit and applies only to the Flower version
-it was written against.
+:func:`indexed_message_lookup` keeps, beside Flower's store, each node's undelivered
+instruction ids in arrival order: :func:`store_message_ins_indexed` adds to it, and
+:func:`get_message_ins_for_node` reads only the polling node's ids, running Flower's own
+validity check (clock, TTL, federation) on each before delivering it. A sweep then costs
+O(N + instructions). What a node receives, in which order, and when instructions are marked
+delivered are unchanged (tests/test_linkstate.py compares both lookups on Flower's own
+state); an expired instruction is dropped when its own node polls, not when any node does.
+The swap is undone on exit and applies only to the Flower version it was written against.
 """
 
 from __future__ import annotations
@@ -30,30 +31,61 @@ from flwr.common import log
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 from flwr.supercore.date import now
 
-PATCHED_FLOWER_VERSION = "1.41.0"  # the version whose get_message_ins this mirrors
+PATCHED_FLOWER_VERSION = "1.41.0"  # the version whose lookup this mirrors
+FLOWER_STORE = InMemoryLinkState.store_message_ins
+FLOWER_LOOKUP = InMemoryLinkState.get_message_ins
+INDEX_ATTRIBUTE = "_fedaso_pending_by_node"
+
+
+def pending_by_node(state: InMemoryLinkState) -> dict[int, list[str]]:
+    """The state's index: node id -> ids of its stored instructions, oldest first.
+
+    Built from the store on first use, so instructions stored before the swap are found.
+    Callers hold ``state.lock``.
+    """
+    index = state.__dict__.get(INDEX_ATTRIBUTE)
+    if index is None:
+        index = {}
+        for message_id, message in state.message_ins_store.items():
+            index.setdefault(message.metadata.dst_node_id, []).append(message_id)
+        state.__dict__[INDEX_ATTRIBUTE] = index
+    return index
+
+
+def store_message_ins_indexed(self: InMemoryLinkState, message: Message) -> str | None:
+    """``InMemoryLinkState.store_message_ins``, also recording the id in the node's index."""
+    message_id = FLOWER_STORE(self, message)
+    if message_id is not None:
+        with self.lock:
+            pending = pending_by_node(self).setdefault(message.metadata.dst_node_id, [])
+            if message_id not in pending:  # Flower accepts a re-stored id silently
+                pending.append(message_id)
+    return message_id
 
 
 def get_message_ins_for_node(
     self: InMemoryLinkState, node_id: int, limit: int | None, *, run_id: int | None = None
 ) -> list[Message]:
-    """``InMemoryLinkState.get_message_ins``, checking only this node's pending messages."""
+    """``InMemoryLinkState.get_message_ins``, reading only this node's pending instructions."""
     if limit is not None and limit < 1:
         raise AssertionError("`limit` must be >= 1")
-    found = []
+    found: list[Message] = []
     with self.lock:
-        for message_id, message in list(self.message_ins_store.items()):
-            metadata = message.metadata
-            if (
-                metadata.dst_node_id != node_id
-                or metadata.delivered_at != ""
-                or (run_id is not None and metadata.run_id != run_id)
+        pending = pending_by_node(self).get(node_id, [])
+        still_pending = []
+        for message_id in pending:
+            message = self.message_ins_store.get(message_id)
+            if message is None or message.metadata.delivered_at != "":
+                continue  # deleted or delivered elsewhere: forget it
+            if (limit and len(found) == limit) or (
+                run_id is not None and message.metadata.run_id != run_id
             ):
+                still_pending.append(message_id)
                 continue
             self._check_stored_messages({message_id})  # drops it if expired or invalid
             if message_id in self.message_ins_store:
                 found.append(message)
-            if limit and len(found) == limit:
-                break
+        pending[:] = still_pending
     delivered_at = now().isoformat()
     for message in found:
         message.metadata.delivered_at = delivered_at
@@ -61,8 +93,8 @@ def get_message_ins_for_node(
 
 
 @contextmanager
-def fast_message_lookup() -> Iterator[bool]:
-    """Use :func:`get_message_ins_for_node` inside the block; yields whether it is in use."""
+def indexed_message_lookup() -> Iterator[bool]:
+    """Use the indexed store and lookup inside the block; yields whether they are in use."""
     if flwr.__version__ != PATCHED_FLOWER_VERSION:
         log(
             WARNING,
@@ -72,9 +104,10 @@ def fast_message_lookup() -> Iterator[bool]:
         )
         yield False
         return
-    original = InMemoryLinkState.get_message_ins
+    InMemoryLinkState.store_message_ins = store_message_ins_indexed
     InMemoryLinkState.get_message_ins = get_message_ins_for_node
     try:
         yield True
     finally:
-        InMemoryLinkState.get_message_ins = original
+        InMemoryLinkState.store_message_ins = FLOWER_STORE
+        InMemoryLinkState.get_message_ins = FLOWER_LOOKUP

@@ -25,9 +25,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
-from simulations.linkstate import fast_message_lookup, get_message_ins_for_node
-
-FLOWER_LOOKUP = InMemoryLinkState.get_message_ins
+from simulations.linkstate import (
+    FLOWER_LOOKUP,
+    FLOWER_STORE,
+    get_message_ins_for_node,
+    indexed_message_lookup,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,10 +42,11 @@ def server_task_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
-def populated_state(num_nodes=4, per_node=2):
+def populated_state(num_nodes=4, per_node=2, *, indexed=False):
     """Flower's in-memory state set up as run_simulation does, with instructions queued.
 
-    Node 0 also has one instruction that has already expired.
+    Node 0 also has one instruction that has already expired. ``indexed`` stores them with
+    the indexed store (as during a simulation); otherwise the index is built on first use.
     """
     factory = LinkStateFactory(
         FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
@@ -70,16 +74,25 @@ def populated_state(num_nodes=4, per_node=2):
         nodes.append(node_id)
     grid = InMemoryGrid(state_factory=factory)
     grid.set_run(run)
+    expired = Message(RecordDict(), nodes[0], "train", ttl=1.0, group_id="old")
+    push(grid, nodes, range(per_node), extra=[expired], indexed=indexed)
+    assert len(state.message_ins_store) == per_node * num_nodes + 1
+    expired.metadata.__dict__["_created_at"] = time.time() - 60.0
+    return state, nodes, grid
+
+
+def push(grid, nodes, rounds, *, extra=(), indexed):
+    """Push one instruction per node and round, as a ServerApp does."""
     messages = []
-    for round_ in range(per_node):
+    for round_ in rounds:
         for k, node_id in enumerate(nodes):
             content = RecordDict({"config": ConfigRecord({"round": round_, "node": k})})
             messages.append(Message(content, node_id, "train", ttl=600.0, group_id=str(round_)))
-    expired = Message(RecordDict(), nodes[0], "train", ttl=1.0, group_id="old")
-    grid.push_messages([*messages, expired])
-    assert len(state.message_ins_store) == len(messages) + 1
-    expired.metadata.__dict__["_created_at"] = time.time() - 60.0
-    return state, nodes
+    if indexed:
+        with indexed_message_lookup():
+            grid.push_messages([*messages, *extra])
+    else:
+        grid.push_messages([*messages, *extra])
 
 
 def poll_everything(state, nodes, lookup):
@@ -94,21 +107,33 @@ def poll_everything(state, nodes, lookup):
         )
 
 
-def test_each_node_receives_what_flowers_lookup_gives_it():
-    flower_state, nodes = populated_state()
-    want = poll_everything(flower_state, nodes, FLOWER_LOOKUP)
-    fast_state, fast_nodes = populated_state()
-    got = poll_everything(fast_state, fast_nodes, get_message_ins_for_node)
-    # Node ids are random per state: compare by the node's index.
-    index = {n: k for k, n in enumerate(nodes)} | {n: k for k, n in enumerate(fast_nodes)}
-    assert [(index[n], c, d) for n, c, d in got] == [(index[n], c, d) for n, c, d in want]
-    assert len(got) == 8 and all(delivered for _, _, delivered in got)
+def deliveries(lookup, *, indexed):
+    """Everything each node receives over two batches of instructions, the second pushed
+    after the first was delivered (a next round); nodes by index, as ids are random.
+
+    ``indexed`` stores the first batch through the indexed store; the second batch goes
+    through it whenever ``lookup`` is the indexed one, as inside ``indexed_message_lookup``.
+    """
+    state, nodes, grid = populated_state(indexed=indexed)
+    received = poll_everything(state, nodes, lookup)
+    push(grid, nodes, [2, 3], indexed=lookup is get_message_ins_for_node)
+    received += poll_everything(state, nodes, lookup)
+    index = {node: k for k, node in enumerate(nodes)}
+    return [(index[n], config, delivered) for n, config, delivered in received], state
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["stored-indexed", "index-built-late"])
+def test_each_node_receives_what_flowers_lookup_gives_it(indexed):
+    want, flower_state = deliveries(FLOWER_LOOKUP, indexed=False)
+    got, fast_state = deliveries(get_message_ins_for_node, indexed=indexed)
+    assert got == want
+    assert len(got) == 16 and all(delivered for _, _, delivered in got)
     # The expired instruction was dropped, not delivered, by both.
-    assert len(fast_state.message_ins_store) == len(flower_state.message_ins_store) == 8
+    assert len(fast_state.message_ins_store) == len(flower_state.message_ins_store) == 16
 
 
 def test_limit_and_run_filter_behave_as_flowers():
-    state, nodes = populated_state(num_nodes=2, per_node=3)
+    state, nodes, _ = populated_state(num_nodes=2, per_node=3, indexed=True)
     with pytest.raises(AssertionError, match="limit"):
         get_message_ins_for_node(state, nodes[1], limit=0)
     run_id = next(iter(state.run_ids))
@@ -118,8 +143,9 @@ def test_limit_and_run_filter_behave_as_flowers():
 
 
 def test_the_swap_is_scoped_to_the_block():
-    with fast_message_lookup() as active:
+    with indexed_message_lookup() as active:
         assert active == (flwr.__version__ == "1.41.0")
         if active:
             assert InMemoryLinkState.get_message_ins is get_message_ins_for_node
     assert InMemoryLinkState.get_message_ins is FLOWER_LOOKUP
+    assert InMemoryLinkState.store_message_ins is FLOWER_STORE
