@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import aso_overhead, simulation
+from benchmarks import aso_overhead, dp, simulation
 from benchmarks.common import (
     current_rss_bytes,
     peak_rss_bytes,
@@ -70,6 +70,18 @@ def test_aso_overhead_smoke(capsys):
         assert re.search(rf"^ASO / plain peak RSS: {RATIO}", out, re.MULTILINE), out
 
 
+def test_dp_smoke(capsys):
+    code = dp.main(
+        ["--repeats", "2", "--steps", "2", "--batch-size", "4", "--seq-len", "8",
+         "--num-anchors", "4", "--subspace-rank", "2", "--width", "8"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    for mode in ("hooks", "ghost"):
+        assert re.search(rf"^DP-SGD \({mode}\) / ASO step time: {RATIO}", out, re.MULTILINE), out
+    assert re.search(rf"^DP-SGD ghost / hooks step time: {RATIO}", out, re.MULTILINE), out
+
+
 def test_simulation_smoke(capsys):
     code = simulation.main(
         ["--num-clients", "2", "--rounds", "1", "--steps", "1", "--facts-entities", "12",
@@ -80,6 +92,7 @@ def test_simulation_smoke(capsys):
     assert re.search(rf"^simulation / compute floor at N=2: wall {RATIO}", out, re.MULTILINE), out
     assert re.search(r"framework cost per client task -?\d+\.\d", out), out
     assert "ClientApp work per message" in out
+    assert "CPU seconds by process" in out
 
 
 def test_the_benchmarks_package_is_this_repositorys():
@@ -106,3 +119,6 @@ def test_bad_benchmark_flags_are_named(capsys):
     with pytest.raises(SystemExit):
         aso_overhead.main(["--steps", "0"])
     assert "--steps=0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        dp.main(["--max-grad-norm", "0"])
+    assert "dp-max-grad-norm" in capsys.readouterr().err
