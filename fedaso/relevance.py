@@ -53,12 +53,23 @@ def relevance_from_similarities(
     kind : str
         ``"max"`` (the spec's default) or ``"entropy"``.
     """
-    num_anchors = similarities.shape[1]
+    check_relevance_arguments(num_anchors=similarities.shape[1], tau=tau, kind=kind)
+    return relevance_from_logits(logits=similarities / tau, kind=kind)
+
+
+def check_relevance_arguments(*, num_anchors: int, tau: float, kind: str) -> None:
+    """Raise ``ValueError`` naming the value unless M >= 2, tau > 0 and ``kind`` is known."""
     if num_anchors < 2:
         raise ValueError(f"relevance needs at least 2 anchors, got M={num_anchors}")
     if tau <= 0:
         raise ValueError(f"tau={tau} must be > 0")
-    logits = similarities / tau  # (N, M)
+    if kind not in RELEVANCE_KINDS:
+        raise ValueError(f"relevance kind={kind!r} is not one of {', '.join(RELEVANCE_KINDS)}")
+
+
+def relevance_from_logits(*, logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The relevance ``(N,)`` from softmax logits ``z = c / tau`` ``(N, M)`` (arguments checked)."""
+    num_anchors = logits.shape[1]
     if kind == "max":
         # max_j p_ij = exp(max_j z_ij - logsumexp_j z_ij); the fused softmax kernel gets it
         # in one pass over the row (several times faster than logsumexp, max and exp apart).
@@ -69,8 +80,6 @@ def relevance_from_similarities(
         # H(p) = -sum_j p_j log p_j; an underflowed p_j = 0 contributes 0 * finite = 0.
         entropy = -(log_probabilities.exp() * log_probabilities).sum(dim=1)  # (N,)
         scores = 1.0 - entropy / math.log(num_anchors)
-    else:
-        raise ValueError(f"relevance kind={kind!r} is not one of {', '.join(RELEVANCE_KINDS)}")
     # Rounding can step a hair outside [0, 1]; the weights must not.
     return scores.clamp_(0.0, 1.0)
 
@@ -114,17 +123,18 @@ def score_tokens(
         Tokens per block; None picks about ``BLOCK_BYTES`` of similarities per block.
     """
     num_tokens, num_anchors = embeddings.shape[0], anchors.shape[0]
+    check_relevance_arguments(num_anchors=num_anchors, tau=tau, kind=kind)
     if block_rows is None:
         block_rows = max(1, BLOCK_BYTES // (4 * num_anchors))
     unit_embeddings = F.normalize(embeddings, dim=1)  # (N, d)
-    unit_anchors_t = F.normalize(anchors, dim=1).T.contiguous()  # (d, M)
+    # 1/tau is folded into the (M, d) anchors, not applied to every (b, M) block; the
+    # per-anchor argmax over tokens is the same on c / tau as on c (tau > 0).
+    scaled_anchors_t = (F.normalize(anchors, dim=1) / tau).T.contiguous()  # (d, M)
     relevance = torch.empty(num_tokens, dtype=embeddings.dtype)  # (N,)
     best_similarity, nearest_token = None, None  # (M,), (M,): running argmax over tokens
     for start in range(0, num_tokens, block_rows):
-        block = unit_embeddings[start : start + block_rows] @ unit_anchors_t  # (b, M)
-        relevance[start : start + block.shape[0]] = relevance_from_similarities(
-            similarities=block, tau=tau, kind=kind
-        )
+        block = unit_embeddings[start : start + block_rows] @ scaled_anchors_t  # (b, M): c / tau
+        relevance[start : start + block.shape[0]] = relevance_from_logits(logits=block, kind=kind)
         similarity, token = column_max(block)  # (M,), (M,): first maximal row on ties
         if best_similarity is None:
             best_similarity, nearest_token = similarity, token
@@ -133,10 +143,6 @@ def score_tokens(
             better = similarity > best_similarity
             best_similarity = torch.where(better, similarity, best_similarity)
             nearest_token = torch.where(better, token + start, nearest_token)
-    if num_tokens == 0:
-        relevance_from_similarities(  # validates tau, kind and M as for any N
-            similarities=embeddings.new_zeros(0, num_anchors), tau=tau, kind=kind
-        )
     return TokenScores(relevance=relevance, nearest_token=nearest_token)
 
 
