@@ -25,9 +25,13 @@ partition is then split into train and test rows. Everything is deterministic in
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
+import os
 import random
 import re
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -844,11 +848,100 @@ def _facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int)
 # Partitioning
 
 
+# Bump when the partition rows of the same inputs would change (cache files then miss).
+PARTITION_CACHE_VERSION = 1
+CACHE_DIR_VARIABLE = "FEDASO_CACHE_DIR"  # "" turns the on-disk partition cache off
+
+
 @functools.lru_cache(maxsize=8)
 def _partition_rows(config: DataConfig) -> tuple[tuple[int, ...], ...]:
-    """Pool row indices of every partition, from the flwr-datasets partitioner."""
+    """Pool row indices of every partition, from the flwr-datasets partitioner.
+
+    Every client process needs them, and importing flwr-datasets costs each process about
+    two seconds (its package imports its plotting helpers), so the result is also cached on
+    disk (:func:`partition_cache_path`), keyed by everything it depends on.
+    """
     corpus = _corpus_of(config)
     _check_partition_count(config, corpus)
+    path = partition_cache_path(config, corpus)
+    cached = _read_partition_cache(path, config.num_partitions, len(corpus.labels))
+    if cached is not None:
+        return cached
+    rows = _partition_with_flwr_datasets(config, corpus)
+    _write_partition_cache(path, rows)
+    return rows
+
+
+def partition_cache_path(config: DataConfig, corpus: _Corpus) -> Path | None:
+    """The cache file of ``config``'s partition rows, or None when caching is off.
+
+    The directory is ``$FEDASO_CACHE_DIR`` (empty: off), else ``$XDG_CACHE_HOME/fedaso`` or
+    ``~/.cache/fedaso``. The name hashes the partitioning inputs: the pool's labels and
+    groups (so a changed ``text:PATH`` file misses), the partitioner, the number of
+    partitions, the seed, and the versions of flwr-datasets and of this cache.
+    """
+    from importlib.metadata import version
+
+    root = os.environ.get(CACHE_DIR_VARIABLE)
+    if root is None:
+        root = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedaso")
+    if not root:
+        return None
+    key = json.dumps(
+        [
+            PARTITION_CACHE_VERSION,
+            version("flwr-datasets"),
+            config.partitioner,
+            config.num_partitions,
+            config.seed,
+            corpus.labels,
+            corpus.groups,
+        ]
+    )
+    return Path(root) / f"partitions-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _read_partition_cache(
+    path: Path | None, num_partitions: int, num_rows: int
+) -> tuple[tuple[int, ...], ...] | None:
+    """The cached rows, or None unless the file holds ``num_partitions`` lists of rows."""
+    if path is None:
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(rows, list) and len(rows) == num_partitions):
+        return None
+    if not all(
+        isinstance(part, list) and all(type(r) is int and 0 <= r < num_rows for r in part)
+        for part in rows
+    ):
+        return None
+    return tuple(tuple(part) for part in rows)
+
+
+def _write_partition_cache(path: Path | None, rows: tuple[tuple[int, ...], ...]) -> None:
+    """Write the rows atomically (concurrent clients may race); a failure only logs."""
+    if path is None:
+        return
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as tmp:
+            tmp_name = tmp.name
+            json.dump([list(part) for part in rows], tmp)
+        os.replace(tmp_name, path)
+    except OSError as error:
+        warnings.warn(f"could not cache partitions in {path}: {error}", stacklevel=2)
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+def _partition_with_flwr_datasets(
+    config: DataConfig, corpus: _Corpus
+) -> tuple[tuple[int, ...], ...]:
+    """Run the flwr-datasets partitioner of ``config`` over the corpus's pool."""
     partitioner = _make_partitioner(config)
     partitioner.dataset = _pool_table(corpus, config.seed)
     try:

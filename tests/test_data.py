@@ -1,5 +1,6 @@
 """Built-in datasets and partitioning: determinism, shapes, facts content, partitioners, errors."""
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import fedaso.data as data_module
 from fedaso.data import (
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
@@ -335,3 +337,53 @@ def test_too_small_lm_partition_says_how_to_fix():
 def test_more_partitions_than_documents_raises():
     with pytest.raises(ValueError, match="num-partitions=241 exceeds the 240 documents"):
         load_partition(DataConfig(num_partitions=241), 0)
+
+
+def test_partitions_are_cached_on_disk_and_read_back_without_flwr_datasets(tmp_path):
+    env = {**os.environ, "FEDASO_CACHE_DIR": str(tmp_path)}
+    code = (
+        "import sys; from fedaso.data import DataConfig, load_partition; "
+        "data = load_partition(DataConfig(num_partitions=7, seed=3), 2); "
+        "print(int(data.train.inputs.sum()), 'flwr_datasets' in sys.modules)"
+    )
+
+    def run():
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    cold = run()
+    assert cold[1] == "True" and len(list(tmp_path.glob("partitions-*.json"))) == 1
+    warm = run()
+    assert warm == [cold[0], "False"]  # the same partition, without importing flwr-datasets
+
+
+def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDASO_CACHE_DIR", str(tmp_path))
+    base = DataConfig(num_partitions=5, seed=1)
+    corpus = data_module._corpus_of(base)
+    paths = {
+        data_module.partition_cache_path(config, data_module._corpus_of(config))
+        for config in (
+            base,
+            dataclasses.replace(base, seed=2),
+            dataclasses.replace(base, num_partitions=6),
+            dataclasses.replace(base, partitioner="dirichlet:1.0"),
+        )
+    }
+    assert len(paths) == 4
+    path = data_module.partition_cache_path(base, corpus)
+    want = data_module._partition_with_flwr_datasets(base, corpus)
+    for bad in (
+        "not json",
+        "[[1, 2]]",
+        '[[1], [2], [3], [4], ["x"]]',
+        "[[1], [2], [3], [4], [9999]]",
+    ):
+        path.write_text(bad)
+        data_module._partition_rows.cache_clear()
+        assert data_module._partition_rows(base) == want
+        assert data_module._read_partition_cache(path, 5, len(corpus.labels)) == want  # rewritten
+    monkeypatch.setenv("FEDASO_CACHE_DIR", "")
+    assert data_module.partition_cache_path(base, corpus) is None
