@@ -42,6 +42,7 @@ from benchmarks.common import (
     machine_header,
     peak_rss_bytes,
     ratios,
+    require_positive,
     reset_peak_rss,
     spread,
     supports_rss,
@@ -329,10 +330,10 @@ def print_memory(runs: dict[str, list[tuple[int, int]]]) -> None:
     )
 
 
-def width_sweep(args: argparse.Namespace, base: dict) -> list[dict[str, float]]:
+def width_sweep(args: argparse.Namespace) -> list[dict[str, float]]:
     rows = []
     for width in args.widths:
-        setup = make_setup(**{**base, "width": width, "steps": args.sweep_steps})
+        setup = setup_from_args(args, width=width, steps=args.sweep_steps)
         times = step_times(setup, ["plain", "aso"], args.sweep_repeats)
         cpu = {v: [c for c, _ in values] for v, values in times.items()}
         rows.append(
@@ -347,20 +348,34 @@ def width_sweep(args: argparse.Namespace, base: dict) -> list[dict[str, float]]:
     return rows
 
 
+def add_setup_flags(parser: argparse.ArgumentParser, *, num_anchors: int, rank: int) -> None:
+    """The flags of :func:`make_setup` (and of the timing loop), shared with benchmarks.dp."""
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved repetitions")
+    parser.add_argument("--steps", type=int, default=20, help="local steps per repetition")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-anchors", type=int, default=num_anchors)
+    parser.add_argument("--subspace-rank", type=int, default=rank)
+    parser.add_argument("--width", type=int, default=64, help="reference model width d")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+
+
+SETUP_FLAGS = ("width", "layers", "seq_len", "batch_size", "steps", "num_anchors", "subspace_rank")
+
+
+def setup_from_args(args: argparse.Namespace, **overrides: int) -> Setup:
+    """:func:`make_setup` with the flags of :func:`add_setup_flags`, some overridden."""
+    return make_setup(**({name: getattr(args, name) for name in SETUP_FLAGS} | overrides))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.aso_overhead",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved repetitions")
-    parser.add_argument("--steps", type=int, default=20, help="local steps per repetition")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-anchors", type=int, default=512)
-    parser.add_argument("--subspace-rank", type=int, default=16)
-    parser.add_argument("--width", type=int, default=64, help="reference model width d")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=64)
+    add_setup_flags(parser, num_anchors=512, rank=16)
     parser.add_argument(
         "--widths",
         type=lambda text: [int(w) for w in text.split(",") if w],
@@ -370,27 +385,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep-repeats", type=int, default=5)
     parser.add_argument("--sweep-steps", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3, help="0: skip memory")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
-    for name in ("repeats", "steps", "batch_size", "sweep_repeats", "sweep_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    require_positive(
+        parser, args, ["repeats", "steps", "batch_size", "sweep_repeats", "sweep_steps", "threads"]
+    )
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    base = {
-        "width": args.width,
-        "layers": args.layers,
-        "seq_len": args.seq_len,
-        "batch_size": args.batch_size,
-        "steps": args.steps,
-        "num_anchors": args.num_anchors,
-        "subspace_rank": args.subspace_rank,
-    }
-    setup = make_setup(**base)
+    setup = setup_from_args(args)
     print(
         f"ASO overhead: TinyLM d={args.width}, {args.layers} layers, T={args.seq_len}, "
         f"batch {args.batch_size} (N={args.batch_size * args.seq_len} tokens per step), "
@@ -402,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     isolated = component_times(component_calls(setup), args.repeats)
     print_breakdown(times, isolated)
     if args.widths:
-        print_sweep(width_sweep(args, base), args.sweep_repeats, args.sweep_steps)
+        print_sweep(width_sweep(args), args.sweep_repeats, args.sweep_steps)
     if args.memory_repeats and supports_rss():
         print_memory(memory_runs(setup, ["plain", "aso"], args.memory_repeats, args.threads))
     print(machine_header(torch.get_num_threads()).split(";")[0].replace("machine", "at the end"))

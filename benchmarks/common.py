@@ -7,6 +7,7 @@ prints medians with their spread rather than single figures.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -115,3 +116,13 @@ def _status_kib(field: str, pid: int | str = "self") -> int:
 def supports_rss() -> bool:
     """True where ``/proc/self/status`` reports VmRSS and VmHWM (Linux)."""
     return sys.platform.startswith("linux") and Path("/proc/self/status").exists()
+
+
+def require_positive(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]
+) -> None:
+    """Exit through ``parser.error`` naming the first flag in ``names`` that is below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value < 1:
+            parser.error(f"--{name.replace('_', '-')}={value} must be >= 1")

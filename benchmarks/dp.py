@@ -18,8 +18,8 @@ from functools import partial
 
 import torch
 
-from benchmarks.aso_overhead import make_setup, time_round
-from benchmarks.common import interleaved, machine_header, ratios, spread
+from benchmarks.aso_overhead import add_setup_flags, setup_from_args, time_round
+from benchmarks.common import interleaved, machine_header, ratios, require_positive, spread
 from fedaso.privacy import DP_GRAD_SAMPLE_MODES, DPSGDConfig
 
 
@@ -29,21 +29,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved repetitions")
-    parser.add_argument("--steps", type=int, default=20, help="local steps per repetition")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-anchors", type=int, default=32)
-    parser.add_argument("--subspace-rank", type=int, default=8)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=64)
+    add_setup_flags(parser, num_anchors=32, rank=8)
     parser.add_argument("--noise-multiplier", type=float, default=1.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
-    for name in ("repeats", "steps", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    require_positive(parser, args, ["repeats", "steps", "batch_size", "threads"])
     try:
         DPSGDConfig(noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm)
     except ValueError as error:
@@ -54,15 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    setup = make_setup(
-        width=args.width,
-        layers=args.layers,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        num_anchors=args.num_anchors,
-        subspace_rank=args.subspace_rank,
-    )
+    setup = setup_from_args(args)
     calls = {"aso": partial(time_round, setup, "aso")}
     for mode in DP_GRAD_SAMPLE_MODES:
         dp_sgd = DPSGDConfig(

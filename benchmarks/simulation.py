@@ -46,6 +46,7 @@ from benchmarks.common import (
     MIB,
     machine_header,
     peak_rss_bytes,
+    require_positive,
     reset_peak_rss,
     spread,
 )
@@ -448,9 +449,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--num-clients={args.num_clients} must list numbers >= 1")
     if not Path(f"/proc/{os.getpid()}/task").exists():
         parser.error("this benchmark reads process times and memory from /proc (Linux only)")
-    for name in ("rounds", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+    require_positive(parser, args, ["rounds", "steps", "repeats", "threads"])
     try:
         benchmark_run_config(args, max(args.num_clients), out_dir="")
     except ValueError as error:

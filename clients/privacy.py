@@ -73,15 +73,21 @@ def anchor_report(
             noise_multiplier=privacy.anchor_noise_multiplier,
             rng=fresh_rng(),
         )
-        metrics["anchor-epsilon"] = record_release(
-            context,
-            "anchors",
-            noise_multiplier=privacy.anchor_noise_multiplier,
-            delta=privacy.anchor_delta,
-        )
+        metrics = anchor_release_metrics(privacy, context)
     else:
         released = clip_frobenius(delta, privacy.anchor_clip)
     return (global_anchors + released).astype(np.float32), metrics
+
+
+def anchor_release_metrics(privacy: PrivacyConfig, context: Context) -> dict[str, float]:
+    """Account one local anchor release (updates or centroids); return ``anchor-epsilon``."""
+    epsilon = record_release(
+        context,
+        "anchors",
+        noise_multiplier=privacy.anchor_noise_multiplier,
+        delta=privacy.anchor_delta,
+    )
+    return {"anchor-epsilon": epsilon}
 
 
 def relevance_report(
@@ -141,12 +147,7 @@ def centroid_report(
             noise_multiplier=privacy.anchor_noise_multiplier,
             rng=fresh_rng(),
         )
-        metrics["anchor-epsilon"] = record_release(
-            context,
-            "anchors",
-            noise_multiplier=privacy.anchor_noise_multiplier,
-            delta=privacy.anchor_delta,
-        )
+        metrics = anchor_release_metrics(privacy, context)
     arrays = {
         "centroids": centroids.astype(np.float32),
         "fractions": fractions.astype(np.float32),

@@ -48,17 +48,27 @@ def kmeans_anchors(
             f"num-anchors={num_anchors} exceeds the {num_points} seed-corpus embeddings "
             "available for k-means; lower num-anchors or enlarge the seed corpus"
         )
+    return fit_kmeans(embeddings, num_anchors, seed=seed, sample_weight=sample_weight)[0]
+
+
+def fit_kmeans(
+    points: np.ndarray, num_clusters: int, *, seed: int, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's k-means (one init) of ``points`` ``(n, d)``: centroids ``(k, d)``
+    float32 and each point's cluster ``(n,)``."""
     # Imported here: sklearn takes about as long to import as torch, and every client process
     # imports this module for the EMA update, which needs no k-means.
     from sklearn.cluster import KMeans
 
-    kmeans = KMeans(n_clusters=num_anchors, n_init=1, random_state=seed)
+    kmeans = KMeans(n_clusters=num_clusters, n_init=1, random_state=seed)
     # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
     # one, while a thread per core next to busy simulation actors has been seen to spin
     # for minutes instead of seconds.
     with threadpool_limits(limits=1):
-        kmeans.fit(np.asarray(embeddings, dtype=np.float64), sample_weight=sample_weight)
-    return kmeans.cluster_centers_.astype(np.float32)  # (M, d)
+        labels = kmeans.fit_predict(
+            np.asarray(points, dtype=np.float64), sample_weight=sample_weight
+        )
+    return kmeans.cluster_centers_.astype(np.float32), labels
 
 
 def local_centroids(
@@ -69,14 +79,10 @@ def local_centroids(
     ``k = min(num_clusters, n)``; the fractions are the cluster sizes over ``n``, so they
     sum to 1 whatever the client's size (the client's size itself is not released).
     """
-    from sklearn.cluster import KMeans  # imported here: see kmeans_anchors
-
     num_clusters = min(num_clusters, embeddings.shape[0])
-    kmeans = KMeans(n_clusters=num_clusters, n_init=1, random_state=seed)
-    with threadpool_limits(limits=1):  # see kmeans_anchors
-        labels = kmeans.fit_predict(np.asarray(embeddings, dtype=np.float64))
+    centroids, labels = fit_kmeans(embeddings, num_clusters, seed=seed)
     counts = np.bincount(labels, minlength=num_clusters).astype(np.float64)
-    return kmeans.cluster_centers_, counts / counts.sum()
+    return centroids, counts / counts.sum()
 
 
 def federated_kmeans(
@@ -102,32 +108,6 @@ def federated_kmeans(
     weights = np.clip(np.concatenate(fraction_sets), 1e-6, None)  # (sum k,)
     return kmeans_anchors(
         embeddings=points, num_anchors=num_anchors, seed=seed, sample_weight=weights
-    )
-
-
-def ema_update_anchors(
-    *,
-    anchors: torch.Tensor,
-    embeddings: torch.Tensor,
-    similarities: torch.Tensor,
-    alpha: float,
-) -> torch.Tensor:
-    """Return anchors moved by Eq. 1 towards their most similar token of the batch.
-
-    Parameters
-    ----------
-    anchors : torch.Tensor
-        Current anchors, shape ``(M, d)``.
-    embeddings : torch.Tensor
-        Detached batch embeddings, shape ``(N, d)``.
-    similarities : torch.Tensor
-        ``cos(e_i, a_j)`` from scoring, shape ``(N, M)``; reused, not recomputed.
-    alpha : float
-        Anchor rate in (0, 1).
-    """
-    nearest_token = similarities.argmax(dim=0)  # (M,)
-    return ema_update_towards(
-        anchors=anchors, embeddings=embeddings, nearest_token=nearest_token, alpha=alpha
     )
 
 

@@ -11,15 +11,14 @@ with paired differences to full ASO, ``summary.json``, plots).
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from simulations.engine import add_run_flags
 from simulations.experiment import (
-    Progress,
     Variant,
     add_experiment_flags,
-    execute,
+    command_line,
+    execute_from_args,
     experiment_header,
     parse_list,
     plan_runs,
@@ -67,14 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = plan_runs(args, chosen_variants(args.variants), seeds_of(args), args.out)
     except ValueError as error:
         parser.error(str(error))
-    results = execute(
-        specs,
-        num_clients=args.num_clients,
-        client_cpus=args.client_cpus,
-        progress=Progress(specs),
-        resume=args.resume,
-    )
-    command = "python -m simulations.ablate " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results = execute_from_args(specs, args)
+    command = command_line("simulations.ablate", argv)
     write_reports(
         args.out,
         results,

@@ -18,16 +18,15 @@ initial model and sampled clients. Writes into ``--out``:
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from fedaso.run_config import STRATEGIES
 from simulations.engine import add_run_flags, format_table
 from simulations.experiment import (
-    Progress,
     Variant,
     add_experiment_flags,
-    execute,
+    command_line,
+    execute_from_args,
     experiment_header,
     parse_list,
     plan_runs,
@@ -64,15 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = plan_runs(args, strategy_variants(args.strategies), seeds_of(args), args.out)
     except ValueError as error:
         parser.error(str(error))
-    results = execute(
-        specs,
-        num_clients=args.num_clients,
-        client_cpus=args.client_cpus,
-        resume=args.resume,
-        progress=Progress(specs),
-        show_rounds=True,
-    )
-    command = "python -m simulations.compare " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results = execute_from_args(specs, args, show_rounds=True)
+    command = command_line("simulations.compare", argv)
     summaries = write_reports(
         args.out,
         results,

@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -288,6 +289,25 @@ def finished_metrics(spec: RunSpec) -> dict[str, Any] | None:
         return None
     same = metrics.get("config") == spec.run.to_flat() and "wall-seconds" in metrics
     return metrics if same else None
+
+
+def execute_from_args(
+    specs: Sequence[RunSpec], args: argparse.Namespace, *, show_rounds: bool = False
+) -> list[RunResult]:
+    """:func:`execute` with the clients, CPUs and resume flag of ``add_experiment_flags``."""
+    return execute(
+        specs,
+        num_clients=args.num_clients,
+        client_cpus=args.client_cpus,
+        progress=Progress(specs),
+        show_rounds=show_rounds,
+        resume=args.resume,
+    )
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that ran ``python -m module`` with ``argv`` (``sys.argv`` if None)."""
+    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def execute(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,15 +24,15 @@ from pathlib import Path
 from simulations.compare import strategy_variants
 from simulations.engine import add_run_flags
 from simulations.experiment import (
-    Progress,
     RunResult,
     RunSpec,
     Stat,
     VariantSummary,
     add_experiment_flags,
+    command_line,
     curve,
     differences_to,
-    execute,
+    execute_from_args,
     experiment_header,
     parse_list,
     plan_runs,
@@ -179,17 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     specs = [spec for pair in pairs for spec in pair]  # A then B, pair by pair
-    results = execute(
-        specs,
-        num_clients=args.num_clients,
-        client_cpus=args.client_cpus,
-        progress=Progress(specs),
-        resume=args.resume,
-    )
+    results = execute_from_args(specs, args)
     results_a, results_b = results[0::2], results[1::2]
-    command = "python -m simulations.forgetting " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = command_line("simulations.forgetting", argv)
     header = experiment_header(specs, args.num_clients, command)
     for phase, phase_results in (("a", results_a), ("b", results_b)):
         write_reports(

@@ -231,8 +231,14 @@ class Federation:
         )
 
 
-def start_superlink(directory: Path, *, tls: bool = False, auth: bool = False) -> Federation:
-    """Start a SuperLink (Deployment Engine, not --simulation) and write its connection."""
+def start_superlink(
+    directory: Path, *, tls: bool = False, auth: bool = False, simulation: bool = False
+) -> Federation:
+    """Start a SuperLink and write its connection, ``site``, as FLWR_HOME's default.
+
+    By default it runs the Deployment Engine (SuperNodes connect to it); with ``simulation``
+    it runs submitted apps on Flower's simulation runtime instead.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     home = directory / "flwr-home"
     home.mkdir(exist_ok=True)
@@ -254,6 +260,8 @@ def start_superlink(directory: Path, *, tls: bool = False, auth: bool = False) -
         args.append("--insecure")
     if auth:
         args.append("--enable-supernode-auth")
+    if simulation:
+        args.append("--simulation")
     process = federation.start("superlink", args)
     try:
         wait_healthy(federation, process)
