@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -241,26 +241,38 @@ def matmul_flops(setup: Setup, variant: str) -> int:
     return counter.get_total_flops()
 
 
-def peak_rss_growth(setup: Setup, variant: str, threads: int) -> tuple[int, int]:
+def peak_rss_growth(
+    setup: Setup, variant: str, threads: int, dp_sgd: DPSGDConfig | None = None
+) -> tuple[int, int]:
     """In this (fresh) process: (RSS before training, peak RSS during training), bytes."""
     torch.set_num_threads(threads)
     model = setup.fresh_model()
     reset_peak_rss()
     before = current_rss_bytes()
-    train_local(model, setup.data, anchors=setup.anchors, aso=setup.aso(variant), train=setup.train)
+    train_local(
+        model,
+        setup.data,
+        anchors=setup.anchors,
+        aso=setup.aso(variant),
+        train=setup.train,
+        dp_sgd=dp_sgd,
+    )
     return before, peak_rss_bytes()
 
 
 def memory_runs(
-    setup: Setup, variants: list[str], repeats: int, threads: int
+    setup: Setup,
+    runs: Mapping[str, tuple[str, DPSGDConfig | None]],
+    repeats: int,
+    threads: int,
 ) -> dict[str, list[tuple[int, int]]]:
-    """Interleaved runs of each variant, each in a freshly spawned process."""
+    """Interleaved runs of each named ``(variant, DP-SGD config)``, each in a fresh process."""
 
-    def in_fresh_process(variant: str) -> tuple[int, int]:
+    def in_fresh_process(variant: str, dp_sgd: DPSGDConfig | None) -> tuple[int, int]:
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            return pool.submit(peak_rss_growth, setup, variant, threads).result()
+            return pool.submit(peak_rss_growth, setup, variant, threads, dp_sgd).result()
 
-    calls = {variant: partial(in_fresh_process, variant) for variant in variants}
+    calls = {name: partial(in_fresh_process, *run) for name, run in runs.items()}
     return interleaved(calls, repeats=repeats, warmup=False)
 
 
@@ -409,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.widths:
         print_sweep(width_sweep(args), args.sweep_repeats, args.sweep_steps)
     if args.memory_repeats and supports_rss():
-        print_memory(memory_runs(setup, ["plain", "aso"], args.memory_repeats, args.threads))
+        runs = {"plain": ("plain", None), "aso": ("aso", None)}
+        print_memory(memory_runs(setup, runs, args.memory_repeats, args.threads))
     print(machine_header(torch.get_num_threads()).split(";")[0].replace("machine", "at the end"))
     return 0
 

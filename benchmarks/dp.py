@@ -18,8 +18,16 @@ from functools import partial
 
 import torch
 
-from benchmarks.aso_overhead import add_setup_flags, setup_from_args, time_round
-from benchmarks.common import interleaved, machine_header, ratios, require_positive, spread
+from benchmarks.aso_overhead import add_setup_flags, memory_runs, setup_from_args, time_round
+from benchmarks.common import (
+    MIB,
+    interleaved,
+    machine_header,
+    ratios,
+    require_positive,
+    spread,
+    supports_rss,
+)
 from fedaso.privacy import DP_GRAD_SAMPLE_MODES, DPSGDConfig
 
 
@@ -32,8 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_setup_flags(parser, num_anchors=32, rank=8)
     parser.add_argument("--noise-multiplier", type=float, default=1.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--memory-repeats", type=int, default=3, help="0: skip memory")
     args = parser.parse_args(argv)
     require_positive(parser, args, ["repeats", "steps", "batch_size", "threads"])
+    if args.memory_repeats < 0:
+        parser.error(f"--memory-repeats={args.memory_repeats} must be >= 0")
     try:
         DPSGDConfig(noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm)
     except ValueError as error:
@@ -45,14 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     setup = setup_from_args(args)
-    calls = {"aso": partial(time_round, setup, "aso")}
+    runs: dict[str, tuple[str, DPSGDConfig | None]] = {"aso": ("aso", None)}
     for mode in DP_GRAD_SAMPLE_MODES:
         dp_sgd = DPSGDConfig(
             noise_multiplier=args.noise_multiplier,
             max_grad_norm=args.max_grad_norm,
             grad_sample_mode=mode,
         )
-        calls[f"dp-sgd {mode}"] = partial(time_round, setup, "aso", dp_sgd)
+        runs[f"dp-sgd {mode}"] = ("aso", dp_sgd)
+    calls = {name: partial(time_round, setup, *run) for name, run in runs.items()}
     print(
         f"DP-SGD over ASO: TinyLM d={args.width}, {args.layers} layers, T={args.seq_len}, "
         f"batch {args.batch_size}, M={args.num_anchors}, R={args.subspace_rank}, "
@@ -73,7 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         "DP-SGD ghost / hooks step time: "
         f"{spread(ratios(cpu['dp-sgd ghost'], cpu['dp-sgd hooks']))}"
     )
+    if args.memory_repeats and supports_rss():
+        print_memory(memory_runs(setup, runs, args.memory_repeats, args.threads))
     return 0
+
+
+def print_memory(runs: dict[str, list[tuple[int, int]]]) -> None:
+    """Peak RSS growth during training of each run (fresh processes), and ghost / hooks."""
+    growth = {name: [peak - before for before, peak in values] for name, values in runs.items()}
+    print("\npeak RSS growth during training, MiB (fresh process per run):")
+    for name, values in growth.items():
+        print(f"  {name:>15}: {spread(values, scale=1 / MIB, digits=1)}")
+    print(
+        "DP-SGD ghost / hooks peak RSS growth: "
+        f"{spread(ratios(growth['dp-sgd ghost'], growth['dp-sgd hooks']))}"
+    )
 
 
 if __name__ == "__main__":

@@ -73,13 +73,15 @@ def test_aso_overhead_smoke(capsys):
 def test_dp_smoke(capsys):
     code = dp.main(
         ["--repeats", "2", "--steps", "2", "--batch-size", "4", "--seq-len", "8",
-         "--num-anchors", "4", "--subspace-rank", "2", "--width", "8"]
+         "--num-anchors", "4", "--subspace-rank", "2", "--width", "8", "--memory-repeats", "1"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     for mode in ("hooks", "ghost"):
         assert re.search(rf"^DP-SGD \({mode}\) / ASO step time: {RATIO}", out, re.MULTILINE), out
     assert re.search(rf"^DP-SGD ghost / hooks step time: {RATIO}", out, re.MULTILINE), out
+    if supports_rss():
+        assert re.search(rf"^DP-SGD ghost / hooks peak RSS growth: {RATIO}", out, re.M), out
 
 
 def test_simulation_smoke(capsys):
