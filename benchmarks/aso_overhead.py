@@ -59,7 +59,7 @@ from fedaso.relevance import (
     relevance_from_similarities,
     score_tokens,
 )
-from fedaso.trainer import EmbeddingCapture, per_token_losses, train_local
+from fedaso.trainer import EmbeddingCapture, LocalTrainResult, per_token_losses, train_local
 
 # ASOConfig overrides of each variant; None is plain training.
 VARIANTS: dict[str, dict[str, bool] | None] = {
@@ -90,6 +90,23 @@ class Setup:
             return ASOConfig(enabled=False)
         return ASOConfig(
             num_anchors=self.num_anchors, subspace_rank=self.subspace_rank, **overrides
+        )
+
+    def train_round(
+        self,
+        model: TinyLM,
+        variant: str,
+        dp_sgd: DPSGDConfig | None = None,
+        data: TensorSplit | None = None,
+    ) -> LocalTrainResult:
+        """One ``train_local`` round of ``variant`` on ``data`` (default: all batches)."""
+        return train_local(
+            model,
+            self.data if data is None else data,
+            anchors=self.anchors,
+            aso=self.aso(variant),
+            train=self.train,
+            dp_sgd=dp_sgd,
         )
 
     def fresh_model(self) -> TinyLM:
@@ -135,14 +152,7 @@ def time_round(
     """
     model = setup.fresh_model()
     cpu, wall = time.process_time(), time.perf_counter()
-    result = train_local(
-        model,
-        setup.data,
-        anchors=setup.anchors,
-        aso=setup.aso(variant),
-        train=setup.train,
-        dp_sgd=dp_sgd,
-    )
+    result = setup.train_round(model, variant, dp_sgd)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return cpu / result.num_steps, wall / result.num_steps
 
@@ -231,13 +241,7 @@ def matmul_flops(setup: Setup, variant: str) -> int:
     )
     counter = FlopCounterMode(display=False)
     with counter:
-        train_local(
-            setup.fresh_model(),
-            one_batch,
-            anchors=setup.anchors,
-            aso=setup.aso(variant),
-            train=setup.train,
-        )
+        setup.train_round(setup.fresh_model(), variant, data=one_batch)
     return counter.get_total_flops()
 
 
@@ -249,14 +253,7 @@ def peak_rss_growth(
     model = setup.fresh_model()
     reset_peak_rss()
     before = current_rss_bytes()
-    train_local(
-        model,
-        setup.data,
-        anchors=setup.anchors,
-        aso=setup.aso(variant),
-        train=setup.train,
-        dp_sgd=dp_sgd,
-    )
+    setup.train_round(model, variant, dp_sgd)
     return before, peak_rss_bytes()
 
 
