@@ -23,10 +23,12 @@ a seeded generator's seed can regenerate the noise and subtract it.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,24 @@ UPDATE_DP_MODES = ("none", "server-fixed", "client-fixed")
 # Learners", section 4) computes only their norms and takes a second backward pass.
 DP_GRAD_SAMPLE_MODES = ("hooks", "ghost")
 RELEVANCE_FLOOR = 1e-3  # a noisy relevance weight is clipped to [floor, 1]: 0 would drop a reply
+
+
+@contextmanager
+def opacus_import() -> Iterator[None]:
+    """Import Opacus inside this block without its logging set-up.
+
+    ``opacus/utils/module_utils.py`` calls ``logging.basicConfig`` when imported, which gives
+    the root logger a handler: every Flower log line in the process is then printed twice.
+    Handlers the block added to the root logger are removed again.
+    """
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
 
 
 @dataclass(frozen=True)
@@ -246,7 +266,8 @@ class PrivacyAccount:
     def __init__(self) -> None:
         # Imported here: Opacus takes longer to import than torch, and every process that
         # reads a run-config imports this module; only accounting processes need Opacus.
-        from opacus.accountants import RDPAccountant
+        with opacus_import():
+            from opacus.accountants import RDPAccountant
 
         self.accountant = RDPAccountant()
 

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit, encode_text
-from fedaso.privacy import DPSGDConfig
+from fedaso.privacy import DPSGDConfig, opacus_import
 from fedaso.projection import projection_hook, semantic_subspace
 from fedaso.relevance import score_tokens
 
@@ -216,7 +216,8 @@ def train_local(
             )
         # Imported here: Opacus takes longer to import than torch, and clients without
         # DP-SGD (the default) never need it.
-        from opacus import PrivacyEngine
+        with opacus_import():
+            from opacus import PrivacyEngine
 
         with warnings.catch_warnings():
             # Opacus' secure_mode needs torchcsprng; the noise generator below is seeded
@@ -326,7 +327,8 @@ def ghost_clipping_loss(forward: nn.Module, optimizer: torch.optim.Optimizer) ->
     in Opacus' own ``DPLossFastGradientClipping``, so the mean over sequences equals
     :func:`mean_loss`. The ASO projection hook fires in both passes.
     """
-    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+    with opacus_import():
+        from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 
     def per_sequence_mean(token_losses: torch.Tensor, targets: torch.Tensor) -> Any:
         tokens_per_sample = targets.shape[1:].numel()  # T for an LM, 1 for a classifier

@@ -2,6 +2,8 @@
 
 import itertools
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -224,3 +226,19 @@ def test_federated_kmeans_needs_enough_centroids():
         federated_kmeans(
             centroid_sets=[np.zeros((2, 3))], fraction_sets=[np.ones(2) / 2], num_anchors=4, seed=0
         )
+
+
+def test_importing_opacus_through_fedaso_leaves_the_root_logger_alone():
+    # Opacus calls logging.basicConfig at import; a root handler would print every Flower
+    # log line twice. Checked in a fresh process, where Opacus is not imported yet.
+    code = (
+        "import logging; from fedaso.privacy import PrivacyAccount; PrivacyAccount(); "
+        "import sys; print('opacus' in sys.modules, len(logging.getLogger().handlers))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "0"]
+    bare = subprocess.run(
+        [sys.executable, "-c", "import logging, opacus; print(len(logging.getLogger().handlers))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert bare.stdout.strip() == "1"  # what the context manager undoes
