@@ -922,7 +922,7 @@ def _read_partition_cache(
 
 
 def _write_partition_cache(path: Path | None, rows: tuple[tuple[int, ...], ...]) -> None:
-    """Write the rows atomically (concurrent clients may race); a failure only logs."""
+    """Write the rows atomically (concurrent clients may race); a failure only warns."""
     if path is None:
         return
     tmp_name = None

@@ -208,6 +208,7 @@ def train_local(
         proximal = (train.proximal_mu, [p.detach().clone() for p in model.parameters()])
     loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
     forward, engine, reduce_loss = model, None, mean_loss
+    ghost_clipping = dp_sgd is not None and dp_sgd.grad_sample_mode == "ghost"
     if dp_sgd is not None:
         if train.proximal_mu:
             raise ValueError(
@@ -235,7 +236,7 @@ def train_local(
             # Fresh entropy: noise regenerable from the run seed would protect nothing.
             noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
         )
-        if dp_sgd.grad_sample_mode == "ghost":
+        if ghost_clipping:
             reduce_loss = ghost_clipping_loss(forward, optimizer)
     totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
     model.train()
@@ -248,8 +249,8 @@ def train_local(
                 for inputs, targets in loader:
                     if train.max_steps and totals["steps"] >= train.max_steps:
                         break
-                    if reduce_loss is not mean_loss and inputs.shape[0] == 0:
-                        step = noise_only_step(optimizer)  # ghost clipping, empty batch
+                    if ghost_clipping and inputs.shape[0] == 0:
+                        step = noise_only_step(optimizer)
                     else:
                         step = _step(
                             forward, (inputs, targets), capture, state, optimizer, proximal,
