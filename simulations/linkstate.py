@@ -5,9 +5,9 @@ every 0.1 s, for that node's next instruction (``add_messages_to_queue`` in
 ``flwr/server/superlink/fleet/vce/vce_api.py``). ``InMemoryLinkState.get_message_ins``
 answers each poll by scanning *every* stored instruction, whoever it is for, under the
 state's lock, so a polling sweep over N nodes with N instructions in flight costs N x N
-checks, and the sweeps repeat all round long. Profiled at N = 500 (py-spy, benchmarks/
-BENCHMARKS.md), the sweeps took 40% of the driver's CPU on a machine whose two cores the
-clients need.
+checks, and the sweeps repeat all round long. Profiled with py-spy at N = 500, even a scan
+that skipped other nodes' instructions after two attribute reads took 40% of the driver's
+CPU, on a machine whose two cores the clients need (benchmarks/BENCHMARKS.md).
 
 :func:`indexed_message_lookup` keeps, beside Flower's store, each node's undelivered
 instruction ids in arrival order: :func:`store_message_ins_indexed` adds to it, and
