@@ -44,6 +44,7 @@ from clients.privacy import (
     update_clipping_mod,
 )
 from clients.records import arrays_to_record, read_instruction
+from fedaso.config import resolve_device
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
@@ -98,6 +99,7 @@ def load_job(msg: Message, context: Context) -> ClientJob:
     model = run.build_model()
     model_arrays, anchors = split_payload(arrays)
     load_model_arrays(model, model_arrays)
+    model.to(resolve_device(run.device))
     return ClientJob(
         run=run,
         config=config,
@@ -192,7 +194,7 @@ def query_centroids(msg: Message, context: Context) -> Message:
     job = load_job(msg, context)
     server_round = int(job.config.get("server-round", 0))
     arrays, metrics = centroid_report(
-        embed(job.model, job.data.train.inputs),
+        embed(job.model, job.data.train),
         num_anchors=job.run.num_anchors,
         seed=client_seed(job.run, server_round, job.partition_id),
         privacy=job.run.privacy(),

@@ -9,9 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from fedaso.relevance import RELEVANCE_KINDS
 
 OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def require(condition: bool, key: str, value: object, allowed: str) -> None:
@@ -105,6 +109,8 @@ class TrainConfig:
     max_steps: int = 0  # cap on local steps per round; 0 = no cap
     proximal_mu: float = 0.0  # FedProx proximal term weight (sent by Flower's FedProx), >= 0
     seed: int = 0  # seeds batch order, so runs are reproducible
+    device: str = "cpu"  # where the model trains: cpu, cuda or auto (cuda when present)
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast (ASO's own math stays fp32)
 
     def __post_init__(self) -> None:
         require(
@@ -140,3 +146,34 @@ class TrainConfig:
             self.proximal_mu,
             "must be a finite number >= 0",
         )
+        require(
+            self.device in DEVICES, "device", self.device, f"must be one of {', '.join(DEVICES)}"
+        )
+        require(
+            self.precision in PRECISIONS,
+            "precision",
+            self.precision,
+            f"must be one of {', '.join(PRECISIONS)}",
+        )
+
+    def torch_device(self) -> torch.device:
+        """The device to train on; raise ``ValueError`` if ``cuda`` is asked for but absent."""
+        return resolve_device(self.device)
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of ``precision``; None for fp32 (no autocast)."""
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    require(device in DEVICES, "device", device, f"must be one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    require(
+        device != "cuda" or torch.cuda.is_available(),
+        "device",
+        device,
+        "no CUDA device is available here (use auto or cpu)",
+    )
+    return torch.device(device)

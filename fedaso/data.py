@@ -14,9 +14,13 @@ Every dataset is available without any download:
 * ``digits``: scikit-learn's 8x8 handwritten digits (``load_digits``), a classification task.
 * ``text:PATH``: a folder of ``.txt`` files; each top-level file or top-level sub-folder is one
   site (natural partition).
+* ``file:PATH``: a JSON, JSON Lines, CSV or Parquet file of text or instruction records
+  (``fedaso.files``), partitioned naturally by a column with ``natural:COLUMN``.
 
-Language-model (``lm``) data is byte level: documents are joined by newlines, encoded as
-UTF-8 and cut into non-overlapping windows of ``seq_len + 1`` bytes. Partitions come from
+Language-model (``lm``) data is encoded by the data config's ``tokenizer``: UTF-8 bytes for
+the reference model, or an ``hf:`` model's own tokenizer (``fedaso.tokens``). Documents are
+joined by newlines, encoded and cut into windows of ``seq_len + 1`` tokens; an instruction
+record is one right-padded sequence whose prompt and padding carry no loss. Partitions come from
 flwr-datasets partitioners applied to an in-memory table of the pooled documents; each
 partition is then split into train and test rows. Everything is deterministic in
 ``DataConfig`` and cached per config, so every process builds the same tensors cheaply.
@@ -42,17 +46,22 @@ import numpy as np
 import torch
 
 from fedaso.config import is_finite_number, require
+from fedaso.files import FILE_PREFIX, instruction_sequence, load_file_records
+from fedaso.tokens import BYTE_VOCAB_SIZE, TextCodec, load_codec
 
 if TYPE_CHECKING:
     import datasets
     from flwr_datasets.partitioner import Partitioner
 
-VOCAB_SIZE = 256  # byte-level LM
+VOCAB_SIZE = BYTE_VOCAB_SIZE  # byte-level LM
 DIGITS_NUM_FEATURES = 64  # 8x8 pixels
 DIGITS_NUM_CLASSES = 10
 
-DATASETS_ALLOWED = "facts, facts:a, facts:b, pydoc, digits, text:PATH"
-PARTITIONERS_ALLOWED = "iid, dirichlet:ALPHA (ALPHA a number > 0), natural"
+DATASETS_ALLOWED = "facts, facts:a, facts:b, pydoc, digits, text:PATH, file:PATH"
+PARTITIONERS_ALLOWED = (
+    "iid, dirichlet:ALPHA (ALPHA a number > 0), natural, natural:COLUMN (file: datasets)"
+)
+NATURAL_PREFIX = "natural:"
 FACTS_DOMAINS = {"facts": ("a", "b"), "facts:a": ("a",), "facts:b": ("b",)}
 TEXT_PREFIX = "text:"
 
@@ -76,14 +85,15 @@ _Item = TypeVar("_Item")
 class DataConfig:
     """Which dataset to load and how to split it across ``num_partitions`` clients."""
 
-    dataset: str = "facts"  # facts | facts:a | facts:b | pydoc | digits | text:PATH
-    partitioner: str = "iid"  # iid | dirichlet:ALPHA (ALPHA > 0) | natural
+    dataset: str = "facts"  # facts | facts:a | facts:b | pydoc | digits | text:PATH | file:PATH
+    partitioner: str = "iid"  # iid | dirichlet:ALPHA (ALPHA > 0) | natural | natural:COLUMN
     num_partitions: int = 10  # clients, >= 1
     seq_len: int = 64  # bytes per LM training window, >= 2
     test_fraction: float = 0.2  # per-partition held-out share of rows, in [0, 1)
     seed: int = 0  # seeds the facts corpus, hold-outs, partitioning and train/test splits
     facts_entities: int = 40  # entities per facts domain, >= 2
     window_stride: int = 0  # bytes between LM training windows' starts; 0 = disjoint windows
+    tokenizer: str = ""  # "" = UTF-8 bytes; else a Hugging Face tokenizer's name or path
 
     def __post_init__(self) -> None:
         require(
@@ -97,11 +107,25 @@ class DataConfig:
             and (
                 self.partitioner in ("iid", "natural")
                 or _dirichlet_alpha(self.partitioner) is not None
+                or bool(group_column(self.partitioner))
             ),
             "partitioner",
             self.partitioner,
             f"must be one of {PARTITIONERS_ALLOWED}",
         )
+        require(
+            not group_column(self.partitioner) or _dataset_kind(self.dataset) == "file",
+            "partitioner",
+            self.partitioner,
+            f"natural:COLUMN partitions file: datasets; dataset={self.dataset!r} has no columns",
+        )
+        require(
+            not (self.partitioner == "natural" and _dataset_kind(self.dataset) == "file"),
+            "partitioner",
+            self.partitioner,
+            "a file: dataset partitions naturally by a column: use natural:COLUMN",
+        )
+        require(isinstance(self.tokenizer, str), "tokenizer", self.tokenizer, "must be a string")
         require(
             not (self.partitioner == "natural" and self.dataset == "digits"),
             "partitioner",
@@ -270,7 +294,16 @@ def _dataset_kind(dataset: object) -> str | None:
         return dataset
     if dataset.startswith(TEXT_PREFIX) and dataset.removeprefix(TEXT_PREFIX):
         return "text"
+    if dataset.startswith(FILE_PREFIX) and dataset.removeprefix(FILE_PREFIX):
+        return "file"
     return None
+
+
+def group_column(partitioner: str) -> str:
+    """COLUMN of ``natural:COLUMN``; ``""`` for every other partitioner."""
+    if not partitioner.startswith(NATURAL_PREFIX):
+        return ""
+    return partitioner.removeprefix(NATURAL_PREFIX).strip()
 
 
 def _dirichlet_alpha(partitioner: str) -> float | None:
@@ -329,42 +362,56 @@ class _Corpus:
 def _corpus_of(config: DataConfig) -> _Corpus:
     # Keyed on the fields that shape the corpus, so that configs differing only in
     # partitioning (server vs clients) share one build.
-    return _build_corpus(config.dataset, config.seed, config.facts_entities, config.seq_len)
+    return _build_corpus(
+        config.dataset,
+        config.seed,
+        config.facts_entities,
+        config.seq_len,
+        config.tokenizer,
+        group_column(config.partitioner),
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _build_corpus(dataset: str, seed: int, facts_entities: int, seq_len: int) -> _Corpus:
+def _build_corpus(
+    dataset: str, seed: int, facts_entities: int, seq_len: int, tokenizer: str, column: str
+) -> _Corpus:
     kind = _dataset_kind(dataset)
     if kind == "digits":
         return _digits_corpus(seed)
+    codec = load_codec(tokenizer)
+    if kind == "file":
+        return _file_corpus(dataset, seed, seq_len, codec, column)
     if kind == "facts":
         text_corpus = _facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities)
     elif kind == "pydoc":
         text_corpus = _pydoc_corpus(seed)
     else:
         text_corpus = _folder_corpus(Path(dataset.removeprefix(TEXT_PREFIX)), seed)
-    return _lm_corpus(text_corpus, seq_len)
+    return _lm_corpus(text_corpus, seq_len, codec)
 
 
-def _lm_corpus(corpus: _TextCorpus, seq_len: int) -> _Corpus:
+def _lm_corpus(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> _Corpus:
     texts = tuple(document.text for document in corpus.pool)
     return _Corpus(
         task="lm",
         groups=tuple(document.group for document in corpus.pool),
         labels=tuple(document.label for document in corpus.pool),
-        rows_to_split=functools.partial(_lm_rows_to_split, texts, seq_len),
-        seed_corpus=_lm_windows(corpus.seed_texts, seq_len),
-        eval=_lm_windows(corpus.eval_texts, seq_len),
+        rows_to_split=functools.partial(_lm_rows_to_split, texts, seq_len, codec),
+        seed_corpus=_lm_windows(corpus.seed_texts, seq_len, codec=codec),
+        eval=_lm_windows(corpus.eval_texts, seq_len, codec=codec),
         recall_prompts=corpus.recall_prompts,
     )
 
 
-def _lm_windows(texts: Sequence[str], seq_len: int, stride: int | None = None) -> TensorSplit:
-    """Next-byte windows over ``texts`` joined by newlines, starting every ``stride`` bytes.
+def _lm_windows(
+    texts: Sequence[str], seq_len: int, stride: int | None = None, *, codec: TextCodec
+) -> TensorSplit:
+    """Next-token windows over ``texts`` joined by newlines, starting every ``stride`` tokens.
 
     The default stride ``seq_len + 1`` gives disjoint windows that cover the stream once.
     """
-    stream = encode_text("\n".join(texts))  # (bytes,)
+    stream = torch.tensor(codec.encode("\n".join(texts)), dtype=torch.int64)  # (tokens,)
     if len(stream) < seq_len + 1:
         windows = stream.new_zeros((0, seq_len + 1))  # (0, T+1)
     else:
@@ -376,9 +423,25 @@ def _lm_windows(texts: Sequence[str], seq_len: int, stride: int | None = None) -
 
 
 def _lm_rows_to_split(
-    texts: tuple[str, ...], seq_len: int, rows: Sequence[int], stride: int
+    texts: tuple[str, ...], seq_len: int, codec: TextCodec, rows: Sequence[int], stride: int
 ) -> TensorSplit:
-    return _lm_windows([texts[row] for row in rows], seq_len, stride)
+    return _lm_windows([texts[row] for row in rows], seq_len, stride, codec=codec)
+
+
+def _instruction_rows_to_split(
+    pairs: tuple[tuple[str, str], ...],
+    seq_len: int,
+    codec: TextCodec,
+    rows: Sequence[int],
+    stride: int = 0,
+) -> TensorSplit:
+    del stride  # a record is one sequence, never windowed
+    encoded = [instruction_sequence(*pairs[row], seq_len=seq_len, codec=codec) for row in rows]
+    if not encoded:
+        empty = torch.zeros((0, seq_len), dtype=torch.int64)
+        return TensorSplit(inputs=empty, targets=empty.clone())
+    inputs, targets = zip(*encoded, strict=True)
+    return TensorSplit(inputs=torch.stack(inputs), targets=torch.stack(targets))  # (n, T) each
 
 
 def _classify_rows_to_split(
@@ -424,6 +487,43 @@ def _merge_paragraphs(paragraphs: Sequence[str]) -> list[str]:
     if current:
         documents.append("\n\n".join(current))
     return documents
+
+
+# ---------------------------------------------------------------------------------------
+# file:PATH
+
+
+def _file_corpus(dataset: str, seed: int, seq_len: int, codec: TextCodec, column: str) -> _Corpus:
+    """A file's records: held out like pydoc's documents, the rest partitioned."""
+    records = load_file_records(dataset, group_column=column)
+    groups = records.groups or ("all",) * len(records.texts)
+    names = sorted(set(groups))
+    if records.kind == "text":
+        documents = [
+            _Document(text, group, names.index(group))
+            for text, group in zip(records.texts, groups, strict=True)
+        ]
+        pool, eval_documents, seed_documents = _hold_out(documents, _rng(seed, "file-hold-out"))
+        return _lm_corpus(
+            _TextCorpus(
+                pool=tuple(pool),
+                eval_texts=tuple(document.text for document in eval_documents),
+                seed_texts=tuple(document.text for document in seed_documents),
+            ),
+            seq_len,
+            codec,
+        )
+    pairs = tuple(zip(records.texts, records.responses, strict=True))
+    pool_rows, eval_rows, seed_rows = _hold_out(range(len(pairs)), _rng(seed, "file-hold-out"))
+    pool_pairs = tuple(pairs[row] for row in pool_rows)
+    return _Corpus(
+        task="lm",
+        groups=tuple(groups[row] for row in pool_rows) if records.groups else None,
+        labels=tuple(names.index(groups[row]) for row in pool_rows),
+        rows_to_split=functools.partial(_instruction_rows_to_split, pool_pairs, seq_len, codec),
+        seed_corpus=_instruction_rows_to_split(pairs, seq_len, codec, seed_rows),
+        eval=_instruction_rows_to_split(pairs, seq_len, codec, eval_rows),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -967,7 +1067,7 @@ def _check_partition_count(config: DataConfig, corpus: _Corpus) -> None:
             f"num-partitions={config.num_partitions} exceeds the {num_rows} documents of "
             f"dataset={config.dataset!r}; use at most {num_rows} partitions"
         )
-    if config.partitioner != "natural":
+    if config.partitioner != "natural" and not group_column(config.partitioner):
         return
     assert corpus.groups is not None, "DataConfig rejects natural for datasets without groups"
     num_groups = len(set(corpus.groups))
@@ -989,7 +1089,7 @@ def _make_partitioner(config: DataConfig) -> Partitioner:
 
     if config.partitioner == "iid":
         return IidPartitioner(num_partitions=config.num_partitions)
-    if config.partitioner == "natural":
+    if config.partitioner == "natural" or group_column(config.partitioner):
         # Partition ids follow the sorted group names.
         return NaturalIdPartitioner(partition_by="group")
     return DirichletPartitioner(

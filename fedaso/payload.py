@@ -43,27 +43,54 @@ def split_payload(
     return model_arrays, payload.get(ANCHORS_KEY)
 
 
+def exchanged_names(model: nn.Module) -> list[str]:
+    """State-dict names of the arrays that travel: the model's update, and nothing else.
+
+    A model without frozen parameters sends its whole state dict (buffers included). When
+    part of it is frozen, as the base under LoRA adapters, only the trainable parameters
+    travel: the frozen part is identical on every node, and sending it would cost the
+    whole model's bytes for nothing. A tensor tied under two names (an LM head that shares
+    the token embedding) travels once.
+    """
+    state = model.state_dict(keep_vars=True)
+    frozen = any(not p.requires_grad for p in model.parameters())
+    names: list[str] = []
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    for name, tensor in state.items():
+        if frozen and not (isinstance(tensor, nn.Parameter) and tensor.requires_grad):
+            continue
+        storage = (tensor.data_ptr(), tuple(tensor.shape))
+        if tensor.numel() and storage in seen:
+            continue  # tied to a name already sent
+        seen.add(storage)
+        names.append(name)
+    return names
+
+
 def model_to_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """Return the model's state dict as NumPy arrays (copies, safe to send)."""
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    """Return the exchanged arrays of ``model`` as NumPy copies (safe to send)."""
+    state = model.state_dict()
+    return {name: state[name].detach().cpu().numpy().copy() for name in exchanged_names(model)}
 
 
 def load_model_arrays(model: nn.Module, model_arrays: Mapping[str, np.ndarray]) -> None:
-    """Load NumPy arrays into ``model``; raise ``ValueError`` on missing keys or bad shapes."""
+    """Load exchanged arrays into ``model``; raise ``ValueError`` on other names or shapes."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(model_arrays))
-    unexpected = sorted(set(model_arrays) - set(expected))
+    names = exchanged_names(model)
+    missing = sorted(set(names) - set(model_arrays))
+    unexpected = sorted(set(model_arrays) - set(names))
     if missing or unexpected:
         raise ValueError(f"model arrays do not match: missing {missing}, unexpected {unexpected}")
-    for name, tensor in expected.items():
-        if tuple(model_arrays[name].shape) != tuple(tensor.shape):
+    for name in names:
+        if tuple(model_arrays[name].shape) != tuple(expected[name].shape):
             raise ValueError(
                 f"array {name!r} has shape {tuple(model_arrays[name].shape)}, "
-                f"expected {tuple(tensor.shape)}"
+                f"expected {tuple(expected[name].shape)}"
             )
     model.load_state_dict(
         {
-            k: torch.as_tensor(np.asarray(v), dtype=expected[k].dtype)
-            for k, v in model_arrays.items()
-        }
+            name: torch.as_tensor(np.asarray(model_arrays[name]), dtype=expected[name].dtype)
+            for name in names
+        },
+        strict=False,
     )

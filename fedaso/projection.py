@@ -76,8 +76,9 @@ def projection_hook(
     """
 
     def hook(gradient: torch.Tensor) -> torch.Tensor:
-        flat = gradient.reshape(-1, gradient.shape[-1])  # (N, d)
+        # In the basis' dtype (fp32), whatever the autocast dtype of the gradient.
+        flat = gradient.reshape(-1, gradient.shape[-1]).to(basis.dtype)  # (N, d)
         projected = project_gradient(gradient=flat, basis=basis, relevance=relevance)
-        return projected.reshape(gradient.shape)
+        return projected.reshape(gradient.shape).to(gradient.dtype)
 
     return hook

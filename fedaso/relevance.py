@@ -130,7 +130,7 @@ def score_tokens(
     # 1/tau is folded into the (M, d) anchors, not applied to every (b, M) block; the
     # per-anchor argmax over tokens is the same on c / tau as on c (tau > 0).
     scaled_anchors_t = (F.normalize(anchors, dim=1) / tau).T.contiguous()  # (d, M)
-    relevance = torch.empty(num_tokens, dtype=embeddings.dtype)  # (N,)
+    relevance = embeddings.new_empty(num_tokens)  # (N,), on the embeddings' device
     best_similarity, nearest_token = None, None  # (M,), (M,): running argmax over tokens
     for start in range(0, num_tokens, block_rows):
         block = unit_embeddings[start : start + block_rows] @ scaled_anchors_t  # (b, M): c / tau
@@ -163,7 +163,7 @@ def column_max(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows = matrix.shape[0]
     maxima = matrix.amax(dim=0)  # (M,)
     at_max = torch.sub(matrix, maxima).sign_().add_(1.0)  # (b, M): 1 at a maximum, else 0
-    reversed_rows = torch.arange(rows, 0, -1, dtype=matrix.dtype)[:, None]  # (b, 1)
+    reversed_rows = torch.arange(rows, 0, -1, dtype=matrix.dtype, device=matrix.device)[:, None]
     first = rows - at_max.mul_(reversed_rows).amax(dim=0).long()  # (M,)
     return maxima, first
 

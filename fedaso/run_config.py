@@ -30,10 +30,14 @@ from fedaso.data import (
     task_of,
 )
 from fedaso.faults import parse_fault_plan
-from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+from fedaso.models import LoraSettings, ModelSpec, build_model, is_hf
+from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
+# num-anchors and subspace-rank of 0 mean "the model's default": the report's M = 512 and
+# R = 16 for hf: models, the small values below for the reference models (spec section 11).
+AUTO_ANCHORS = {"hf": (512, 16), "reference": (32, 8)}
 AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
 
 
@@ -58,8 +62,8 @@ class RunConfig:
     aso_lambda: float = 1.0  # semantic emphasis in (1 + lambda * s)
     aso_tau: float = 0.1  # relevance temperature
     aso_alpha: float = 0.01  # anchor EMA rate (Eq. 1)
-    num_anchors: int = 32  # M
-    subspace_rank: int = 8  # R
+    num_anchors: int = 0  # M; 0 = the model's default (512 for hf:, 32 otherwise)
+    subspace_rank: int = 0  # R; 0 = the model's default (16 for hf:, 8 otherwise)
     relevance: str = "max"  # max | entropy
     project_gradients: bool = True  # Eq. 5 on/off
     update_anchors: bool = True  # Eq. 1 on/off
@@ -74,7 +78,7 @@ class RunConfig:
     # Data
     dataset: str = "facts"  # facts | facts:a | facts:b | pydoc | digits | text:PATH
     partitioner: str = "iid"  # iid | dirichlet:ALPHA | natural
-    seq_len: int = 64  # LM context length in bytes
+    seq_len: int = 64  # LM context length in tokens (bytes for the reference model)
     window_stride: int = 16  # bytes between training windows' starts (0 = disjoint windows)
     test_fraction: float = 0.2  # per-client held-out share
     facts_entities: int = 40  # entities per facts domain
@@ -111,8 +115,18 @@ class RunConfig:
     initial_model: str = ""  # model.pt of a previous run to start from; "" = fresh init
     initial_anchors: str = ""  # anchors.npy to start FedASO from; "" = k-means (seed corpus)
     extra_eval_dataset: str = ""  # also evaluate centrally on this dataset each round
+    # Model back-end (README: Bring your own model; spec section 11)
+    model: str = "tinylm"  # tinylm | hf:NAME_OR_PATH | py:MODULE:FACTORY
+    peft: str = "none"  # none | lora (hf: models): only the adapters train and travel
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: float = 16.0  # LoRA scaling numerator (updates scaled by alpha / r)
+    lora_dropout: float = 0.05  # dropout on LoRA's input
+    lora_target_modules: str = "all-linear"  # PEFT's all-linear, or names: "q_proj,v_proj"
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; ASO's own math stays fp32)
 
     def __post_init__(self) -> None:
+        self._resolve_auto_anchors()
         require(
             self.strategy in STRATEGIES,
             "strategy",
@@ -184,7 +198,9 @@ class RunConfig:
         self.check_reliability()
         self._check_continuation()
         # The component configs validate their own fields, naming the same keys.
-        self.aso().check_width(self.model_width)
+        self.model_spec()
+        if not is_hf(self.model):  # an hf: model's width is known once it is loaded
+            self.aso().check_width(self.model_width)
         self.train(seed=self.seed)
         self.data(num_partitions=1)
         self.check_privacy()
@@ -228,6 +244,16 @@ class RunConfig:
                 f"(one of {DATASETS_ALLOWED})",
             )
 
+    def _resolve_auto_anchors(self) -> None:
+        """Replace num-anchors / subspace-rank of 0 by the model's defaults (spec 11)."""
+        family = "hf" if isinstance(self.model, str) and is_hf(self.model) else "reference"
+        num_anchors, rank = AUTO_ANCHORS[family]
+        # Frozen dataclass: resolved once, here, so that every view and to_flat agree.
+        if self.num_anchors == 0:
+            object.__setattr__(self, "num_anchors", num_anchors)
+        if self.subspace_rank == 0:
+            object.__setattr__(self, "subspace_rank", rank)
+
     # -- typed views -------------------------------------------------------------------
     def aso(self, *, enabled: bool | None = None) -> ASOConfig:
         """ASO settings; ``enabled`` defaults to whether the strategy is FedASO."""
@@ -259,6 +285,8 @@ class RunConfig:
             max_steps=self.max_steps,
             proximal_mu=proximal_mu,
             seed=seed,
+            device=self.device,
+            precision=self.precision,
         )
 
     def data(self, *, num_partitions: int) -> DataConfig:
@@ -272,27 +300,38 @@ class RunConfig:
             seed=self.seed,
             facts_entities=self.facts_entities,
             window_stride=self.window_stride,
+            tokenizer=hf_source(self.model) if is_hf(self.model) else "",
+        )
+
+    def model_spec(self) -> ModelSpec:
+        """Which model this run trains (``fedaso.models``)."""
+        return ModelSpec(
+            model=self.model,
+            task=task_of(self.dataset),
+            vocab_size=VOCAB_SIZE,
+            num_features=DIGITS_NUM_FEATURES,
+            num_classes=DIGITS_NUM_CLASSES,
+            width=self.model_width,
+            layers=self.model_layers,
+            heads=self.model_heads,
+            seq_len=self.seq_len,
+            peft=self.peft,
+            lora=LoraSettings(
+                r=self.lora_r,
+                alpha=self.lora_alpha,
+                dropout=self.lora_dropout,
+                target_modules=self.lora_target_modules,
+            ),
         )
 
     def build_model(self) -> nn.Module:
-        """Return a freshly initialized reference model for this run's dataset."""
-        if task_of(self.dataset) == "lm":
-            return TinyLM(
-                TinyLMConfig(
-                    vocab_size=VOCAB_SIZE,
-                    block_size=self.seq_len,
-                    n_layer=self.model_layers,
-                    n_head=self.model_heads,
-                    n_embd=self.model_width,
-                )
-            )
-        return MLPClassifier(
-            MLPConfig(
-                num_features=DIGITS_NUM_FEATURES,
-                hidden=self.model_width,
-                num_classes=DIGITS_NUM_CLASSES,
-            )
-        )
+        """Return this run's model: freshly initialized, or the pretrained ``hf:`` model.
+
+        The ASO settings are checked against the model's embedding width.
+        """
+        model = build_model(self.model_spec(), run_config=self)
+        self.aso().check_width(model.embedding_width)
+        return model
 
     # -- flat (run-config / ConfigRecord) form -----------------------------------------
     def to_flat(self) -> dict[str, Any]:

@@ -12,6 +12,12 @@ One local step of ASO (spec sections 2-5) on a batch:
 With ASO disabled the same loop is plain training, so that both paths share every line
 that matters for a fair comparison.
 
+Only tokens that carry a loss count (spec section 11): a target of ``IGNORE_INDEX``
+(padding, or an instruction's prompt) is left out of the loss, of relevance, of the anchor
+update and of the mean relevance and token count that the client reports. The loop runs on
+``train.device``; under bf16 or fp16 autocast the similarities, relevance, the anchor update
+and the subspace stay in fp32 (the embeddings are cast up before scoring).
+
 With a :class:`fedaso.privacy.DPSGDConfig` the same loop runs under Opacus (record-level
 DP-SGD): Poisson-sampled batches, per-sample gradients clipped and noised by Opacus'
 ``DPOptimizer``. The ASO projection hook sits on the embedding point's output, upstream of
@@ -36,12 +42,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import RecallPrompt, TensorSplit, encode_text
+from fedaso.data import RecallPrompt, TensorSplit
 from fedaso.privacy import DPSGDConfig, opacus_import
 from fedaso.projection import projection_hook, semantic_subspace
 from fedaso.relevance import score_tokens
+from fedaso.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
 
 HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
+RECALL_CHUNK = 32  # prompts per forward pass of fact_recall
 
 
 class EmbeddingCapture:
@@ -98,10 +106,21 @@ def make_loader(data: TensorSplit, *, batch_size: int, seed: int, shuffle: bool)
 
 
 def per_token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per token (or sample): logits ``(..., V)``, targets ``(...)`` -> ``(N,)``."""
+    """Cross-entropy per token (or sample): logits ``(..., V)``, targets ``(...)`` -> ``(N,)``.
+
+    A target of ``IGNORE_INDEX`` gives a loss of exactly 0 (see :func:`scored_tokens`).
+    """
     return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        logits.reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
     )
+
+
+def scored_tokens(targets: torch.Tensor) -> torch.Tensor:
+    """Which tokens carry a loss: ``(N,)`` bool, False where the target is ``IGNORE_INDEX``."""
+    return targets.reshape(-1) != IGNORE_INDEX
 
 
 def check_anchors(anchors: torch.Tensor, *, aso: ASOConfig, width: int) -> None:
@@ -115,8 +134,15 @@ def check_anchors(anchors: torch.Tensor, *, aso: ASOConfig, width: int) -> None:
 
 
 def proximal_term(model: nn.Module, reference: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Return ``sum ||w - w0||^2`` over the model's parameters (FedProx)."""
-    return sum((p - p0).pow(2).sum() for p, p0 in zip(model.parameters(), reference, strict=True))
+    """Return ``sum ||w - w0||^2`` over the model's trainable parameters (FedProx)."""
+    return sum(
+        (p - p0).pow(2).sum() for p, p0 in zip(trainable_parameters(model), reference, strict=True)
+    )
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that train (all, or the adapters of a frozen base)."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 class _ASOState:
@@ -136,17 +162,21 @@ class _ASOState:
         return semantic_subspace(anchors=self.anchors, rank=self.aso.subspace_rank)  # (d, R)
 
     def weight_losses(
-        self, embedding: torch.Tensor, losses: torch.Tensor
+        self, embedding: torch.Tensor, losses: torch.Tensor, scored: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score tokens, hook the projection onto ``embedding``; return (weighted losses, s).
 
-        Both are per token, ``(N,)``: Eq. 4's ``(1 + lambda s_i) l_i`` and ``s_i``.
+        Both are per token, ``(N,)``: Eq. 4's ``(1 + lambda s_i) l_i`` and ``s_i``. Only the
+        ``scored`` tokens ``(N,)`` are scored and may move an anchor; the others get s = 0.
         """
-        flat = embedding.detach().reshape(-1, embedding.shape[-1])  # (N, d)
+        flat = embedding.detach().reshape(-1, embedding.shape[-1]).float()  # (N, d), fp32
+        relevance = flat.new_zeros(flat.shape[0])  # (N,)
+        if not bool(scored.all()):
+            flat = flat[scored]  # (n, d): the tokens that carry a loss
         scores = score_tokens(
             embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
         )
-        relevance = scores.relevance  # (N,)
+        relevance[scored] = scores.relevance  # (N,)
         if self.basis is not None and embedding.requires_grad:
             embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
         self._pending = (flat, scores.nearest_token)
@@ -185,6 +215,7 @@ def train_local(
     ----------
     model : nn.Module
         A model with ``embedding_point`` and ``embedding_width`` (see ``fedaso.models``).
+        It is moved to ``train.device`` and stays there.
     data : TensorSplit
         The client's training split.
     anchors : torch.Tensor or None
@@ -196,25 +227,23 @@ def train_local(
     """
     if len(data) == 0:
         raise ValueError("the training split is empty: nothing to train on")
+    device = train.torch_device()
+    model.to(device)
     state = None
     if aso.enabled:
         if anchors is None:
             raise ValueError("ASO is enabled but no anchors were given")
         check_anchors(anchors, aso=aso, width=model.embedding_width)
-        state = _ASOState(anchors, aso)
+        state = _ASOState(anchors.float().to(device), aso)
     optimizer = make_optimizer(model, train)
     proximal = None
     if train.proximal_mu:
-        proximal = (train.proximal_mu, [p.detach().clone() for p in model.parameters()])
+        proximal = (train.proximal_mu, [p.detach().clone() for p in trainable_parameters(model)])
     loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
     forward, engine, reduce_loss = model, None, mean_loss
     ghost_clipping = dp_sgd is not None and dp_sgd.grad_sample_mode == "ghost"
     if dp_sgd is not None:
-        if train.proximal_mu:
-            raise ValueError(
-                "DP-SGD cannot clip FedProx's proximal term per sample: "
-                "use dp-sgd with a strategy other than fedprox"
-            )
+        check_dp_sgd(model, train)
         # Imported here: Opacus takes longer to import than torch, and clients without
         # DP-SGD (the default) never need it.
         with opacus_import():
@@ -234,10 +263,20 @@ def train_local(
             poisson_sampling=True,
             grad_sample_mode=dp_sgd.grad_sample_mode,
             # Fresh entropy: noise regenerable from the run seed would protect nothing.
-            noise_generator=torch.Generator().manual_seed(secrets.randbits(63)),
+            noise_generator=torch.Generator(device=device).manual_seed(secrets.randbits(63)),
         )
         if ghost_clipping:
             reduce_loss = ghost_clipping_loss(forward, optimizer)
+    step_context = _StepContext(
+        forward=forward,
+        state=state,
+        optimizer=optimizer,
+        proximal=proximal,
+        reduce_loss=reduce_loss,
+        device=device,
+        autocast_dtype=train.autocast_dtype(),
+        scaler=torch.amp.GradScaler(device.type, enabled=train.precision == "fp16"),
+    )
     totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
     model.train()
     try:
@@ -252,10 +291,7 @@ def train_local(
                     if ghost_clipping and inputs.shape[0] == 0:
                         step = noise_only_step(optimizer)
                     else:
-                        step = _step(
-                            forward, (inputs, targets), capture, state, optimizer, proximal,
-                            reduce_loss,
-                        )  # fmt: skip
+                        step = step_context.step(inputs, targets, capture)
                     for key, value in step.items():
                         totals[key] += value
     finally:
@@ -270,44 +306,81 @@ def train_local(
         train_loss=totals["loss"] / tokens,
         mean_relevance=totals["rel"] / tokens if state else no_aso,
         high_relevance_fraction=totals["high"] / tokens if state else no_aso,
-        anchors=state.anchors if state else None,
+        anchors=state.anchors.cpu() if state else None,
         dp_history=tuple(engine.accountant.history) if engine is not None else (),
     )
 
 
-def _step(
-    forward: nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor],
-    capture: EmbeddingCapture,
-    state: _ASOState | None,
-    optimizer: torch.optim.Optimizer,
-    proximal: tuple[float, Sequence[torch.Tensor]] | None,
-    reduce_loss: LossReduction,
-) -> dict[str, float]:
-    """One local step on a batch; returns the step's contribution to the round's totals.
+@dataclass(frozen=True)
+class _StepContext:
+    """What every local step of a round uses: the model, optimizer, ASO state, device."""
 
-    ``proximal`` is FedProx's ``(mu, reference parameters)``, or None.
+    forward: nn.Module  # the model, or Opacus' wrapper of it
+    state: _ASOState | None  # None for plain training
+    optimizer: torch.optim.Optimizer
+    proximal: tuple[float, Sequence[torch.Tensor]] | None  # FedProx (mu, reference), or None
+    reduce_loss: LossReduction
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: fp32, no autocast
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
+
+    def step(
+        self, inputs: torch.Tensor, targets: torch.Tensor, capture: EmbeddingCapture
+    ) -> dict[str, float]:
+        """One local step on a batch; returns the step's contribution to the round's totals."""
+        inputs = inputs.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        totals = {"examples": inputs.shape[0], "steps": 1}
+        scored = scored_tokens(targets)  # (N,)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            logits = self.forward(inputs)
+        losses = per_token_losses(logits, targets)  # (N,), fp32, 0 where not scored
+        token_losses = losses
+        if self.state is not None:
+            token_losses, relevance = self.state.weight_losses(capture.output, losses, scored)
+            totals["rel"] = relevance.sum().item()
+            totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
+        loss = self.reduce_loss(token_losses, targets)
+        if self.proximal is not None:
+            mu, reference = self.proximal
+            loss = loss + 0.5 * mu * proximal_term(self.forward, reference)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.state is not None:
+            self.state.after_step()
+        totals["tokens"] = int(scored.sum().item())
+        totals["loss"] = losses.detach().sum().item()
+        return totals
+
+
+def check_dp_sgd(model: nn.Module, train: TrainConfig) -> None:
+    """Raise ``ValueError`` for what DP-SGD under Opacus cannot train, naming the cause.
+
+    Opacus computes per-sample gradients only for the layer types it knows; a trainable
+    module of another type (GPT-2's ``Conv1D`` in a full fine-tune, say) is named here,
+    before any step. LoRA adapters are ``nn.Linear`` and pass.
     """
-    inputs, targets = batch
-    totals = {"examples": inputs.shape[0], "steps": 1}
-    losses = per_token_losses(forward(inputs), targets)  # (N,)
-    token_losses = losses
-    if state is not None:
-        token_losses, relevance = state.weight_losses(capture.output, losses)  # (N,), (N,)
-        totals["rel"] = relevance.sum().item()
-        totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
-    loss = reduce_loss(token_losses, targets)
-    if proximal is not None:
-        mu, reference = proximal
-        loss = loss + 0.5 * mu * proximal_term(forward, reference)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    if state is not None:
-        state.after_step()
-    totals["tokens"] = losses.numel()
-    totals["loss"] = losses.detach().sum().item()
-    return totals
+    if train.proximal_mu:
+        raise ValueError(
+            "DP-SGD cannot clip FedProx's proximal term per sample: "
+            "use dp-sgd with a strategy other than fedprox"
+        )
+    if train.precision == "fp16":
+        raise ValueError("precision='fp16' cannot be combined with dp-sgd: use bf16 or fp32")
+    with opacus_import():
+        from opacus.grad_sample import GradSampleModule
+
+    for name, module in model.named_modules():
+        trains = any(p.requires_grad for p in module.parameters(recurse=False))
+        if trains and type(module) not in GradSampleModule.GRAD_SAMPLERS:
+            raise ValueError(
+                f"dp-sgd: Opacus cannot compute per-sample gradients of module {name!r} "
+                f"({type(module).__name__}); train it frozen (peft='lora') or turn dp-sgd off"
+            )
 
 
 # How a step turns its per-token losses ``(N,)`` and targets into the loss to backpropagate.
@@ -315,8 +388,8 @@ LossReduction = Callable[[torch.Tensor, torch.Tensor], Any]
 
 
 def mean_loss(token_losses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The mean over the batch's tokens (every sequence has the same length)."""
-    return token_losses.mean()
+    """Eq. 4's ``1/N`` sum over the batch's N scored tokens (0 for a batch with none)."""
+    return token_losses.sum() / scored_tokens(targets).sum().clamp(min=1)
 
 
 def ghost_clipping_loss(forward: nn.Module, optimizer: torch.optim.Optimizer) -> LossReduction:
@@ -324,16 +397,18 @@ def ghost_clipping_loss(forward: nn.Module, optimizer: torch.optim.Optimizer) ->
 
     Ghost clipping needs one loss per privacy unit (a sequence, or a sample), which it
     backpropagates twice: once for the per-sample gradient norms, once re-weighted by their
-    clipping factors. A sequence's loss is the mean of its tokens' (ASO-weighted) losses, as
-    in Opacus' own ``DPLossFastGradientClipping``, so the mean over sequences equals
-    :func:`mean_loss`. The ASO projection hook fires in both passes.
+    clipping factors. A sequence's loss is the mean of its scored tokens' (ASO-weighted)
+    losses, as in Opacus' own ``DPLossFastGradientClipping``, so without padding the mean
+    over sequences equals :func:`mean_loss`. The ASO projection hook fires in both passes.
     """
     with opacus_import():
         from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 
     def per_sequence_mean(token_losses: torch.Tensor, targets: torch.Tensor) -> Any:
         tokens_per_sample = targets.shape[1:].numel()  # T for an LM, 1 for a classifier
-        per_sample = token_losses.reshape(targets.shape[0], tokens_per_sample).mean(dim=1)  # (B,)
+        shape = (targets.shape[0], tokens_per_sample)
+        counts = scored_tokens(targets).reshape(shape).sum(dim=1).clamp(min=1)  # (B,)
+        per_sample = token_losses.reshape(shape).sum(dim=1) / counts  # (B,)
         return DPTensorFastGradientClipping(forward, optimizer, per_sample, "mean")
 
     return per_sequence_mean
@@ -355,22 +430,33 @@ def noise_only_step(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """Return the optimizer named by ``train.optimizer``."""
+    """Return the optimizer named by ``train.optimizer``, over the trainable parameters."""
+    parameters = trainable_parameters(model)
     if train.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=train.lr)
-    return torch.optim.Adam(model.parameters(), lr=train.lr)
+        return torch.optim.SGD(parameters, lr=train.lr)
+    return torch.optim.Adam(parameters, lr=train.lr)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorSplit, *, batch_size: int = 64) -> EvalResult:
-    """Return the mean per-token loss and accuracy of ``model`` on ``data``."""
+    """Return the mean loss and accuracy of ``model`` over the scored tokens of ``data``."""
     model.eval()
+    device = model_device(model)
     total_loss, correct, tokens = 0.0, 0, 0
     for inputs, targets in make_loader(data, batch_size=batch_size, seed=0, shuffle=False):
+        inputs, targets = inputs.to(device), targets.to(device)
         logits = model(inputs)
+        scored = scored_tokens(targets)  # (N,)
         total_loss += per_token_losses(logits, targets).sum().item()
-        correct += (logits.argmax(dim=-1) == targets).sum().item()
-        tokens += targets.numel()
+        predictions = logits.argmax(dim=-1).reshape(-1)  # (N,)
+        correct += ((predictions == targets.reshape(-1)) & scored).sum().item()
+        tokens += int(scored.sum().item())
     if tokens == 0:
         return EvalResult(loss=math.nan, accuracy=math.nan, num_examples=0, num_tokens=0)
     return EvalResult(
@@ -382,14 +468,19 @@ def evaluate(model: nn.Module, data: TensorSplit, *, batch_size: int = 64) -> Ev
 
 
 @torch.no_grad()
-def embed(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
-    """Return the embedding-point outputs of ``inputs`` as token rows ``(N, d)``."""
+def embed(model: nn.Module, data: TensorSplit, *, batch_size: int = 64) -> np.ndarray:
+    """Return the embedding-point outputs of the scored tokens of ``data`` ``(N, d)``, fp32."""
     model.eval()
+    device = model_device(model)
     rows = []
     with EmbeddingCapture(model.embedding_point) as capture:
-        for start in range(0, len(inputs), batch_size):
-            model(inputs[start : start + batch_size])
-            rows.append(capture.output.reshape(-1, capture.output.shape[-1]))
+        for start in range(0, len(data), batch_size):
+            model(data.inputs[start : start + batch_size].to(device))
+            flat = capture.output.reshape(-1, capture.output.shape[-1]).float()  # (b, d)
+            scored = scored_tokens(data.targets[start : start + batch_size]).to(device)
+            rows.append(flat[scored].cpu())
+    if not rows:
+        raise ValueError("no examples to embed: the split is empty")
     return torch.cat(rows).numpy()  # (N, d)
 
 
@@ -398,41 +489,53 @@ class RecallResult:
     """Fact recall of a language model on recall prompts."""
 
     exact_match: float  # share of prompts whose greedy completion is exactly the answer
-    answer_loss: float  # mean cross-entropy per answer byte, teacher-forced after the prompt
+    answer_loss: float  # mean cross-entropy per answer token, teacher-forced after the prompt
 
 
 @torch.no_grad()
-def fact_recall(model: nn.Module, prompts: Sequence[RecallPrompt]) -> RecallResult:
+def fact_recall(
+    model: nn.Module, prompts: Sequence[RecallPrompt], *, codec: TextCodec = BYTES
+) -> RecallResult:
     """Exact-match rate of greedy completions of ``prompts``, and the answers' loss.
 
-    Greedy decoding yields the answer exactly iff, teacher-forced on prompt + answer, the
-    argmax at every answer position is the next answer byte; so one batched forward pass
+    Prompt and answer are encoded by ``codec`` (the model's tokenizer, or bytes). Greedy
+    decoding yields the answer's tokens exactly iff, teacher-forced on prompt + answer, the
+    argmax at every answer position is the next answer token; so one batched forward pass
     decides all prompts. Right padding cannot affect earlier positions of a causal model.
     The answer loss is a smooth companion: it moves long before exact matches appear.
     """
     if not prompts:
         return RecallResult(exact_match=math.nan, answer_loss=math.nan)
     model.eval()
-    block_size = model.config.block_size
-    # A prompt longer than the context keeps its last bytes, as generation would.
-    answers = [encode_text(p.answer) for p in prompts]
+    device = model_device(model)
+    max_length = getattr(model, "max_length", None) or 1 << 30
+    # A prompt longer than the context keeps its last tokens, as generation would.
+    answers = [encode(codec, p.answer) for p in prompts]
     sequences = [
-        torch.cat([encode_text(p.prompt), a])[-block_size:]
+        torch.cat([encode(codec, p.prompt), a])[-max_length:]
         for p, a in zip(prompts, answers, strict=True)
     ]
-    width = max(len(s) for s in sequences)
-    batch = torch.zeros(len(sequences), width, dtype=torch.long)  # (P, W)
-    for row, sequence in enumerate(sequences):
-        batch[row, : len(sequence)] = sequence
-    log_probs = torch.log_softmax(model(batch), dim=-1)  # (P, W, V)
-    hits, answer_loss, answer_bytes = 0, 0.0, 0
-    for row, (sequence, answer) in enumerate(zip(sequences, answers, strict=True)):
-        start, end = len(sequence) - len(answer), len(sequence)
-        if start < 1:
-            raise ValueError(f"answer {prompts[row].answer!r} does not fit block_size={block_size}")
-        predicted = log_probs[row, start - 1 : end - 1]  # (A, V)
-        target = batch[row, start:end]  # (A,)
-        hits += bool((predicted.argmax(dim=-1) == target).all())
-        answer_loss -= predicted.gather(1, target[:, None]).sum().item()
-        answer_bytes += len(answer)
-    return RecallResult(exact_match=hits / len(prompts), answer_loss=answer_loss / answer_bytes)
+    hits, answer_loss, answer_tokens = 0, 0.0, 0
+    # Chunks of prompts bound the (P, W, V) log-probabilities for a large vocabulary.
+    for first in range(0, len(prompts), RECALL_CHUNK):
+        chunk = slice(first, first + RECALL_CHUNK)
+        width = max(len(s) for s in sequences[chunk])
+        batch = torch.full((len(sequences[chunk]), width), codec.pad_id, dtype=torch.long)
+        for row, sequence in enumerate(sequences[chunk]):
+            batch[row, : len(sequence)] = sequence  # (P, W), right-padded
+        log_probs = torch.log_softmax(model(batch.to(device)).float(), dim=-1)  # (P, W, V)
+        for row, (sequence, answer) in enumerate(
+            zip(sequences[chunk], answers[chunk], strict=True)
+        ):
+            start, end = len(sequence) - len(answer), len(sequence)
+            if start < 1:
+                raise ValueError(
+                    f"answer {prompts[first + row].answer!r} does not fit the model's "
+                    f"{max_length} tokens"
+                )
+            predicted = log_probs[row, start - 1 : end - 1]  # (A, V)
+            target = batch[row, start:end].to(device)  # (A,)
+            hits += bool((predicted.argmax(dim=-1) == target).all())
+            answer_loss -= predicted.gather(1, target[:, None]).sum().item()
+            answer_tokens += len(answer)
+    return RecallResult(exact_match=hits / len(prompts), answer_loss=answer_loss / answer_tokens)

@@ -47,6 +47,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-cpus", type=float, default=1.0, help="CPUs reserved per simulated client"
     )
+    parser.add_argument(
+        "--client-gpus",
+        type=float,
+        default=0.0,
+        help="GPU share reserved per simulated client, e.g. 0.25 runs four clients per GPU",
+    )
 
 
 def parse_value(text: str) -> Any:
@@ -83,10 +89,12 @@ def simulate(
     *,
     num_clients: int,
     client_cpus: float = 1.0,
+    client_gpus: float = 0.0,
     on_round: Callable[[int, Mapping[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the federation in-process and return the metrics the ServerApp wrote.
 
+    ``client_gpus`` is each client's share of a GPU (Ray places clients on GPUs by it).
     ``on_round`` receives each round's number and central metrics as the round ends.
     ``initial-model`` and ``initial-anchors`` are checked before the engine starts.
     """
@@ -104,6 +112,8 @@ def simulate(
         )
     if not run.out_dir:
         raise ValueError("simulate() needs run.out_dir to collect the metrics")
+    if not 0 <= client_gpus <= 1:
+        raise ValueError(f"--client-gpus={client_gpus} must be in [0, 1] (a share of one GPU)")
     load_initial_files(run)
     started = time.perf_counter()
     with indexed_message_lookup():  # Flower's own lookup costs O(N^2) per polling sweep
@@ -112,7 +122,7 @@ def simulate(
             client_app=client_app,
             num_supernodes=num_clients,
             backend_config={
-                "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+                "client_resources": {"num_cpus": client_cpus, "num_gpus": client_gpus},
                 "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
             },
         )

@@ -299,6 +299,7 @@ def execute_from_args(
         specs,
         num_clients=args.num_clients,
         client_cpus=args.client_cpus,
+        client_gpus=args.client_gpus,
         progress=Progress(specs),
         show_rounds=show_rounds,
         resume=args.resume,
@@ -315,6 +316,7 @@ def execute(
     *,
     num_clients: int,
     client_cpus: float,
+    client_gpus: float = 0.0,
     progress: Progress | None = None,
     show_rounds: bool = False,
     resume: bool = False,
@@ -335,6 +337,7 @@ def execute(
                 spec.run,
                 num_clients=num_clients,
                 client_cpus=client_cpus,
+                client_gpus=client_gpus,
                 on_round=progress.round_callback(spec),
             )
             progress.run_finished(spec, metrics["wall-seconds"])

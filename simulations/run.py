@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         run = resolve_run_config(args, **{"out-dir": str(args.out.resolve())})
     except ValueError as error:
         parser.error(str(error))
-    metrics = simulate(run, num_clients=args.num_clients, client_cpus=args.client_cpus)
+    metrics = simulate(
+        run,
+        num_clients=args.num_clients,
+        client_cpus=args.client_cpus,
+        client_gpus=args.client_gpus,
+    )
     rows = round_rows(metrics)
     header = list(rows[0])
     print(f"\n{run.strategy} on {run.dataset}, {args.num_clients} clients:")

@@ -6,7 +6,9 @@ global model and, under FedASO, the global anchor set by k-means over embeddings
 seed corpus the server holds (spec section 5a), and evaluates the global model centrally on
 held-out data after every round (loss, accuracy, perplexity, and fact recall on ``facts``).
 With ``out-dir`` set it writes ``metrics.json`` (resolved config and per-round metrics), the
-final model (``model.pt``, without the reserved anchor key) and the final anchors.
+final model's exchanged arrays (``model.pt``, without the reserved anchor key; only the
+adapters under LoRA), the final anchors, and for an ``hf:`` model the Hugging Face folder
+``adapter/`` (LoRA, for ``PeftModel.from_pretrained``) or ``model/`` (a full fine-tune).
 
 Privacy (``strategies.privacy``, docs/PRIVACY.md): with ``anchor-init = federated`` the
 anchors come from federated k-means over ``query`` messages instead of the seed corpus, and
@@ -44,9 +46,12 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 from clients.records import arrays_to_record, record_to_arrays
 from fedaso.anchors import kmeans_anchors
 from fedaso.checkpoint import load_anchors_file, load_model_file
+from fedaso.config import resolve_device
 from fedaso.data import CentralData, load_central, task_of
+from fedaso.models import HFCausalLM
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
+from fedaso.tokens import TextCodec, load_codec
 from fedaso.trainer import embed, evaluate, fact_recall
 from strategies.checkpoint import Checkpoints
 from strategies.fedaso import FedASO
@@ -88,7 +93,7 @@ def build_strategy(run: RunConfig) -> Strategy:
 
 def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
     """k-means anchors over the seed corpus' embeddings under the initial model."""
-    embeddings = embed(model, central.seed_corpus.inputs)  # (n, d)
+    embeddings = embed(model, central.seed_corpus)  # (n, d)
     if len(embeddings) > MAX_KMEANS_TOKENS:
         rows = np.random.default_rng(run.seed).choice(len(embeddings), MAX_KMEANS_TOKENS, False)
         embeddings = embeddings[np.sort(rows)]
@@ -98,14 +103,19 @@ def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig
 RoundCallback = Callable[[int, Mapping[str, float]], None]
 
 
-def central_metrics(model: torch.nn.Module, central: CentralData, dataset: str) -> dict[str, float]:
-    """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any."""
+def central_metrics(
+    model: torch.nn.Module, central: CentralData, dataset: str, codec: TextCodec
+) -> dict[str, float]:
+    """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any.
+
+    Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
+    """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
     if task_of(dataset) == "lm":
         metrics["perplexity"] = math.exp(min(result.loss, 50.0))
     if central.recall_prompts:
-        recall = fact_recall(model, central.recall_prompts)
+        recall = fact_recall(model, central.recall_prompts, codec=codec)
         metrics["fact-recall"] = recall.exact_match
         metrics["fact-answer-loss"] = recall.answer_loss
     return metrics
@@ -130,16 +140,17 @@ class CentralEvaluator:
             else None
         )
         self.on_round = on_round
-        self.model = run.build_model()
+        self.codec = load_codec(run.data(num_partitions=1).tokenizer)
+        self.model = run.build_model().to(resolve_device(run.device))
         self.last_end = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         start = time.perf_counter()
         model_arrays, _ = split_payload(record_to_arrays(arrays))
         load_model_arrays(self.model, model_arrays)
-        metrics = central_metrics(self.model, self.central, self.run.dataset)
+        metrics = central_metrics(self.model, self.central, self.run.dataset, self.codec)
         if self.extra is not None:
-            extra = central_metrics(self.model, self.extra, self.run.extra_eval_dataset)
+            extra = central_metrics(self.model, self.extra, self.run.extra_eval_dataset, self.codec)
             metrics |= {f"extra-{key}": value for key, value in extra.items()}
         end = time.perf_counter()
         metrics["round-seconds"] = start - self.last_end if server_round else 0.0
@@ -188,6 +199,14 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     """
     started = time.perf_counter()
     checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
+    if run.strategy == "fedaso":
+        log(
+            INFO,
+            "FedASO: model=%s, M=%d anchors, R=%d",
+            run.model,
+            run.num_anchors,
+            run.subspace_rank,
+        )
     random.seed(run.seed)  # Flower samples nodes with the global `random`
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
@@ -251,13 +270,23 @@ def write_outputs(
     seconds: float,
     traffic: Callable[[int], Mapping[str, Any]] | None = None,
 ) -> None:
-    """Write metrics.json, model.pt (no reserved keys) and anchors.npy (if any)."""
+    """Write metrics.json, model.pt (no reserved keys) and anchors.npy (if any).
+
+    ``model.pt`` holds the arrays that travel (``fedaso.payload``): the whole state dict of
+    a reference model, the adapters of a LoRA model. An ``hf:`` model is also written in
+    Hugging Face format (``HFCausalLM.save``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     model_arrays, anchors = split_payload(record_to_arrays(result.arrays))
     if model_arrays:
         model = run.build_model()
         load_model_arrays(model, model_arrays)
-        torch.save(model.state_dict(), out_dir / "model.pt")
+        torch.save(
+            {name: torch.from_numpy(np.asarray(array)) for name, array in model_arrays.items()},
+            out_dir / "model.pt",
+        )
+        if isinstance(model, HFCausalLM):
+            log(INFO, "FedASO: wrote %s", model.save(out_dir))
     if anchors is not None:
         np.save(out_dir / "anchors.npy", anchors)
     metrics = {

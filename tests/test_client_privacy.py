@@ -93,7 +93,7 @@ def test_query_answers_centroids_noised_in_local_mode():
     model = run.build_model()
     load_model_arrays(model, split_payload(record_to_arrays(query.content["arrays"]))[0])
     clean, fractions = local_centroids(
-        embeddings=embed(model, data.train.inputs), num_clusters=8, seed=client_seed(run, 0, 1)
+        embeddings=embed(model, data.train), num_clusters=8, seed=client_seed(run, 0, 1)
     )
     noise = arrays["centroids"] - clean
     assert noise.std() == pytest.approx(0.01 * math.sqrt(2) * 1000.0, rel=0.25)

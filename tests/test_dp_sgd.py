@@ -12,7 +12,13 @@ from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import DPSGDConfig
-from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses, train_local
+from fedaso.trainer import (
+    EmbeddingCapture,
+    _ASOState,
+    per_token_losses,
+    scored_tokens,
+    train_local,
+)
 
 ASO = ASOConfig(num_anchors=6, subspace_rank=3, aso_lambda=1.0, aso_tau=0.2)
 
@@ -41,7 +47,7 @@ def aso_gradients(model, inputs, targets, anchors, *, point, per_sample):
     state = _ASOState(anchors, ASO)
     with EmbeddingCapture(point) as capture:
         losses = per_token_losses(forward(inputs), targets)
-        weighted, _ = state.weight_losses(capture.output, losses)
+        weighted, _ = state.weight_losses(capture.output, losses, scored_tokens(targets))
         loss = weighted.mean()
         loss.backward()
     if not per_sample:

@@ -7,7 +7,7 @@ from fedaso.config import ASOConfig
 from fedaso.models import TinyLM, TinyLMConfig
 from fedaso.projection import project_gradient, semantic_subspace
 from fedaso.relevance import relevance_scores
-from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses
+from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses, scored_tokens
 
 
 def test_subspace_is_orthonormal_and_matches_numpy_svd():
@@ -86,7 +86,7 @@ def test_hook_matches_brute_force_per_token_reference():
 
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)
-        weighted, _ = state.weight_losses(capture.output, losses)
+        weighted, _ = state.weight_losses(capture.output, losses, scored_tokens(targets))
         loss = weighted.mean()
     model.zero_grad()
     loss.backward()
@@ -100,7 +100,7 @@ def test_hook_matches_brute_force_per_token_reference():
     model.zero_grad()
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)
-        weighted, _ = unprojected.weight_losses(capture.output, losses)
+        weighted, _ = unprojected.weight_losses(capture.output, losses, scored_tokens(targets))
         loss = weighted.mean()
     loss.backward()
     hooked = dict(zip([name for name, _ in model.named_parameters()], got, strict=True))

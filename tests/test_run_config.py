@@ -1,5 +1,6 @@
 """Run-config parsing and validation; pyproject's defaults match the dataclass."""
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -12,7 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_pyproject_run_config_lists_every_key_with_the_dataclass_default():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["tool"]["flwr"]["app"]["config"] == RunConfig().to_flat()
+    field_defaults = {f.name.replace("_", "-"): f.default for f in dataclasses.fields(RunConfig)}
+    assert pyproject["tool"]["flwr"]["app"]["config"] == field_defaults
+
+
+def test_anchor_defaults_follow_the_model_and_are_written_resolved():
+    reference, hf = RunConfig(), RunConfig(model="hf:/some/model")
+    assert (reference.num_anchors, reference.subspace_rank) == (32, 8)
+    assert (hf.num_anchors, hf.subspace_rank) == (512, 16)
+    assert hf.to_flat()["num-anchors"] == 512
+    explicit = RunConfig(model="hf:/some/model", num_anchors=64, subspace_rank=4)
+    assert (explicit.num_anchors, explicit.subspace_rank) == (64, 4)
 
 
 def test_round_trip_through_the_flat_form():

@@ -1,11 +1,11 @@
-"""Reference models: a small causal byte-level transformer LM and an MLP classifier.
+"""The reference language model: a small causal byte-level transformer (TinyLM).
 
-Both are built only from ``nn.Embedding``, ``nn.Linear`` and ``nn.LayerNorm`` (attention is
+It is built only from ``nn.Embedding``, ``nn.Linear`` and ``nn.LayerNorm`` (attention is
 written out with ``scaled_dot_product_attention``) so that Opacus can compute per-sample
-gradients for them, and both expose their **embedding point** (spec section 1): the module
+gradients for them, and it exposes its **embedding point** (spec section 1): the module
 whose output is the per-token embedding that ASO scores and whose gradient it projects.
-For the LM that is the final LayerNorm, whose output feeds the LM head; for the classifier,
-the penultimate features. The LM follows nanoGPT's ``model.py`` layout, much smaller.
+That is the final LayerNorm, whose output feeds the LM head. It follows nanoGPT's
+``model.py`` layout, much smaller.
 
 The embedding point is an ``nn.Identity`` tap right after that LayerNorm, not the LayerNorm
 itself. Under Opacus, the LayerNorm's output is re-wrapped by its full backward hook after
@@ -101,6 +101,11 @@ class TinyLM(nn.Module):
         """Width d of the embedding point's output."""
         return self.config.n_embd
 
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens."""
+        return self.config.block_size
+
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Return next-token logits ``(B, T, V)`` for ``token_ids`` ``(B, T)``."""
         batch, seq = token_ids.shape
@@ -113,47 +118,3 @@ class TinyLM(nn.Module):
         for block in self.blocks:
             x = block(x)  # (B, T, d)
         return self.lm_head(self.embedding_tap(self.ln_f(x)))  # (B, T, V)
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    """Shape of the reference classifier."""
-
-    num_features: int = 64  # input width (8x8 digits)
-    hidden: int = 64  # width d of the penultimate features (the embedding point)
-    num_classes: int = 10  # output classes
-
-    def __post_init__(self) -> None:
-        for name in ("num_features", "hidden", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"MLPConfig.{name}={value!r} must be an integer >= 1")
-
-
-class MLPClassifier(nn.Module):
-    """Two hidden layers; ``embedding_point`` is the LayerNorm on the penultimate features."""
-
-    def __init__(self, config: MLPConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.hidden_1 = nn.Linear(config.num_features, config.hidden)
-        self.hidden_2 = nn.Linear(config.hidden, config.hidden)
-        self.features_norm = nn.LayerNorm(config.hidden)
-        self.embedding_tap = nn.Identity()  # the embedding point: features_norm's output
-        self.head = nn.Linear(config.hidden, config.num_classes)
-
-    @property
-    def embedding_point(self) -> nn.Module:
-        """The module whose output is the per-sample embedding fed to the head."""
-        return self.embedding_tap
-
-    @property
-    def embedding_width(self) -> int:
-        """Width d of the embedding point's output."""
-        return self.config.hidden
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Return class logits ``(B, C)`` for ``features`` ``(B, F)``."""
-        x = F.gelu(self.hidden_1(features))  # (B, h)
-        x = self.embedding_tap(self.features_norm(F.gelu(self.hidden_2(x))))  # (B, h)
-        return self.head(x)  # (B, C)

@@ -1,0 +1,191 @@
+"""Hugging Face causal LMs as FedASO models, fully fine-tuned or with LoRA adapters (PEFT).
+
+``model = hf:NAME_OR_PATH`` loads ``AutoModelForCausalLM.from_pretrained(NAME_OR_PATH)``
+(a local directory, or a hub name where the hub is reachable). Its **embedding point**
+(spec section 11) is found generically, with no per-architecture table: it is the input of
+``get_output_embeddings()``, the LM head, i.e. the final hidden state after the last norm.
+A forward pre-hook on the head routes that input through an ``nn.Identity`` tap and hands
+the tap's output to the head, so the tensor that ASO scores and whose gradient it projects
+is the very tensor the head reads, as with the reference TinyLM.
+
+With ``peft = lora`` the base is frozen and PEFT's LoRA adapters are the only trainable
+parameters; ``fedaso.payload`` then exchanges only those (the base never travels), and the
+final adapter is written with ``save_pretrained`` as PEFT users expect.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedaso.config import is_finite_number, require
+
+HF_PREFIX = "hf:"
+PEFT_METHODS = ("none", "lora")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """PEFT LoRA hyperparameters (run-config keys ``lora-*``)."""
+
+    r: int = 8  # rank of each adapter's update B A, >= 1
+    alpha: float = 16.0  # the update is scaled by alpha / r, > 0
+    dropout: float = 0.05  # dropout on the adapter's input, in [0, 1)
+    # Comma-separated module names, or PEFT's "all-linear": every linear layer but the head.
+    target_modules: str = "all-linear"
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1,
+            "lora-r",
+            self.r,
+            "must be an integer >= 1",
+        )
+        require(
+            is_finite_number(self.alpha) and self.alpha > 0,
+            "lora-alpha",
+            self.alpha,
+            "must be a finite number > 0",
+        )
+        require(
+            is_finite_number(self.dropout) and 0 <= self.dropout < 1,
+            "lora-dropout",
+            self.dropout,
+            "must be in [0, 1)",
+        )
+        require(
+            bool(self.target_modules_list()),
+            "lora-target-modules",
+            self.target_modules,
+            "must be 'all-linear' or comma-separated module names, e.g. 'q_proj,v_proj'",
+        )
+
+    def target_modules_list(self) -> str | list[str]:
+        """``target_modules`` as PEFT takes it."""
+        if self.target_modules == "all-linear":
+            return "all-linear"
+        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+class HFCausalLM(nn.Module):
+    """A ``transformers`` causal LM (optionally a ``PeftModel``) with an embedding point."""
+
+    def __init__(self, lm: nn.Module, *, source: str) -> None:
+        super().__init__()
+        self.lm = lm
+        self.source = source
+        head = lm.get_output_embeddings()  # type: ignore[operator]
+        if head is None or getattr(head, "weight", None) is None:
+            raise ValueError(
+                f"model='hf:{source}' has no output embeddings (LM head): not a causal LM"
+            )
+        self.embedding_tap = nn.Identity()  # the embedding point: the LM head's input
+        self._head_hook = head.register_forward_pre_hook(self._tap_head_input)
+        self._width = int(head.weight.shape[1])
+        config = lm.config  # type: ignore[union-attr]
+        self._max_length = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+
+    def _tap_head_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (self.embedding_tap(args[0]), *args[1:])
+
+    @property
+    def embedding_point(self) -> nn.Module:
+        """The tap whose output is the hidden state the LM head reads."""
+        return self.embedding_tap
+
+    @property
+    def embedding_width(self) -> int:
+        """Width d of the hidden state (the head's input features)."""
+        return self._width
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest input in tokens, when the config states one."""
+        return None if self._max_length is None else int(self._max_length)
+
+    @property
+    def is_peft(self) -> bool:
+        """True when ``lm`` is a ``PeftModel`` (only its adapters train and travel)."""
+        return hasattr(self.lm, "peft_config")
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(B, T, V)`` of right-padded ``input_ids`` ``(B, T)``.
+
+        No attention mask is needed: padding sits right of every scored token, and a causal
+        model's outputs at a position never see later positions.
+        """
+        return self.lm(input_ids=input_ids, use_cache=False).logits  # type: ignore[operator]
+
+    def save(self, out_dir: Path) -> Path:
+        """Write the adapter to ``out_dir/adapter`` (LoRA) or the model to ``out_dir/model``.
+
+        Both are ``save_pretrained`` layouts: ``PeftModel.from_pretrained(base, adapter)``
+        and ``AutoModelForCausalLM.from_pretrained(model)`` load them. The tokenizer is
+        saved beside a full model, so that the folder is a complete ``hf:`` model.
+        """
+        target = out_dir / ("adapter" if self.is_peft else "model")
+        self.lm.save_pretrained(target)  # type: ignore[operator]
+        if not self.is_peft:
+            from fedaso.tokens import load_codec
+
+            codec = load_codec(self.source)
+            codec.tokenizer.save_pretrained(target)  # type: ignore[attr-defined]
+        return target
+
+
+def hf_source(model: str) -> str:
+    """NAME_OR_PATH of ``hf:NAME_OR_PATH``."""
+    return model.removeprefix(HF_PREFIX)
+
+
+def build_hf_model(source: str, *, peft: str, lora: LoraSettings) -> HFCausalLM:
+    """A fresh copy of the pretrained model at ``source``, with LoRA adapters if asked.
+
+    The pretrained weights are read once per process and copied for each call (clients
+    build a model for every message). LoRA's A matrices are drawn from torch's global RNG,
+    so the caller seeds it; in a federation the server's initial adapters are sent anyway.
+    """
+    lm = copy.deepcopy(_pretrained(source))
+    if peft == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules_list(),
+            task_type="CAUSAL_LM",
+        )
+        try:
+            lm = get_peft_model(lm, config)
+        except ValueError as error:
+            raise ValueError(
+                f"lora-target-modules={lora.target_modules!r} does not fit model='hf:{source}': "
+                f"{error}"
+            ) from None
+    return HFCausalLM(lm, source=source)
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrained(source: str) -> nn.Module:
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"model='hf:{source}' could not be loaded: {error}".splitlines()[0]
+        ) from None
+    lm.eval()
+    return lm
