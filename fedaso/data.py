@@ -276,6 +276,24 @@ def load_central(config: DataConfig) -> CentralData:
     )
 
 
+def dataset_texts(dataset: str, *, seed: int = 0, facts_entities: int = 40) -> list[str]:
+    """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on."""
+    kind = _dataset_kind(dataset)
+    require(
+        kind in ("facts", "pydoc", "text"),
+        "dataset",
+        dataset,
+        "must be a text dataset: facts, facts:a, facts:b, pydoc or text:PATH",
+    )
+    if kind == "facts":
+        corpus = _facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities)
+    elif kind == "pydoc":
+        corpus = _pydoc_corpus(seed)
+    else:
+        corpus = _folder_corpus(Path(dataset.removeprefix(TEXT_PREFIX)), seed)
+    return [d.text for d in corpus.pool] + list(corpus.eval_texts) + list(corpus.seed_texts)
+
+
 # ---------------------------------------------------------------------------------------
 # Config parsing
 

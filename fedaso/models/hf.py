@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,10 @@ def build_hf_model(source: str, *, peft: str, lora: LoraSettings) -> HFCausalLM:
             task_type="CAUSAL_LM",
         )
         try:
-            lm = get_peft_model(lm, config)
+            with warnings.catch_warnings():
+                # PEFT asks a transformers 5 model the deprecated is_gradient_checkpointing.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing")
+                lm = get_peft_model(lm, config)
         except ValueError as error:
             raise ValueError(
                 f"lora-target-modules={lora.target_modules!r} does not fit model='hf:{source}': "
@@ -174,8 +178,21 @@ def build_hf_model(source: str, *, peft: str, lora: LoraSettings) -> HFCausalLM:
     return HFCausalLM(lm, source=source)
 
 
+def require_transformers(model: str) -> None:
+    """Raise ``ValueError`` naming ``model`` unless transformers and PEFT are installed."""
+    try:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"model={model!r} needs Hugging Face transformers and PEFT: "
+            "pip install 'fedaso[hf]' (make setup installs them)"
+        ) from None
+
+
 @functools.lru_cache(maxsize=2)
 def _pretrained(source: str) -> nn.Module:
+    require_transformers(HF_PREFIX + source)
     import transformers
     from transformers import AutoModelForCausalLM
 
