@@ -5,7 +5,7 @@
 a batch of inputs to logits (``(B, T) -> (B, T, V)`` for a language model on byte-level text,
 ``(B, F) -> (B, C)`` for a classifier), and ``embedding_point`` is the submodule whose output
 is the per-token embedding that ASO scores (spec section 1), for example the norm that feeds
-the head. ``examples/user_model.py`` is a worked example.
+the head. ``custom_models/user_model.py`` is a worked example.
 
 The embedding width ``d`` is read off one forward pass of a probe input, so the factory
 need not state it.
@@ -70,7 +70,12 @@ def load_factory(model: str) -> Callable[[Any], Any]:
 
 def build_user_model(model: str, run_config: Any, *, probe: torch.Tensor) -> UserModel:
     """Call the factory of ``model`` with ``run_config`` and wrap what it returns."""
-    built = load_factory(model)(run_config)
+    try:
+        built = load_factory(model)(run_config)
+    except ValueError:
+        raise
+    except Exception as error:  # the user's code failed: say whose, keep the traceback
+        raise ValueError(f"model={model!r}: the factory raised {error!r}") from error
     if not (isinstance(built, tuple) and len(built) == 2):
         raise ValueError(f"model={model!r}: the factory must return (model, embedding_point)")
     net, embedding_point = built

@@ -1,0 +1,1 @@
+"""Worked examples of user models for ``model = py:MODULE:FACTORY``."""
