@@ -2,6 +2,7 @@
 
     python -m benchmarks.aso_overhead [--repeats 15] [--steps 20] [--num-anchors 512]
         [--subspace-rank 16] [--widths 64,128,256] [--memory-repeats 3]
+    python -m benchmarks.aso_overhead --model gpt2-small-shape   # benchmarks.hf_overhead
 
 On the reference LM (TinyLM, d=64, 2 layers, T=64, batch 16, so N=1024 tokens per step),
 with M anchors and subspace rank R, it prints:
@@ -35,6 +36,7 @@ from multiprocessing import get_context
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import hf_overhead
 from benchmarks.common import (
     MIB,
     current_rss_bytes,
@@ -378,6 +380,9 @@ def setup_from_args(args: argparse.Namespace, **overrides: int) -> Setup:
     return make_setup(**({name: getattr(args, name) for name in SETUP_FLAGS} | overrides))
 
 
+HF_DEFAULTS = {"repeats": 5, "steps": 2, "batch_size": 4, "seq_len": 128}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.aso_overhead",
@@ -394,7 +399,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep-repeats", type=int, default=5)
     parser.add_argument("--sweep-steps", type=int, default=5)
     parser.add_argument("--memory-repeats", type=int, default=3, help="0: skip memory")
+    hf_overhead.add_flags(parser)
     args = parser.parse_args(argv)
+    if args.model != "tinylm":
+        # A Hugging Face shape is far larger: fewer, smaller steps unless flags say otherwise.
+        for name, value in HF_DEFAULTS.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
     require_positive(
         parser, args, ["repeats", "steps", "batch_size", "sweep_repeats", "sweep_steps", "threads"]
     )
@@ -403,6 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model != "tinylm":
+        return hf_overhead.run(args)
     torch.set_num_threads(args.threads)
     setup = setup_from_args(args)
     print(

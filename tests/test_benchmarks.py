@@ -70,6 +70,21 @@ def test_aso_overhead_smoke(capsys):
         assert re.search(rf"^ASO / plain peak RSS: {RATIO}", out, re.MULTILINE), out
 
 
+def test_aso_overhead_on_a_hugging_face_shape_smoke(capsys):
+    code = aso_overhead.main(
+        ["--model", "tiny-llama-shape", "--repeats", "2", "--steps", "1", "--batch-size", "2",
+         "--seq-len", "16", "--num-anchors", "8", "--subspace-rank", "2", "--lora-r", "2"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    for mode in ("full", "lora"):
+        section = out.split(f"\n{mode}: ")[1]
+        assert re.search(rf"ASO step / plain step: {RATIO}", section), out
+        assert re.search(r"aso  : \d+\.\d ms per step, \d+ tokens/s", section), out
+    share = float(re.search(r"LoRA / full bytes per message: (\d\.\d+)", out).group(1))
+    assert 0 < share < 0.5
+
+
 def test_dp_smoke(capsys):
     code = dp.main(
         ["--repeats", "2", "--steps", "2", "--batch-size", "4", "--seq-len", "8",

@@ -37,15 +37,25 @@ def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
 
 
 def causal_lm_config(
-    arch: str, *, width: int, layers: int, heads: int, vocab_size: int, max_positions: int
+    arch: str,
+    *,
+    width: int,
+    layers: int,
+    heads: int,
+    vocab_size: int,
+    max_positions: int,
+    **overrides: Any,
 ) -> Any:
-    """A ``transformers`` config of architecture ``arch`` (one of :data:`ARCHITECTURES`)."""
+    """A ``transformers`` config of architecture ``arch`` (one of :data:`ARCHITECTURES`).
+
+    ``overrides`` are further config fields, e.g. ``intermediate_size``.
+    """
     from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
     if arch == "gpt2":
         return GPT2Config(
             n_embd=width, n_layer=layers, n_head=heads, vocab_size=vocab_size,
-            n_positions=max_positions, bos_token_id=0, eos_token_id=0,
+            n_positions=max_positions, bos_token_id=0, eos_token_id=0, **overrides,
         )  # fmt: skip
     common = {
         "hidden_size": width,
@@ -56,13 +66,14 @@ def causal_lm_config(
         "max_position_embeddings": max_positions,
         "bos_token_id": 0,
         "eos_token_id": 0,
-    }
+        "num_key_value_heads": max(1, heads // 2),
+    } | overrides
     if arch == "llama":
-        return LlamaConfig(**common, num_key_value_heads=max(1, heads // 2))
+        return LlamaConfig(**common)
     if arch == "qwen2":
-        return Qwen2Config(**common, num_key_value_heads=max(1, heads // 2))
+        return Qwen2Config(**common)
     if arch == "gpt_neox":
-        return GPTNeoXConfig(**common)
+        return GPTNeoXConfig(**{k: v for k, v in common.items() if k != "num_key_value_heads"})
     raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHITECTURES)}")
 
 
