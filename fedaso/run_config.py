@@ -30,7 +30,7 @@ from fedaso.data import (
     task_of,
 )
 from fedaso.faults import parse_fault_plan
-from fedaso.models import LoraSettings, ModelSpec, build_model, is_hf
+from fedaso.models import LoraSettings, ModelSpec, build_model, embedding_width_of, is_hf
 from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
 
@@ -119,7 +119,7 @@ class RunConfig:
     model: str = "tinylm"  # tinylm | hf:NAME_OR_PATH | py:MODULE:FACTORY
     peft: str = "none"  # none | lora (hf: models): only the adapters train and travel
     lora_r: int = 8  # LoRA rank
-    lora_alpha: float = 16.0  # LoRA scaling numerator (updates scaled by alpha / r)
+    lora_alpha: int = 16  # LoRA scaling numerator (updates scaled by alpha / r)
     lora_dropout: float = 0.05  # dropout on LoRA's input
     lora_target_modules: str = "all-linear"  # PEFT's all-linear, or names: "q_proj,v_proj"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
@@ -330,7 +330,7 @@ class RunConfig:
         The ASO settings are checked against the model's embedding width.
         """
         model = build_model(self.model_spec(), run_config=self)
-        self.aso().check_width(model.embedding_width)
+        self.aso().check_width(embedding_width_of(model))
         return model
 
     # -- flat (run-config / ConfigRecord) form -----------------------------------------

@@ -23,9 +23,20 @@ BYTE_VOCAB_SIZE = 256
 class TextCodec(Protocol):
     """What the data and evaluation code needs from a tokenizer."""
 
-    vocab_size: int  # ids are in [0, vocab_size)
-    pad_id: int  # id of right padding (never scored: its targets are IGNORE_INDEX)
-    eos_id: int | None  # appended to instruction responses; None for bytes
+    @property
+    def vocab_size(self) -> int:
+        """Ids are in ``[0, vocab_size)``."""
+        ...
+
+    @property
+    def pad_id(self) -> int:
+        """Id of right padding (never scored: its targets are ``IGNORE_INDEX``)."""
+        ...
+
+    @property
+    def eos_id(self) -> int | None:
+        """Appended to instruction responses; None for bytes."""
+        ...
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, without special tokens."""

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit
+from fedaso.models import embedding_point_of, embedding_width_of
 from fedaso.privacy import DPSGDConfig, opacus_import
 from fedaso.projection import projection_hook, semantic_subspace
 from fedaso.relevance import score_tokens
@@ -135,9 +136,8 @@ def check_anchors(anchors: torch.Tensor, *, aso: ASOConfig, width: int) -> None:
 
 def proximal_term(model: nn.Module, reference: Sequence[torch.Tensor]) -> torch.Tensor:
     """Return ``sum ||w - w0||^2`` over the model's trainable parameters (FedProx)."""
-    return sum(
-        (p - p0).pow(2).sum() for p, p0 in zip(trainable_parameters(model), reference, strict=True)
-    )
+    pairs = zip(trainable_parameters(model), reference, strict=True)
+    return torch.stack([(p - p0).pow(2).sum() for p, p0 in pairs]).sum()
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -153,7 +153,8 @@ class _ASOState:
         self.anchors = anchors.detach().clone()  # (M, d)
         self.basis = self._basis()
         self.steps = 0
-        # (embeddings (N, d), nearest token per anchor (M,)) of the step in progress
+        # (embeddings (n, d), nearest token per anchor (M,)) of the step in progress; the
+        # nearest tokens are None when the step scored no token (nothing to move towards).
         self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def _basis(self) -> torch.Tensor | None:
@@ -185,9 +186,12 @@ class _ASOState:
     def after_step(self) -> None:
         """Move anchors by Eq. 1 towards the step's nearest tokens; refresh U every K steps."""
         self.steps += 1
-        # An empty Poisson batch (DP-SGD) has no token to move an anchor towards.
-        if self.aso.update_anchors and self._pending[0].shape[0] > 0:
-            flat, nearest_token = self._pending
+        pending, self._pending = self._pending, None
+        if pending is None:
+            raise RuntimeError("after_step() without weight_losses() in the same step")
+        flat, nearest_token = pending
+        # An empty Poisson batch (DP-SGD), or one with no scored token, moves no anchor.
+        if self.aso.update_anchors and nearest_token is not None:
             self.anchors = ema_update_towards(
                 anchors=self.anchors,
                 embeddings=flat,
@@ -197,7 +201,6 @@ class _ASOState:
             refresh = self.aso.subspace_refresh_steps
             if refresh and self.steps % refresh == 0:
                 self.basis = self._basis()
-        self._pending = None
 
 
 def train_local(
@@ -233,14 +236,16 @@ def train_local(
     if aso.enabled:
         if anchors is None:
             raise ValueError("ASO is enabled but no anchors were given")
-        check_anchors(anchors, aso=aso, width=model.embedding_width)
+        check_anchors(anchors, aso=aso, width=embedding_width_of(model))
         state = _ASOState(anchors.float().to(device), aso)
     optimizer = make_optimizer(model, train)
     proximal = None
     if train.proximal_mu:
         proximal = (train.proximal_mu, [p.detach().clone() for p in trainable_parameters(model)])
     loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
-    forward, engine, reduce_loss = model, None, mean_loss
+    forward: nn.Module = model
+    engine: Any = None  # Opacus' PrivacyEngine under DP-SGD
+    reduce_loss: LossReduction = mean_loss
     ghost_clipping = dp_sgd is not None and dp_sgd.grad_sample_mode == "ghost"
     if dp_sgd is not None:
         check_dp_sgd(model, train)
@@ -277,10 +282,10 @@ def train_local(
         autocast_dtype=train.autocast_dtype(),
         scaler=torch.amp.GradScaler(device.type, enabled=train.precision == "fp16"),
     )
-    totals = {"examples": 0, "tokens": 0, "steps": 0, "loss": 0.0, "rel": 0.0, "high": 0.0}
+    totals = dict.fromkeys(("examples", "tokens", "steps", "loss", "rel", "high"), 0.0)
     model.train()
     try:
-        with warnings.catch_warnings(), EmbeddingCapture(model.embedding_point) as capture:
+        with warnings.catch_warnings(), EmbeddingCapture(embedding_point_of(model)) as capture:
             # Integer token ids need no gradient; Opacus' hook on the token embedding still
             # fires on its output, which is all it needs, and torch warns about it each step.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -296,13 +301,13 @@ def train_local(
                         totals[key] += value
     finally:
         if engine is not None:
-            forward.remove_hooks()  # leave the caller's model as it was given
+            forward.remove_hooks()  # type: ignore[operator]  # Opacus' GradSampleModule
     tokens = max(totals["tokens"], 1)
     no_aso = float("nan")
     return LocalTrainResult(
-        num_examples=totals["examples"],
-        num_tokens=totals["tokens"],
-        num_steps=totals["steps"],
+        num_examples=int(totals["examples"]),
+        num_tokens=int(totals["tokens"]),
+        num_steps=int(totals["steps"]),
         train_loss=totals["loss"] / tokens,
         mean_relevance=totals["rel"] / tokens if state else no_aso,
         high_relevance_fraction=totals["high"] / tokens if state else no_aso,
@@ -330,7 +335,7 @@ class _StepContext:
         """One local step on a batch; returns the step's contribution to the round's totals."""
         inputs = inputs.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
-        totals = {"examples": inputs.shape[0], "steps": 1}
+        totals: dict[str, float] = {"examples": inputs.shape[0], "steps": 1}
         scored = scored_tokens(targets)  # (N,)
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
@@ -339,7 +344,10 @@ class _StepContext:
         losses = per_token_losses(logits, targets)  # (N,), fp32, 0 where not scored
         token_losses = losses
         if self.state is not None:
-            token_losses, relevance = self.state.weight_losses(capture.output, losses, scored)
+            embedding = capture.output
+            if embedding is None:
+                raise RuntimeError("the embedding point produced no output in the forward pass")
+            token_losses, relevance = self.state.weight_losses(embedding, losses, scored)
             totals["rel"] = relevance.sum().item()
             totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
         loss = self.reduce_loss(token_losses, targets)
@@ -423,7 +431,7 @@ def noise_only_step(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     gradient is set to zero, and the optimizer adds the noise and accounts the step.
     """
     optimizer.zero_grad(set_to_none=True)
-    for param in optimizer.params:
+    for param in optimizer.params:  # type: ignore[attr-defined]  # Opacus' DPOptimizer
         param.grad = torch.zeros_like(param)
     optimizer.step()
     return {"examples": 0, "steps": 1, "tokens": 0, "loss": 0.0}
@@ -473,9 +481,11 @@ def embed(model: nn.Module, data: TensorSplit, *, batch_size: int = 64) -> np.nd
     model.eval()
     device = model_device(model)
     rows = []
-    with EmbeddingCapture(model.embedding_point) as capture:
+    with EmbeddingCapture(embedding_point_of(model)) as capture:
         for start in range(0, len(data), batch_size):
             model(data.inputs[start : start + batch_size].to(device))
+            if capture.output is None:
+                raise RuntimeError("the embedding point produced no output in the forward pass")
             flat = capture.output.reshape(-1, capture.output.shape[-1]).float()  # (b, d)
             scored = scored_tokens(data.targets[start : start + batch_size]).to(device)
             rows.append(flat[scored].cpu())

@@ -187,7 +187,7 @@ def starting_point(
     """
     model, anchors = load_initial_files(run)
     if run.strategy == "fedaso" and anchors is None and run.anchor_init == "server":
-        anchors = initial_anchors(model, central, run)
+        anchors = initial_anchors(model.to(resolve_device(run.device)), central, run)
     return model, anchors
 
 

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from tests.deployment import BIN, json_of, start_superlink
+from tests.hf_helpers import tiny_hf_model
 
 
 @pytest.fixture
@@ -26,12 +27,15 @@ def superlink(tmp_path):
         federation.stop_all()
 
 
-def test_flwr_run_completes_and_writes_metrics(superlink, tmp_path):
+@pytest.mark.parametrize("model", ["tinylm", "hf-lora"])
+def test_flwr_run_completes_and_writes_metrics(superlink, tmp_path, model):
     out = tmp_path / "out"
     overrides = (
         f"num-server-rounds=2 fraction-train=0.5 facts-entities=12 model-width=32 "
         f"model-heads=2 num-anchors=16 seq-len=32 out-dir='{out}'"
     )
+    if model == "hf-lora":
+        overrides += f" model='hf:{tiny_hf_model('llama')}' peft='lora' lora-r=2 lr=0.01"
     started = superlink.flwr(
         "run",
         ".",
@@ -55,3 +59,5 @@ def test_flwr_run_completes_and_writes_metrics(superlink, tmp_path):
     rounds = metrics["rounds"]
     assert rounds[-1]["central"]["loss"] < rounds[0]["central"]["loss"]
     assert 0 < rounds[-1]["train"]["mean-relevance"] < 1
+    if model == "hf-lora":
+        assert (out / "adapter" / "adapter_config.json").exists()

@@ -55,7 +55,7 @@ def test_embedding_point_is_the_input_of_the_lm_head(arch):
 
 
 def test_projection_on_a_lora_model_matches_a_per_token_reference():
-    model = hf("llama", peft="lora", r=2, alpha=4.0, dropout=0.0)
+    model = hf("llama", peft="lora", r=2, alpha=4, dropout=0.0)
     inputs, targets = batch()
     anchors = torch.randn(6, model.embedding_width, generator=torch.Generator().manual_seed(2))
     state = _ASOState(anchors, ASO)

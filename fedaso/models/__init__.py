@@ -44,6 +44,8 @@ __all__ = [
     "TinyLMConfig",
     "UserModel",
     "build_model",
+    "embedding_point_of",
+    "embedding_width_of",
     "is_hf",
 ]
 
@@ -91,6 +93,22 @@ class ModelSpec:
             self.model,
             "hf: models are causal language models: use a text dataset, not digits",
         )
+
+
+def embedding_point_of(model: nn.Module) -> nn.Module:
+    """The model's embedding point; ``ValueError`` if it has none (not a FedASO model)."""
+    point = getattr(model, "embedding_point", None)
+    if not isinstance(point, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no embedding_point module")
+    return point
+
+
+def embedding_width_of(model: nn.Module) -> int:
+    """The width d of the model's embedding point; ``ValueError`` if it states none."""
+    width = getattr(model, "embedding_width", None)
+    if not isinstance(width, int):
+        raise ValueError(f"{type(model).__name__} has no integer embedding_width")
+    return width
 
 
 def build_model(spec: ModelSpec, *, run_config: Any = None) -> nn.Module:

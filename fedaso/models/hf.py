@@ -36,7 +36,7 @@ class LoraSettings:
     """PEFT LoRA hyperparameters (run-config keys ``lora-*``)."""
 
     r: int = 8  # rank of each adapter's update B A, >= 1
-    alpha: float = 16.0  # the update is scaled by alpha / r, > 0
+    alpha: int = 16  # the update is scaled by alpha / r, >= 1
     dropout: float = 0.05  # dropout on the adapter's input, in [0, 1)
     # Comma-separated module names, or PEFT's "all-linear": every linear layer but the head.
     target_modules: str = "all-linear"
@@ -49,10 +49,10 @@ class LoraSettings:
             "must be an integer >= 1",
         )
         require(
-            is_finite_number(self.alpha) and self.alpha > 0,
+            isinstance(self.alpha, int) and not isinstance(self.alpha, bool) and self.alpha >= 1,
             "lora-alpha",
             self.alpha,
-            "must be a finite number > 0",
+            "must be an integer >= 1",
         )
         require(
             is_finite_number(self.dropout) and 0 <= self.dropout < 1,
