@@ -63,7 +63,7 @@ class RunConfig:
     aso_tau: float = 0.1  # relevance temperature
     aso_alpha: float = 0.01  # anchor EMA rate (Eq. 1)
     num_anchors: int = 0  # M; 0 = the model's default (512 for hf:, 32 otherwise)
-    subspace_rank: int = 0  # R; 0 = the model's default (16 for hf:, 8 otherwise)
+    subspace_rank: int = 0  # R; 0 = the model's default (16 for hf:, 8 otherwise; < M)
     relevance: str = "max"  # max | entropy
     project_gradients: bool = True  # Eq. 5 on/off
     update_anchors: bool = True  # Eq. 1 on/off
@@ -252,7 +252,9 @@ class RunConfig:
         if self.num_anchors == 0:
             object.__setattr__(self, "num_anchors", num_anchors)
         if self.subspace_rank == 0:
-            object.__setattr__(self, "subspace_rank", rank)
+            # Centered anchors span at most M - 1 dimensions: a small M lowers the default.
+            fitting = min(rank, self.num_anchors - 1) if isinstance(self.num_anchors, int) else rank
+            object.__setattr__(self, "subspace_rank", max(1, fitting))
 
     # -- typed views -------------------------------------------------------------------
     def aso(self, *, enabled: bool | None = None) -> ASOConfig:

@@ -24,6 +24,7 @@ def test_anchor_defaults_follow_the_model_and_are_written_resolved():
     assert hf.to_flat()["num-anchors"] == 512
     explicit = RunConfig(model="hf:/some/model", num_anchors=64, subspace_rank=4)
     assert (explicit.num_anchors, explicit.subspace_rank) == (64, 4)
+    assert RunConfig(model="hf:/some/model", num_anchors=8).subspace_rank == 7
 
 
 def test_round_trip_through_the_flat_form():
