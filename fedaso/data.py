@@ -285,12 +285,7 @@ def dataset_texts(dataset: str, *, seed: int = 0, facts_entities: int = 40) -> l
         dataset,
         "must be a text dataset: facts, facts:a, facts:b, pydoc or text:PATH",
     )
-    if kind == "facts":
-        corpus = _facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities)
-    elif kind == "pydoc":
-        corpus = _pydoc_corpus(seed)
-    else:
-        corpus = _folder_corpus(Path(dataset.removeprefix(TEXT_PREFIX)), seed)
+    corpus = _text_corpus(dataset, seed, facts_entities)
     return [d.text for d in corpus.pool] + list(corpus.eval_texts) + list(corpus.seed_texts)
 
 
@@ -400,13 +395,17 @@ def _build_corpus(
     codec = load_codec(tokenizer)
     if kind == "file":
         return _file_corpus(dataset, seed, seq_len, codec, column)
+    return _lm_corpus(_text_corpus(dataset, seed, facts_entities), seq_len, codec)
+
+
+def _text_corpus(dataset: str, seed: int, facts_entities: int) -> _TextCorpus:
+    """The documents of ``facts``, ``pydoc`` or ``text:PATH``, before tokenization."""
+    kind = _dataset_kind(dataset)
     if kind == "facts":
-        text_corpus = _facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities)
-    elif kind == "pydoc":
-        text_corpus = _pydoc_corpus(seed)
-    else:
-        text_corpus = _folder_corpus(Path(dataset.removeprefix(TEXT_PREFIX)), seed)
-    return _lm_corpus(text_corpus, seq_len, codec)
+        return _facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities)
+    if kind == "pydoc":
+        return _pydoc_corpus(seed)
+    return _folder_corpus(Path(dataset.removeprefix(TEXT_PREFIX)), seed)
 
 
 def _lm_corpus(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> _Corpus:
