@@ -69,3 +69,22 @@ def test_hf_simulation_trains_and_saves_in_hugging_face_format(tmp_path, strateg
         else:
             loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
         torch.testing.assert_close(loaded(input_ids=tokens).logits, want)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "update_dp"),
+    [("fedprox", "none"), ("fedadam", "none"), ("fedaso", "server-fixed")],
+)
+def test_every_strategy_aggregates_only_the_adapters(tmp_path, strategy, update_dp):
+    run = RunConfig(
+        strategy=strategy, update_dp=update_dp, update_noise_multiplier=0.01,
+        model=f"hf:{tiny_hf_model('llama')}", peft="lora", lora_r=2, out_dir=str(tmp_path),
+        **(SMALL | {"num_server_rounds": 1}),
+    )  # fmt: skip
+    simulate(run, num_clients=3)
+    rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    assert rounds[-1]["train"] and np.isfinite(rounds[-1]["central"]["loss"])
+    final = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert final and all(".lora_A." in k or ".lora_B." in k for k in final)
+    initial = run.build_model()
+    assert any(not torch.equal(final[k], initial.state_dict()[k]) for k in final if "lora_B" in k)
