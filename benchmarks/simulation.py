@@ -52,11 +52,11 @@ from benchmarks.common import (
 )
 from clients.client_app import app as client_app
 from clients.client_app import client_seed
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.data import load_partition
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.trainer import train_local
+from flower_wire.records import arrays_to_record, record_to_arrays
 from simulations.engine import format_table, parse_value, simulate
 
 

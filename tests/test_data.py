@@ -171,7 +171,7 @@ def test_facts_default_sizes_fit_cpu_budget():
 
 
 def test_canonical_recall_sentences_are_in_the_training_text():
-    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8)
+    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
     training_text = stream_text(load_partition(config, 0).train)
     prompts = load_central(config).recall_prompts
     assert len(prompts) == 2 * 40 * 4  # two domains, 40 entities, 4 attributes
@@ -182,7 +182,7 @@ def test_canonical_recall_sentences_are_in_the_training_text():
 
 
 def test_facts_eval_is_a_separate_rendering():
-    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8)
+    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
     training_documents = set(stream_text(load_partition(config, 0).train).split("\n"))
     eval_documents = stream_text(load_central(config).eval).split("\n")[1:-1]  # whole ones
     assert eval_documents and not training_documents & set(eval_documents)

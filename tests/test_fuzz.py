@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from clients.client_app import load_job
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
 from fedaso.run_config import RunConfig
+from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import payload, reply_metadata
+from tests.test_client_app import client_config
 
 GLOBAL = payload(0.5, 0.25)
 SETTINGS = settings(
@@ -184,13 +185,13 @@ def instruction(content: RecordDict) -> Message:
 @st.composite
 def instructions(draw):
     """Messages a corrupt or hostile server could send to the ClientApp."""
-    config = RUN.to_flat()
+    config = client_config(RUN)
     overrides = draw(
-        st.dictionaries(
-            st.sampled_from([*config, "server-round", "junk"]), CONFIG_VALUES, max_size=3
-        )
+        st.dictionaries(st.sampled_from([*config, "out-dir", "junk"]), CONFIG_VALUES, max_size=3)
     )
     config |= {k: v for k, v in overrides.items() if k not in DATA_KEYS}
+    for key in draw(st.sets(st.sampled_from(sorted(config)), max_size=1)):
+        del config[key]  # a missing key is a ValueError naming it
     arrays = dict(MODEL_ARRAYS)
     if draw(st.booleans()):
         name = draw(st.sampled_from(sorted(arrays)))

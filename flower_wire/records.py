@@ -1,4 +1,9 @@
-"""Conversions between Flower records and the plain NumPy payloads of ``fedaso.payload``."""
+"""Conversions between Flower records and the plain NumPy payloads of ``fedaso.wire``.
+
+Flower offers per-array conversions (``Array.from_numpy_ndarray``, ``Array.numpy``) and
+name-less list ones (``ArrayRecord.from_numpy_ndarrays``); a payload is keyed by name, so the
+record is built from Flower's per-array conversions in the payload's key order.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from fedaso.wire import ARRAYS, CONFIG
 
 
 def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -15,7 +22,11 @@ def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     """Return an ArrayRecord holding ``arrays`` in their key order."""
-    return ArrayRecord({name: Array(np.ascontiguousarray(a)) for name, a in arrays.items()})
+    return ArrayRecord(
+        array_dict={
+            name: Array.from_numpy_ndarray(np.ascontiguousarray(a)) for name, a in arrays.items()
+        }
+    )
 
 
 def read_instruction(content: RecordDict) -> tuple[ConfigRecord, dict[str, np.ndarray]]:
@@ -26,13 +37,13 @@ def read_instruction(content: RecordDict) -> tuple[ConfigRecord, dict[str, np.nd
     ValueError
         If either record is missing or an array cannot be decoded.
     """
-    if "config" not in content.config_records or "arrays" not in content.array_records:
+    if CONFIG not in content.config_records or ARRAYS not in content.array_records:
         raise ValueError(
-            "the message must carry an ArrayRecord 'arrays' and a ConfigRecord 'config', got "
-            f"{sorted(content.array_records)} and {sorted(content.config_records)}"
+            f"the message must carry an ArrayRecord {ARRAYS!r} and a ConfigRecord {CONFIG!r}, "
+            f"got {sorted(content.array_records)} and {sorted(content.config_records)}"
         )
     try:
-        arrays = record_to_arrays(content.array_records["arrays"])
+        arrays = record_to_arrays(content.array_records[ARRAYS])
     except Exception as error:  # whatever Flower raises for undecodable bytes
         raise ValueError(f"the message's arrays cannot be decoded: {error}") from None
-    return content.config_records["config"], arrays
+    return content.config_records[CONFIG], arrays
