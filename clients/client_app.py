@@ -58,7 +58,7 @@ from fedaso.wire import (
     join_payload,
     split_payload,
 )
-from flower_wire.records import arrays_to_record, read_instruction
+from flower_wire.records import arrays_to_record, metric_record, read_instruction
 
 # Faults are injected outermost (a testing aid; inert without a fault record), so that a
 # faulty reply still passes through the clipping mod like any other.
@@ -180,7 +180,7 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {
             ARRAYS: arrays_to_record(join_payload(model_to_arrays(job.model), reply_anchors)),
-            METRICS: MetricRecord(metrics),
+            METRICS: metric_record(metrics),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -200,7 +200,7 @@ def query_centroids(msg: Message, context: Context) -> Message:
     )
     state.save(job.config.server_round)
     metrics[PARTITION_ID] = job.partition_id
-    content = RecordDict({CENTROIDS: arrays_to_record(arrays), METRICS: MetricRecord(metrics)})
+    content = RecordDict({CENTROIDS: arrays_to_record(arrays), METRICS: metric_record(metrics)})
     return Message(content=content, reply_to=msg)
 
 
@@ -218,7 +218,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     }
     if task_of(job.run.dataset) == "lm":
         metrics["perplexity"] = math.exp(min(result.loss, 50.0))
-    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
+    return Message(content=RecordDict({METRICS: metric_record(metrics)}), reply_to=msg)
 
 
 @app.query("partition")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedaso.faults import FAULT_KINDS
@@ -30,7 +30,7 @@ from fedaso.wire import (
     TRAIN,
     split_payload,
 )
-from flower_wire.records import arrays_to_record, record_to_arrays
+from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 
 NORM_FACTOR = 1e4  # the "norm" fault multiplies the model update by this
 
@@ -57,14 +57,14 @@ def fault_injection_mod(msg: Message, context: Context, call_next: ClientAppCall
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    content = spoil(kind, reply.content, record_to_arrays(msg.content[ARRAYS]))
+    content = spoil(kind, reply.content, record_to_arrays(msg.content.array_records[ARRAYS]))
     return Message(content=content, reply_to=msg)
 
 
 def spoil(kind: str, content: RecordDict, sent: dict[str, np.ndarray]) -> RecordDict:
     """Return the reply ``content`` spoiled as ``kind`` says (``sent``: the global arrays)."""
-    arrays = record_to_arrays(content[ARRAYS])
-    metrics = dict(content[METRICS])
+    arrays = record_to_arrays(content.array_records[ARRAYS])
+    metrics = dict(content.metric_records[METRICS])
     model, _ = split_payload(arrays)
     first = next(iter(model))
     if kind in ("nan", "inf"):
@@ -86,4 +86,4 @@ def spoil(kind: str, content: RecordDict, sent: dict[str, np.ndarray]) -> Record
         record[first] = Array(dtype="float32", shape=(7, 7), stype="numpy.ndarray", data=b"junk")
     if kind == "no-metrics":
         return RecordDict({ARRAYS: record})
-    return RecordDict({ARRAYS: record, METRICS: MetricRecord(metrics)})
+    return RecordDict({ARRAYS: record, METRICS: metric_record(metrics)})

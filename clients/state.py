@@ -79,7 +79,7 @@ class PartitionState:
         target = self.directory / f"round-{server_round:06d}.npz"
         temporary = self.directory / f".round-{server_round:06d}.{os.getpid()}.tmp.npz"
         with temporary.open("wb") as stream:
-            np.savez(stream, **arrays)
+            np.savez(stream, allow_pickle=False, **arrays)
         temporary.replace(target)
         rounds = snapshot_rounds(self.directory)
         kept = [r for r in rounds if r <= server_round][-KEEP_ROUNDS:]

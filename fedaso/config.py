@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from fedaso.relevance import RELEVANCE_KINDS
 
@@ -20,7 +21,7 @@ def require(condition: bool, key: str, value: object, allowed: str) -> None:
         raise ValueError(f"{key}={value!r} is invalid: {allowed}")
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     """True for a real, finite int or float (bools are rejected: they are not numbers here)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

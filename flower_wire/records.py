@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app.typing import MetricRecordValues
 
 from fedaso.wire import ARRAYS, CONFIG
 
@@ -27,6 +28,12 @@ def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
             name: Array.from_numpy_ndarray(np.ascontiguousarray(a)) for name, a in arrays.items()
         }
     )
+
+
+def metric_record(metrics: Mapping[str, MetricRecordValues]) -> MetricRecord:
+    """A MetricRecord of ``metrics`` (any mapping of numbers or lists of numbers)."""
+    values: dict[str, MetricRecordValues] = dict(metrics)
+    return MetricRecord(values)
 
 
 def read_instruction(content: RecordDict) -> tuple[ConfigRecord, dict[str, np.ndarray]]:

@@ -31,7 +31,7 @@ privatized per-round releases, never on a raw report. Every round's metrics carr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -51,7 +51,7 @@ from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fr
 from fedaso.robust import norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
 from fedaso.wire import CLIENT_EPSILONS
-from flower_wire.records import arrays_to_record, record_to_arrays
+from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.replies import (
     ClientUpdate,
     evaluate_reply_problem,
@@ -191,20 +191,20 @@ class FedASO(FedAvg):
             failures,
             rejected,
         )
-        counts = {
+        counts: dict[str, int | float] = {
             "num-replies": len(updates),
             "num-failures": failures,
             "num-rejected": rejected,
             "num-norm-outliers": outliers,
         }
         if not updates:  # the privacy figure is stated every round, usable replies or not
-            return None, MetricRecord(counts | self.privacy_metrics())
+            return None, metric_record(counts | self.privacy_metrics())
         new_arrays, drift = self._aggregate(server_round, updates)
         metrics = round_metrics(updates) | counts
         metrics["anchor-drift"] = drift
         metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
         metrics |= self.privacy_metrics()
-        return arrays_to_record(new_arrays), MetricRecord(metrics)
+        return arrays_to_record(new_arrays), metric_record(metrics)
 
     def record_local_releases(self, partitions: Iterable[str]) -> None:
         """Count one local-mode release for each of ``partitions`` (the server's view).
@@ -245,10 +245,10 @@ class FedASO(FedAvg):
         median, since their scales differ. The kept updates are sorted by partition so that
         the aggregate does not depend on the order in which replies arrived.
         """
-        global_model, global_anchors = split_payload(self.global_arrays)
+        global_model, global_anchors = split_payload(self.global_arrays)[0], self.anchors()
         model_norms, anchor_norms = [], []
         for update in updates:
-            model_arrays, anchors = split_payload(update.arrays)
+            model_arrays, anchors = split_payload(update.arrays)[0], anchors_of(update.arrays)
             model_norms.append(update_norm(model_arrays, global_model))
             anchor_norms.append(update_norm({"a": anchors}, {"a": global_anchors}))
         ratio = self.max_update_norm_ratio
@@ -312,17 +312,21 @@ class FedASO(FedAvg):
         ]
         self.local_releases = dict(state.get("local-releases", {}))
 
+    def anchors(self) -> np.ndarray:
+        """The global anchor set of this round (``configure_train`` checked it is there)."""
+        return anchors_of(self.global_arrays)
+
     def _aggregate(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
         """Return the next global payload and the mean movement of the anchor rows."""
         model_sets = [split_payload(update.arrays)[0] for update in updates]
-        previous = split_payload(self.global_arrays)[1]
+        previous = self.anchors()
         if self.privacy.anchor_dp == "central":
             self._record_central_release(server_round, updates, previous)
         else:
             for update in updates:
-                report = AnchorReport(split_payload(update.arrays)[1], update.weight, server_round)
+                report = AnchorReport(anchors_of(update.arrays), update.weight, server_round)
                 self.anchor_store.record(update.partition, report)
         merged = self.anchor_store.merge(server_round)
         merged = previous if merged is None else merged
@@ -340,7 +344,7 @@ class FedASO(FedAvg):
         sensitivity ``C / n``. Raw reports are never stored, so staleness decay can only
         reuse privatized releases (post-processing), never spend a report twice.
         """
-        deltas = [split_payload(u.arrays)[1].astype(np.float64) - previous for u in updates]
+        deltas = [anchors_of(u.arrays).astype(np.float64) - previous for u in updates]
         noisy_mean = central_noisy_mean(
             deltas,
             clip=self.privacy.anchor_clip,
@@ -384,3 +388,11 @@ def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
         for key in CLIENT_EPSILONS
         if any(key in u.metrics for u in updates)
     }
+
+
+def anchors_of(payload: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The anchor set of a payload that must carry one (checked replies and the global one)."""
+    anchors = split_payload(payload)[1]
+    if anchors is None:
+        raise ValueError("the payload carries no anchor set")
+    return anchors

@@ -49,7 +49,7 @@ from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, spl
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
 from fedaso.wire import RUN_KEY
-from flower_wire.records import arrays_to_record, record_to_arrays
+from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
 from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
@@ -63,7 +63,7 @@ MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and cost
 
 def build_strategy(run: RunConfig) -> Strategy:
     """Return the strategy named by ``run.strategy``, configured from the run-config."""
-    sampling = {
+    sampling: dict[str, Any] = {
         "fraction_train": run.fraction_train,
         "fraction_evaluate": run.fraction_evaluate,
         "min_train_nodes": run.min_train_nodes,
@@ -146,7 +146,15 @@ class CentralEvaluator:
         self.last_end = end
         if self.on_round is not None:
             self.on_round(server_round, metrics)
-        return MetricRecord(metrics)
+        return metric_record(metrics)
+
+
+def embedding_width(model: torch.nn.Module) -> int:
+    """The width ``d`` of a reference model's embedding point."""
+    width = getattr(model, "embedding_width", None)
+    if not isinstance(width, int):
+        raise ValueError(f"{type(model).__name__} does not state its embedding_width")
+    return width
 
 
 def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | None]:
@@ -160,7 +168,7 @@ def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | No
     anchors = None
     if run.initial_anchors:
         anchors = load_anchors_file(
-            run.initial_anchors, num_anchors=run.num_anchors, width=model.embedding_width
+            run.initial_anchors, num_anchors=run.num_anchors, width=embedding_width(model)
         )
     return model, anchors
 
@@ -200,7 +208,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     checkpoints.register("run-identity", identity, restore_now=True)
     client_config = ConfigRecord(run.client_view() | {RUN_KEY: identity.key})
     strategy = build_strategy(run)
-    if run.strategy == "fedaso" and anchors is None and checkpoints.resumed is None:
+    if isinstance(strategy, FedASO) and anchors is None and checkpoints.resumed is None:
         anchors = federated_initial_anchors(
             grid, run, model_to_arrays(model), strategy, client_config
         )

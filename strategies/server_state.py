@@ -126,7 +126,8 @@ def strategy_components(strategy: Strategy) -> dict[str, Stateful]:
     each level that is :class:`Stateful`, or a FedOpt, is saved under its own name.
     """
     components: dict[str, Stateful] = {}
-    name, level = "strategy", strategy
+    level: Strategy | None = strategy
+    name = "strategy"
     while level is not None:
         if isinstance(level, Stateful):
             components[name] = level
@@ -233,6 +234,7 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint) -> Path:
         with temporary.open("wb") as stream:
             np.savez(
                 stream,
+                allow_pickle=False,
                 meta=np.frombuffer(meta_text.encode(), dtype=np.uint8),
                 digest=np.frombuffer(digest(meta_text, arrays).encode(), dtype=np.uint8),
                 **members,

@@ -78,7 +78,7 @@ def central_noisy_mean(
         raise ValueError("central_noisy_mean needs at least one anchor change")
     if expected_count < len(deltas):
         raise ValueError(f"expected_count={expected_count} is below the {len(deltas)} reports")
-    total = sum(clip_frobenius(delta, clip) for delta in deltas)
+    total = np.sum([clip_frobenius(delta, clip) for delta in deltas], axis=0)
     total = total + gaussian_noise(total.shape, noise_multiplier * clip, rng)
     return total / expected_count
 
