@@ -46,11 +46,10 @@ from fedaso.aggregation import (
     PartitionAnchorStore,
     weighted_average,
 )
-from fedaso.payload import join_payload, split_payload
 from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fresh_rng
 from fedaso.robust import norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
-from fedaso.wire import CLIENT_EPSILONS
+from fedaso.wire import ANCHOR_EPSILON, CLIENT_EPSILONS, join_payload, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.replies import (
     ClientUpdate,
@@ -236,7 +235,7 @@ class FedASO(FedAvg):
         """``anchor-epsilon`` and ``anchor-delta`` when anchors are private; else nothing."""
         if not self.privacy.anchors_private:
             return {}
-        return {"anchor-epsilon": self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
+        return {ANCHOR_EPSILON: self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
 
     def drop_norm_outliers(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], int]:
         """Drop updates whose model or anchor change exceeds the norm bound; sort the rest.

@@ -138,7 +138,7 @@ def released_partition(msg: Message) -> str | None:
     if msg.has_error():
         return None
     records = list(msg.content.metric_records.values())
-    reported = records[0].get("partition-id") if len(records) == 1 else None
+    reported = records[0].get(PARTITION_ID) if len(records) == 1 else None
     node_id = msg.metadata.src_node_id
     return partition_key(node_id, reported) or f"node-{node_id}"
 

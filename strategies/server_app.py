@@ -45,10 +45,10 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 from fedaso.anchors import kmeans_anchors
 from fedaso.data import CentralData, load_central, task_of
 from fedaso.initial_files import load_anchors_file, load_model_file
-from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
+from fedaso.payload import load_model_arrays, model_to_arrays
 from fedaso.run_config import RunConfig
 from fedaso.trainer import embed, evaluate, fact_recall
-from fedaso.wire import RUN_KEY
+from fedaso.wire import RUN_KEY, join_payload, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
 from strategies.faults import FaultPlanGrid
