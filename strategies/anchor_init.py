@@ -35,7 +35,8 @@ from fedaso.wire import (
     SERVER_ROUND,
 )
 from flower_wire.records import arrays_to_record, record_to_arrays
-from strategies.fedaso import FedASO, released_partition
+from strategies.fedaso import FedASO
+from strategies.replies import released_partition
 from strategies.update_dp import expected_sample_size
 
 
