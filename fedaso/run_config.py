@@ -4,8 +4,10 @@ Flower hands a ServerApp a flat ``{kebab-case-key: value}`` run-config (from
 ``[tool.flwr.app.config]`` plus ``--run-config`` overrides). :class:`RunConfig` is its typed
 form: :meth:`RunConfig.from_flat` rejects unknown keys, wrong types and bad values before any
 training starts, with one message naming the key, the value and what is allowed. The server
-then sends the flat form to the clients, which rebuild the same typed configs from it, so
-there is one source of truth that flows one way: run-config -> server -> messages -> clients.
+then sends the clients their view of it (:meth:`RunConfig.client_view`: every key but the
+``SERVER_ONLY_KEYS``), which they parse into a :class:`ClientConfig` and rebuild the same
+typed configs from, so there is one source of truth that flows one way:
+run-config -> server -> messages -> clients.
 """
 
 from __future__ import annotations
