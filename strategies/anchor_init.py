@@ -75,7 +75,7 @@ def federated_initial_anchors(
         for node in sampled
     ]
     replies = list(grid.send_and_receive(messages, timeout=run.round_timeout))
-    answers = usable_centroids(replies, run.num_anchors)
+    answers = usable_centroids(replies, run.num_anchors, noised=run.anchor_dp == "local")
     if run.anchor_dp == "local":  # every answer that arrived was released, usable or not
         strategy.record_local_releases(
             key for key in map(released_partition, replies) if key is not None
@@ -101,12 +101,12 @@ def federated_initial_anchors(
 
 
 def usable_centroids(
-    replies: Iterable[Message], num_anchors: int
+    replies: Iterable[Message], num_anchors: int, *, noised: bool
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ``(centroids, fractions)`` of every usable k-means answer; others are logged."""
     answers = []
     for reply in replies:
-        parsed = centroid_answer(reply, num_anchors)
+        parsed = centroid_answer(reply, num_anchors, noised=noised)
         if isinstance(parsed, str):
             log(WARNING, "anchor-init: dropped node %s: %s", reply.metadata.src_node_id, parsed)
             continue
@@ -114,8 +114,15 @@ def usable_centroids(
     return answers
 
 
-def centroid_answer(reply: Message, num_anchors: int) -> tuple[np.ndarray, np.ndarray] | str:
-    """A k-means answer's centroids ``(k, d)`` and fractions ``(k,)``, or why it is unusable."""
+def centroid_answer(
+    reply: Message, num_anchors: int, *, noised: bool
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """A k-means answer's centroids ``(k, d)`` and fractions ``(k,)``, or why it is unusable.
+
+    Raw fractions (``noised`` False) must be a distribution over the client's tokens; noised
+    ones (local mode) may be anything finite, since noise can push them below 0
+    (``fedaso.anchors.federated_kmeans`` floors the weights).
+    """
     if reply.has_error():
         return f"client error: {reply.error.reason}"
     record = reply.content.array_records.get(CENTROIDS)
@@ -134,8 +141,8 @@ def centroid_answer(reply: Message, num_anchors: int) -> tuple[np.ndarray, np.nd
         return f"fractions have shape {fractions.shape}, expected ({len(centroids)},)"
     if not (np.isfinite(centroids).all() and np.isfinite(fractions).all()):
         return "centroids or fractions hold non-finite values"
-    if float(fractions.sum()) <= 0:
-        return f"the cluster fractions sum to {float(fractions.sum())}; they must count tokens"
+    if not noised and ((fractions < 0).any() or float(fractions.sum()) <= 0):
+        return f"the cluster fractions {fractions.tolist()} do not count tokens (sum > 0)"
     return centroids.astype(np.float64), fractions.astype(np.float64)
 
 

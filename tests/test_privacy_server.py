@@ -127,12 +127,15 @@ def test_federated_kmeans_answers_are_checked_like_training_replies():
         centroid_reply(7, {"centroids": np.ones((9, 3), dtype=np.float32)}),
         centroid_reply(8, answer() | {"fractions": np.ones(3, dtype=np.float32)}),
     ]
-    answers = usable_centroids(replies, num_anchors=4)
+    answers = usable_centroids(replies, num_anchors=4, noised=False)
     assert len(answers) == 1
     np.testing.assert_array_equal(answers[0][0], np.ones((4, 3)))
-    reasons = [centroid_answer(reply, 4) for reply in replies[1:]]
+    reasons = [centroid_answer(reply, 4, noised=False) for reply in replies[1:]]
     assert all(isinstance(reason, str) for reason in reasons)
-    assert "non-finite" in reasons[3] and "sum to 0" in reasons[4]
+    assert "non-finite" in reasons[3] and "do not count tokens" in reasons[4]
+    # Noised fractions (local mode) may sum below 0; the answer is used all the same.
+    noised = centroid_reply(9, answer(fractions=-0.5))
+    assert len(usable_centroids([noised], num_anchors=4, noised=True)) == 1
 
 
 @pytest.mark.usefixtures("server_task_identity")
