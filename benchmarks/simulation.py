@@ -52,11 +52,11 @@ from benchmarks.common import (
 )
 from clients.client_app import app as client_app
 from clients.client_app import client_seed
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.data import load_partition
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
-from fedaso.run_config import RunConfig
+from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.trainer import train_local
+from flower_wire.records import arrays_to_record, record_to_arrays
 from simulations.engine import format_table, parse_value, simulate
 
 
@@ -335,11 +335,13 @@ def print_results(args: argparse.Namespace, results: dict) -> None:
 
 
 def train_message(run: RunConfig, payload: dict[str, np.ndarray]) -> Message:
-    """A train instruction as the server sends it: payload arrays and the flat run-config."""
+    """A train instruction as the server sends it: payload arrays and the client config."""
     content = RecordDict(
         {
             "arrays": arrays_to_record(payload),
-            "config": ConfigRecord(run.to_flat() | {"server-round": 1}),
+            "config": ConfigRecord(
+                ClientConfig(run=run, server_round=1, run_key="benchmark").to_message()
+            ),
         }
     )
     metadata = Metadata(
@@ -384,9 +386,7 @@ def client_handler_costs(args: argparse.Namespace, tasks: int = 10) -> dict[str,
     parts: dict[str, Callable[[int], object]] = {
         "whole train handler": lambda pid: client_app(message, context(pid)),
         "train_local alone": train_only,
-        "parse config": lambda pid: RunConfig.from_flat(
-            dict(message.content["config"]), strict=False
-        ),
+        "parse config": lambda pid: ClientConfig.from_message(dict(message.content["config"])),
         "build model": lambda pid: run.build_model(),
         "decode payload into model": lambda pid: load_model_arrays(
             model, split_payload(record_to_arrays(message.content["arrays"]))[0]

@@ -97,12 +97,31 @@ class PartitionAnchorStore:
         """Keep ``report`` as the partition's latest."""
         self.reports[partition] = report
 
+    def accumulate(self, key: Hashable, anchors: np.ndarray, server_round: int) -> None:
+        """Fold ``anchors`` (weight 1) into the running decayed average stored under ``key``.
+
+        The stored entry is the weighted mean of every set folded in so far, each weighing
+        ``gamma ** age``, with their total weight: exactly what :meth:`merge` would make of
+        one entry per set, in constant memory (central mode: one release per round).
+        """
+        previous = self.reports.get(key)
+        weight, mean = 1.0, np.asarray(anchors, dtype=np.float64)
+        if previous is not None:
+            decayed = previous.weight * self.decay(server_round - previous.server_round)
+            if decayed > 0:
+                weight = decayed + 1.0
+                mean = (decayed * np.asarray(previous.anchors, dtype=np.float64) + mean) / weight
+        self.reports[key] = AnchorReport(mean, weight, server_round)
+
+    def decay(self, age: int) -> float:
+        """``gamma ** age``, with a report of this round (age 0) weighing 1 even for gamma 0."""
+        return 1.0 if age == 0 else self.staleness_decay**age
+
     def decayed_weights(self, server_round: int) -> dict[Hashable, float]:
         """Return each stored partition's weight at ``server_round`` (zero weights omitted)."""
         weights = {}
         for partition, report in self.reports.items():
-            age = server_round - report.server_round
-            decay = 1.0 if age == 0 else self.staleness_decay**age
+            decay = self.decay(server_round - report.server_round)
             if decay * report.weight > 0:
                 weights[partition] = decay * report.weight
         return weights

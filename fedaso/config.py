@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 
@@ -24,7 +25,7 @@ def require(condition: bool, key: str, value: object, allowed: str) -> None:
         raise ValueError(f"{key}={value!r} is invalid: {allowed}")
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     """True for a real, finite int or float (bools are rejected: they are not numbers here)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -37,8 +38,8 @@ class ASOConfig:
     aso_tau: float = 0.1  # softmax temperature of the relevance score, > 0
     aso_lambda: float = 1.0  # semantic emphasis of the loss weight (1 + lambda * s), >= 0
     aso_alpha: float = 0.01  # anchor EMA rate of Eq. 1, in (0, 1)
-    num_anchors: int = 64  # M, anchors in the set, >= 2
-    subspace_rank: int = 16  # R, rank of the semantic subspace, 1 <= R <= min(M, d)
+    num_anchors: int = 32  # M, anchors in the set, >= 2
+    subspace_rank: int = 8  # R, rank of the semantic subspace, 1 <= R <= min(M - 1, d)
     relevance: str = "max"  # "max" (default) or "entropy"
     project_gradients: bool = True  # Eq. 5 on/off (ablation switch)
     update_anchors: bool = True  # Eq. 1 on/off; False keeps anchors static (ablation switch)
@@ -70,10 +71,11 @@ class ASOConfig:
             "must be an integer >= 2 (relevance compares anchors)",
         )
         require(
-            isinstance(self.subspace_rank, int) and 1 <= self.subspace_rank <= self.num_anchors,
+            isinstance(self.subspace_rank, int) and 1 <= self.subspace_rank < self.num_anchors,
             "subspace-rank",
             self.subspace_rank,
-            f"must be an integer in [1, num-anchors={self.num_anchors}]",
+            # M centered anchors span at most M - 1 dimensions (spec section 4).
+            f"must be an integer in [1, num-anchors - 1 = {self.num_anchors - 1}]",
         )
         require(
             self.relevance in RELEVANCE_KINDS,
@@ -102,14 +104,14 @@ class ASOConfig:
 class TrainConfig:
     """Local optimization hyperparameters of one client round."""
 
-    local_epochs: int = 1  # passes over the partition's training split per round, >= 1
+    local_epochs: int = 2  # passes over the partition's training split per round, >= 1
     batch_size: int = 16  # examples (LM windows or samples) per step, >= 1
-    lr: float = 0.01  # learning rate, > 0
+    lr: float = 0.003  # learning rate, > 0
     optimizer: str = "adam"  # "sgd" or "adam"
     max_steps: int = 0  # cap on local steps per round; 0 = no cap
     proximal_mu: float = 0.0  # FedProx proximal term weight (sent by Flower's FedProx), >= 0
     seed: int = 0  # seeds batch order, so runs are reproducible
-    device: str = "cpu"  # where the model trains: cpu, cuda or auto (cuda when present)
+    device: str = "auto"  # where the model trains: auto (CUDA when present), cpu or cuda
     precision: str = "fp32"  # fp32, or bf16 / fp16 autocast (ASO's own math stays fp32)
 
     def __post_init__(self) -> None:

@@ -92,7 +92,7 @@ class DataConfig:
     test_fraction: float = 0.2  # per-partition held-out share of rows, in [0, 1)
     seed: int = 0  # seeds the facts corpus, hold-outs, partitioning and train/test splits
     facts_entities: int = 40  # entities per facts domain, >= 2
-    window_stride: int = 0  # bytes between LM training windows' starts; 0 = disjoint windows
+    window_stride: int = 16  # bytes between LM training windows' starts; 0 = disjoint windows
     tokenizer: str = ""  # "" = UTF-8 bytes; else a Hugging Face tokenizer's name or path
 
     def __post_init__(self) -> None:

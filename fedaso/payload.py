@@ -1,13 +1,8 @@
-"""The single array payload that carries a model and its anchor set (spec section 10).
+"""A model's arrays as the plain ``{name: np.ndarray}`` dicts that messages carry.
 
-Flower's reply check accepts exactly one ArrayRecord per reply, and its DP wrappers clip and
-noise every array of it against the global arrays. So the anchor set travels *inside* the
-model's array payload under a reserved key: wrappers then clip and noise model and anchors
-together, and FedASO splits them again to aggregate the model by relevance and merge the
-anchors per partition. The global model a user saves or evaluates never has the reserved key.
-
-This module works on plain ``{name: np.ndarray}`` dicts so that the core stays free of Flower;
-``clients`` and ``strategies`` convert to and from ``ArrayRecord`` at the boundary.
+``model_to_arrays`` and ``load_model_arrays`` convert between a torch model and the model
+part of the payload; the payload itself (model plus the anchor set under a reserved key) is
+defined in ``fedaso.wire``, whose names are re-exported here for older imports.
 """
 
 from __future__ import annotations
@@ -18,29 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
-RESERVED_PREFIX = "aso."  # no model parameter may start with this
-ANCHORS_KEY = "aso.anchors"
+from fedaso.wire import ANCHORS_KEY, RESERVED_PREFIX, join_payload, split_payload
 
-
-def join_payload(
-    model_arrays: Mapping[str, np.ndarray], anchors: np.ndarray | None
-) -> dict[str, np.ndarray]:
-    """Return the model's arrays followed by the anchors under ``ANCHORS_KEY`` (if any)."""
-    clash = [name for name in model_arrays if name.startswith(RESERVED_PREFIX)]
-    if clash:
-        raise ValueError(f"model array names {clash} use the reserved prefix {RESERVED_PREFIX!r}")
-    payload = dict(model_arrays)
-    if anchors is not None:
-        payload[ANCHORS_KEY] = np.asarray(anchors, dtype=np.float32)
-    return payload
-
-
-def split_payload(
-    payload: Mapping[str, np.ndarray],
-) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Return ``(model_arrays, anchors)``; anchors is None when the payload has none."""
-    model_arrays = {k: v for k, v in payload.items() if not k.startswith(RESERVED_PREFIX)}
-    return model_arrays, payload.get(ANCHORS_KEY)
+__all__ = [
+    "ANCHORS_KEY",
+    "RESERVED_PREFIX",
+    "join_payload",
+    "load_model_arrays",
+    "model_to_arrays",
+    "split_payload",
+]
 
 
 def exchanged_names(model: nn.Module) -> list[str]:

@@ -136,7 +136,7 @@ def score_tokens(
         block = unit_embeddings[start : start + block_rows] @ scaled_anchors_t  # (b, M): c / tau
         relevance[start : start + block.shape[0]] = relevance_from_logits(logits=block, kind=kind)
         similarity, token = column_max(block)  # (M,), (M,): first maximal row on ties
-        if best_similarity is None:
+        if best_similarity is None or nearest_token is None:
             best_similarity, nearest_token = similarity, token
         else:
             # Strictly greater: on ties the earlier token wins, as in argmax over all rows.

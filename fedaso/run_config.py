@@ -4,8 +4,10 @@ Flower hands a ServerApp a flat ``{kebab-case-key: value}`` run-config (from
 ``[tool.flwr.app.config]`` plus ``--run-config`` overrides). :class:`RunConfig` is its typed
 form: :meth:`RunConfig.from_flat` rejects unknown keys, wrong types and bad values before any
 training starts, with one message naming the key, the value and what is allowed. The server
-then sends the flat form to the clients, which rebuild the same typed configs from it, so
-there is one source of truth that flows one way: run-config -> server -> messages -> clients.
+then sends the clients their view of it (:meth:`RunConfig.client_view`: every key but the
+``SERVER_ONLY_KEYS``), which they parse into a :class:`ClientConfig` and rebuild the same
+typed configs from, so there is one source of truth that flows one way:
+run-config -> server -> messages -> clients.
 """
 
 from __future__ import annotations
@@ -33,11 +35,39 @@ from fedaso.faults import parse_fault_plan
 from fedaso.models import LoraSettings, ModelSpec, build_model, embedding_width_of, is_hf
 from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
+from fedaso.wire import RUN_KEY, SERVER_ROUND
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
 # num-anchors and subspace-rank of 0 mean "the model's default": the report's M = 512 and
 # R = 16 for hf: models, the small values below for the reference models (spec section 11).
 AUTO_ANCHORS = {"hf": (512, 16), "reference": (32, 8)}
+# Run-config keys only the server reads: never sent to clients (``RunConfig.client_view``).
+# Every other key, including keys added later, reaches the clients without further edits.
+SERVER_ONLY_KEYS = frozenset(
+    {
+        "num-server-rounds",
+        "fraction-train",
+        "fraction-evaluate",
+        "min-train-nodes",
+        "aggregation-weight",
+        "anchor-staleness-decay",
+        "server-lr",
+        "anchor-init",
+        "update-dp",
+        "update-clip",
+        "update-noise-multiplier",
+        "out-dir",
+        "round-timeout",
+        "max-update-norm-ratio",
+        "checkpoint-dir",
+        "resume",
+        "fault-plan",  # a testing aid; the server tells only the faulty node (strategies.faults)
+        "fault-delay",
+        "initial-model",
+        "initial-anchors",
+        "extra-eval-dataset",
+    }
+)
 AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
 
 
@@ -359,6 +389,17 @@ class RunConfig:
             values[name] = coerce(key, value, type(getattr(defaults, name)))
         return cls(**values)
 
+    def client_view(self) -> dict[str, Any]:
+        """The flat keys a client needs: every key but the server-only ones."""
+        return {k: v for k, v in self.to_flat().items() if k not in SERVER_ONLY_KEYS}
+
+    @classmethod
+    def client_keys(cls) -> frozenset[str]:
+        """The run-config keys every client message must carry."""
+        return frozenset(name.replace("_", "-") for name in cls.__dataclass_fields__) - (
+            SERVER_ONLY_KEYS
+        )
+
     def replace(self, **changes: Any) -> RunConfig:
         """Return a copy with ``changes`` (snake_case field names), validated."""
         return dataclasses.replace(self, **changes)
@@ -419,3 +460,53 @@ def coerce(key: str, value: Any, kind: type) -> Any:
     elif kind is str and isinstance(value, str):
         return value
     raise ValueError(f"{key}={value!r} is invalid: must be of type {kind.__name__}")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What a client is told with a message: its run-config view and the protocol keys.
+
+    ``run`` holds the client keys as sent; its server-only fields keep their defaults and
+    no client code reads them. ``extra`` holds the keys Flower's own strategies and wrappers
+    add (e.g. FedProx's ``proximal-mu``, the client-side clipping norm).
+    """
+
+    run: RunConfig
+    server_round: int
+    run_key: str
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, flat: Mapping[str, Any]) -> ClientConfig:
+        """Parse a message's ConfigRecord; every client key must be there.
+
+        Raises
+        ------
+        ValueError
+            Naming the missing keys (never a silent fall-back to a client-side default), a
+            server-only key that should not have been sent, or a bad value.
+        """
+        required = cls.required_keys()
+        missing = sorted(required - set(flat))
+        if missing:
+            raise ValueError(f"the message's config lacks required key(s) {', '.join(missing)}")
+        leaked = sorted(SERVER_ONLY_KEYS & set(flat))
+        if leaked:
+            raise ValueError(f"the message's config carries server-only key(s) {leaked}")
+        keys = RunConfig.client_keys()
+        return cls(
+            run=RunConfig.from_flat({k: v for k, v in flat.items() if k in keys}),
+            server_round=coerce(SERVER_ROUND, flat[SERVER_ROUND], int),
+            run_key=coerce(RUN_KEY, flat[RUN_KEY], str),
+            extra={k: v for k, v in flat.items() if k not in required},
+        )
+
+    @staticmethod
+    def required_keys() -> frozenset[str]:
+        """The client keys of the run-config and the protocol's own."""
+        return RunConfig.client_keys() | {SERVER_ROUND, RUN_KEY}
+
+    def to_message(self) -> dict[str, Any]:
+        """The flat ConfigRecord content a server sends (inverse of :meth:`from_message`)."""
+        protocol = {SERVER_ROUND: self.server_round, RUN_KEY: self.run_key}
+        return dict(self.extra) | self.run.client_view() | protocol

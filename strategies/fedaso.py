@@ -8,11 +8,12 @@ stored per partition (the reply's source node) with their round, and merged with
 decay into the next global set.
 
 Unlike Flower's built-in reply check, which fails the whole round on one inconsistent
-reply, FedASO checks each reply on its own: a reply with an error, a missing record or key,
-wrong array names, shapes or dtypes, non-finite values, a non-positive weight, or an update
-whose norm exceeds ``max_update_norm_ratio`` times the round's median (``fedaso.robust``) is
-logged, counted in the round's metrics and left out; the others are aggregated, in partition
-order so that the result does not depend on the order replies arrive in. A round with no
+reply, FedASO checks each reply on its own (``strategies.replies``): a reply with an error,
+a missing record or key, wrong array names, shapes or dtypes, non-finite values, a
+non-positive weight, or an update whose norm exceeds ``max_update_norm_ratio`` times the
+round's median (``fedaso.robust``) is logged, counted in the round's metrics and left out;
+the others are aggregated, in partition order so that the result does not depend on the
+order replies arrive in. A round with no
 usable reply keeps the previous global state. Anchor reports are stored under the partition
 the client reports (``partition-id``), so the store survives a restart in which every node
 gets a new id (``state_dict``/``load_state_dict`` checkpoint it). Because the anchors ride
@@ -30,8 +31,7 @@ privatized per-round releases, never on a raw report. Every round's metrics carr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -41,22 +41,26 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.aggregation import (
     AnchorReport,
     PartitionAnchorStore,
-    client_weight,
-    is_usable_weight,
     weighted_average,
 )
-from fedaso.payload import join_payload, split_payload
 from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fresh_rng
 from fedaso.robust import norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
+from fedaso.wire import ANCHOR_EPSILON, CLIENT_EPSILONS, join_payload, split_payload
+from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
+from strategies.replies import (
+    ClientUpdate,
+    evaluate_reply_problem,
+    metric_shape,
+    parse_train_reply,
+    released_partition,
+    repeats_partition,
+)
 
-REQUIRED_METRICS = ("num-examples", "num-tokens", "mean-relevance", "train-loss")
-COUNT_METRICS = ("num-examples", "num-tokens")  # must be integers >= 1
-CLIENT_EPSILONS = ("anchor-epsilon", "relevance-epsilon", "dp-sgd-epsilon")  # max over replies
+CENTRAL_RELEASES = "central-releases"  # anchor store key of central mode's running release
 
 
 class FedASO(FedAvg):
@@ -151,57 +155,7 @@ class FedASO(FedAvg):
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Return the reply's update, or a string saying why it cannot be aggregated."""
-        if msg.has_error():
-            return f"client error: {msg.error.reason}"
-        content = msg.content
-        if len(content.array_records) != 1 or len(content.metric_records) != 1:
-            return (
-                f"expected one ArrayRecord and one MetricRecord, got "
-                f"{len(content.array_records)} and {len(content.metric_records)}"
-            )
-        metrics = next(iter(content.metric_records.values()))
-        for key in REQUIRED_METRICS:
-            value = metrics.get(key)
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                return f"metric {key!r} is missing or not a finite number: {value!r}"
-        for key in COUNT_METRICS:
-            if not float(metrics[key]).is_integer() or metrics[key] < 1:
-                return f"metric {key!r} must be an integer >= 1, got {metrics[key]!r}"
-        partition = partition_key(msg.metadata.src_node_id, metrics.get("partition-id"))
-        if partition is None:
-            return f"metric 'partition-id' must be an integer >= 0, got {metrics['partition-id']!r}"
-        try:
-            arrays = record_to_arrays(next(iter(content.array_records.values())))
-        except Exception as error:  # any undecodable array drops the reply, not the round
-            return f"arrays cannot be decoded: {error}"
-        problem = self.arrays_problem(arrays)
-        if problem is not None:
-            return problem
-        weight = client_weight(
-            kind=self.aggregation_weight,
-            mean_relevance=float(metrics["mean-relevance"]),
-            num_tokens=int(metrics["num-tokens"]),
-            num_examples=int(metrics["num-examples"]),
-        )
-        if not is_usable_weight(weight):
-            return f"aggregation weight {weight} is not finite and positive"
-        return ClientUpdate(msg.metadata.src_node_id, arrays, metrics, weight, partition)
-
-    def arrays_problem(self, arrays: dict[str, np.ndarray]) -> str | None:
-        """Return why ``arrays`` do not match the global payload, or None if they do."""
-        if list(arrays) != list(self.global_arrays):
-            missing = sorted(set(self.global_arrays) - set(arrays))
-            extra = sorted(set(arrays) - set(self.global_arrays))
-            return f"array names differ from the global payload: missing {missing}, extra {extra}"
-        for name, array in arrays.items():
-            expected = self.global_arrays[name]
-            if array.shape != expected.shape:
-                return f"array {name!r} has shape {array.shape}, expected {expected.shape}"
-            if array.dtype != expected.dtype:
-                return f"array {name!r} has dtype {array.dtype}, expected {expected.dtype}"
-            if not np.isfinite(array).all():
-                return f"array {name!r} holds non-finite values"
-        return None
+        return parse_train_reply(msg, self.global_arrays, self.aggregation_weight)
 
     def aggregate_train(
         self,
@@ -211,7 +165,11 @@ class FedASO(FedAvg):
         """Aggregate usable replies by relevance and merge anchors per partition."""
         updates: list[ClientUpdate] = []
         failures, rejected = 0, 0
+        released: list[str] = []  # every reply that arrived was released by its client
         for msg in replies:
+            source = released_partition(msg)
+            if source is not None:
+                released.append(source)
             parsed = self.parse_reply(msg)
             if isinstance(parsed, ClientUpdate) and repeats_partition(parsed, updates):
                 parsed = f"{parsed.partition} already replied this round"
@@ -221,6 +179,8 @@ class FedASO(FedAvg):
             failures += msg.has_error()
             rejected += not msg.has_error()
             log(WARNING, "FedASO: dropped reply of node %s: %s", msg.metadata.src_node_id, parsed)
+        if self.privacy.anchor_dp == "local":
+            self.record_local_releases(released)
         updates, outliers = self.drop_norm_outliers(updates)
         rejected += outliers
         log(
@@ -230,23 +190,27 @@ class FedASO(FedAvg):
             failures,
             rejected,
         )
-        counts = {
+        counts: dict[str, int | float] = {
             "num-replies": len(updates),
             "num-failures": failures,
             "num-rejected": rejected,
             "num-norm-outliers": outliers,
         }
-        if not updates:
-            return None, MetricRecord(counts)
+        if not updates:  # the privacy figure is stated every round, usable replies or not
+            return None, metric_record(counts | self.privacy_metrics())
         new_arrays, drift = self._aggregate(server_round, updates)
         metrics = round_metrics(updates) | counts
         metrics["anchor-drift"] = drift
         metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
         metrics |= self.privacy_metrics()
-        return arrays_to_record(new_arrays), MetricRecord(metrics)
+        return arrays_to_record(new_arrays), metric_record(metrics)
 
     def record_local_releases(self, partitions: Iterable[str]) -> None:
-        """Count one local-mode release for each of ``partitions`` (the server's view)."""
+        """Count one local-mode release for each of ``partitions`` (the server's view).
+
+        Every reply that arrived counts, accepted or not: a reply the server drops (rejected,
+        an outlier, a repeat) left its client all the same.
+        """
         for partition in partitions:
             self.local_releases[partition] = self.local_releases.get(partition, 0) + 1
 
@@ -271,7 +235,7 @@ class FedASO(FedAvg):
         """``anchor-epsilon`` and ``anchor-delta`` when anchors are private; else nothing."""
         if not self.privacy.anchors_private:
             return {}
-        return {"anchor-epsilon": self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
+        return {ANCHOR_EPSILON: self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
 
     def drop_norm_outliers(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], int]:
         """Drop updates whose model or anchor change exceeds the norm bound; sort the rest.
@@ -280,10 +244,10 @@ class FedASO(FedAvg):
         median, since their scales differ. The kept updates are sorted by partition so that
         the aggregate does not depend on the order in which replies arrived.
         """
-        global_model, global_anchors = split_payload(self.global_arrays)
+        global_model, global_anchors = split_payload(self.global_arrays)[0], self.anchors()
         model_norms, anchor_norms = [], []
         for update in updates:
-            model_arrays, anchors = split_payload(update.arrays)
+            model_arrays, anchors = split_payload(update.arrays)[0], anchors_of(update.arrays)
             model_norms.append(update_norm(model_arrays, global_model))
             anchor_norms.append(update_norm({"a": anchors}, {"a": global_anchors}))
         ratio = self.max_update_norm_ratio
@@ -347,20 +311,22 @@ class FedASO(FedAvg):
         ]
         self.local_releases = dict(state.get("local-releases", {}))
 
+    def anchors(self) -> np.ndarray:
+        """The global anchor set of this round (``configure_train`` checked it is there)."""
+        return anchors_of(self.global_arrays)
+
     def _aggregate(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
         """Return the next global payload and the mean movement of the anchor rows."""
         model_sets = [split_payload(update.arrays)[0] for update in updates]
-        previous = split_payload(self.global_arrays)[1]
+        previous = self.anchors()
         if self.privacy.anchor_dp == "central":
             self._record_central_release(server_round, updates, previous)
         else:
             for update in updates:
-                report = AnchorReport(split_payload(update.arrays)[1], update.weight, server_round)
+                report = AnchorReport(anchors_of(update.arrays), update.weight, server_round)
                 self.anchor_store.record(update.partition, report)
-            if self.privacy.anchor_dp == "local":
-                self.record_local_releases(update.partition for update in updates)
         merged = self.anchor_store.merge(server_round)
         merged = previous if merged is None else merged
         drift = float(np.linalg.norm(merged - previous, axis=1).mean())
@@ -377,7 +343,7 @@ class FedASO(FedAvg):
         sensitivity ``C / n``. Raw reports are never stored, so staleness decay can only
         reuse privatized releases (post-processing), never spend a report twice.
         """
-        deltas = [split_payload(u.arrays)[1].astype(np.float64) - previous for u in updates]
+        deltas = [anchors_of(u.arrays).astype(np.float64) - previous for u in updates]
         noisy_mean = central_noisy_mean(
             deltas,
             clip=self.privacy.anchor_clip,
@@ -386,63 +352,10 @@ class FedASO(FedAvg):
             rng=fresh_rng(),
         )
         release = (previous + noisy_mean).astype(previous.dtype)
-        report = AnchorReport(release, 1.0, server_round)
-        self.anchor_store.record(f"release-{server_round}", report)
+        self.anchor_store.accumulate(CENTRAL_RELEASES, release, server_round)
         self.anchor_account.record(
             noise_multiplier=self.privacy.anchor_noise_multiplier, sample_rate=self.sample_rate
         )
-
-
-@dataclass(frozen=True)
-class ClientUpdate:
-    """A usable training reply: its node, arrays, metrics and aggregation weight."""
-
-    node_id: int
-    arrays: dict[str, np.ndarray]
-    metrics: MetricRecord
-    weight: float
-    partition: str  # anchor store key: "partition-K" as reported, else "node-ID"
-
-
-def partition_key(node_id: int, reported: object) -> str | None:
-    """The anchor store key of a reply: its reported ``partition-id``, else its node id.
-
-    Returns None when a ``partition-id`` is reported but is not an integer >= 0.
-    """
-    if reported is None:
-        return f"node-{node_id}"
-    if not isinstance(reported, int | float) or not float(reported).is_integer() or reported < 0:
-        return None
-    return f"partition-{int(reported)}"
-
-
-def repeats_partition(update: ClientUpdate, accepted: list[ClientUpdate]) -> bool:
-    """Whether ``update``'s partition already has an accepted reply this round."""
-    return any(other.partition == update.partition for other in accepted)
-
-
-def metric_shape(msg: Message) -> dict[str, int | None]:
-    """A reply's metric keys with each list value's length: what averaging needs to match."""
-    metrics = next(iter(msg.content.metric_records.values()))
-    return {k: len(v) if isinstance(v, list) else None for k, v in metrics.items()}
-
-
-def evaluate_reply_problem(msg: Message, weighted_by_key: str) -> str | None:
-    """Say why an evaluation reply cannot be averaged, or None if it can."""
-    if msg.has_error():
-        return f"client error: {msg.error.reason}"
-    records = msg.content.metric_records
-    if len(records) != 1:
-        return f"expected one MetricRecord, got {len(records)}"
-    metrics = next(iter(records.values()))
-    weight = metrics.get(weighted_by_key)
-    if not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
-        return f"metric {weighted_by_key!r} is missing or not a finite number > 0: {weight!r}"
-    for key, value in metrics.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(math.isfinite(v) for v in values):
-            return f"metric {key!r} is not finite: {value!r}"
-    return None
 
 
 def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
@@ -474,3 +387,11 @@ def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
         for key in CLIENT_EPSILONS
         if any(key in u.metrics for u in updates)
     }
+
+
+def anchors_of(payload: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The anchor set of a payload that must carry one (checked replies and the global one)."""
+    anchors = split_payload(payload)[1]
+    if anchors is None:
+        raise ValueError("the payload carries no anchor set")
+    return anchors

@@ -32,9 +32,14 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedaso.payload import RESERVED_PREFIX
-
-PARTITION_QUERY = "query.partition"  # message type answered by clients.client_app
+from fedaso.wire import (
+    NUM_STEPS,
+    PARTITION_ID,
+    PARTITION_QUERY,
+    RESERVED_PREFIX,
+    SERVER_ROUND,
+    TRAIN,
+)
 
 
 class GridProxy(Grid):
@@ -128,7 +133,7 @@ class PartitionOrderedGrid(GridProxy):
 def partition_of_reply(reply: Message) -> int | None:
     """The ``partition-id`` of a partition query's reply, or None if it has none."""
     for record in reply.content.metric_records.values():
-        value = record.get("partition-id")
+        value = record.get(PARTITION_ID)
         if isinstance(value, int | float) and math.isfinite(value):
             return int(value)
     return None
@@ -171,7 +176,7 @@ def payload_bytes(content: RecordDict) -> tuple[int, int]:
 def round_of(message: Message) -> int:
     """The server round a strategy's message belongs to (``server-round`` of its config)."""
     for record in message.content.config_records.values():
-        value = record.get("server-round")
+        value = record.get(SERVER_ROUND)
         if isinstance(value, int):
             return value
     return 0
@@ -203,7 +208,7 @@ class MeteredGrid(GridProxy):
             tally.model_bytes_down += model
             tally.anchor_bytes_down += anchors
             tally.messages += 1
-            if self.partition_of is not None and message.metadata.message_type == "train":
+            if self.partition_of is not None and message.metadata.message_type == TRAIN:
                 partition = self.partition_of(message.metadata.dst_node_id)
                 if partition is not None:
                     tally.train_partitions.append(partition)
@@ -264,7 +269,7 @@ class MeteredGrid(GridProxy):
 def reported_steps(content: RecordDict) -> int:
     """``num-steps`` of a reply's MetricRecord (0 when it reports none)."""
     for record in content.metric_records.values():
-        value = record.get("num-steps")
+        value = record.get(NUM_STEPS)
         if isinstance(value, int | float) and math.isfinite(value):
             return int(value)
     return 0

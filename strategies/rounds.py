@@ -26,7 +26,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import InconsistentMessageReplies
 from flwr.serverapp.strategy import Result, Strategy
 
-from strategies.checkpoint import Checkpoints
+from strategies.server_state import Checkpoints
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 

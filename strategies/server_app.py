@@ -10,12 +10,13 @@ final model's exchanged arrays (``model.pt``, without the reserved anchor key; o
 adapters under LoRA), the final anchors, and for an ``hf:`` model the Hugging Face folder
 ``adapter/`` (LoRA, for ``PeftModel.from_pretrained``) or ``model/`` (a full fine-tune).
 
-Privacy (``strategies.privacy``, docs/PRIVACY.md): with ``anchor-init = federated`` the
-anchors come from federated k-means over ``query`` messages instead of the seed corpus, and
-with ``update-dp`` the strategy runs inside one of Flower's DP wrappers.
+Privacy (docs/PRIVACY.md): with ``anchor-init = federated`` the anchors come from federated
+k-means over ``query`` messages instead of the seed corpus (``strategies.anchor_init``), and
+with ``update-dp`` the strategy runs inside one of Flower's DP wrappers
+(``strategies.update_dp``).
 
 Rounds run in ``strategies.rounds`` (Flower's round loop, with a per-round time-out), and
-after every round a checkpoint is written (``strategies.checkpoint``); with ``resume`` set, a
+after every round a checkpoint is written (``strategies.server_state``); with ``resume`` set, a
 run continues after the checkpoint's round.
 
 A run can start from a previous run's ``model.pt`` and ``anchors.npy`` (``initial-model``,
@@ -43,33 +44,31 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.anchors import kmeans_anchors
-from fedaso.checkpoint import load_anchors_file, load_model_file
 from fedaso.config import resolve_device
 from fedaso.data import CentralData, load_central, task_of
+from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import HFCausalLM
-from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
+from fedaso.payload import load_model_arrays, model_to_arrays
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
 from fedaso.trainer import embed, evaluate, fact_recall
-from strategies.checkpoint import Checkpoints
+from fedaso.wire import RUN_KEY, join_payload, split_payload
+from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
+from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
+from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
-from strategies.privacy import (
-    build_update_dp,
-    expected_sample_size,
-    federated_initial_anchors,
-    wait_for_nodes,
-)
 from strategies.rounds import RoundPlan, run_rounds
+from strategies.server_state import Checkpoints, RunIdentity
+from strategies.update_dp import build_update_dp, expected_sample_size
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
 
 def build_strategy(run: RunConfig) -> Strategy:
     """Return the strategy named by ``run.strategy``, configured from the run-config."""
-    sampling = {
+    sampling: dict[str, Any] = {
         "fraction_train": run.fraction_train,
         "fraction_evaluate": run.fraction_evaluate,
         "min_train_nodes": run.min_train_nodes,
@@ -158,7 +157,15 @@ class CentralEvaluator:
         self.last_end = end
         if self.on_round is not None:
             self.on_round(server_round, metrics)
-        return MetricRecord(metrics)
+        return metric_record(metrics)
+
+
+def embedding_width(model: torch.nn.Module) -> int:
+    """The width ``d`` of a reference model's embedding point."""
+    width = getattr(model, "embedding_width", None)
+    if not isinstance(width, int):
+        raise ValueError(f"{type(model).__name__} does not state its embedding_width")
+    return width
 
 
 def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | None]:
@@ -172,7 +179,7 @@ def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | No
     anchors = None
     if run.initial_anchors:
         anchors = load_anchors_file(
-            run.initial_anchors, num_anchors=run.num_anchors, width=model.embedding_width
+            run.initial_anchors, num_anchors=run.num_anchors, width=embedding_width(model)
         )
     return model, anchors
 
@@ -214,18 +221,24 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     evaluator = CentralEvaluator(run, central, on_round)
     ordered = PartitionOrderedGrid(grid)
     metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
+    grid = FaultPlanGrid(metered, run, ordered.partition_of.get) if run.fault_plan else metered
     checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
+    identity = RunIdentity()
+    checkpoints.register("run-identity", identity, restore_now=True)
+    client_config = ConfigRecord(run.client_view() | {RUN_KEY: identity.key})
     strategy = build_strategy(run)
-    if run.strategy == "fedaso" and anchors is None and checkpoints.resumed is None:
-        anchors = federated_initial_anchors(metered, run, model_to_arrays(model), strategy)
+    if isinstance(strategy, FedASO) and anchors is None and checkpoints.resumed is None:
+        anchors = federated_initial_anchors(
+            grid, run, model_to_arrays(model), strategy, client_config
+        )
     if run.update_dp != "none":
-        num_nodes = len(wait_for_nodes(metered, run.min_train_nodes))
+        num_nodes = len(wait_for_nodes(grid, run.min_train_nodes, timeout=run.round_timeout))
         strategy = build_update_dp(strategy, run, expected_sample_size(run, num_nodes))
     plan = RoundPlan(
-        grid=metered,
+        grid=grid,
         timeout=run.round_timeout,
-        train_config=ConfigRecord(run.to_flat()),
-        evaluate_config=ConfigRecord(run.to_flat()),
+        train_config=ConfigRecord(dict(client_config)),  # Flower adds the server round
+        evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=evaluator,
     )
     result = run_rounds(

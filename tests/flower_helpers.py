@@ -6,8 +6,8 @@ import numpy as np
 from flwr.app import Error, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
-from clients.records import arrays_to_record
 from fedaso.payload import ANCHORS_KEY
+from flower_wire.records import arrays_to_record
 
 
 def reply_metadata(node_id: int) -> Metadata:

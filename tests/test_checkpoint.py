@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.checkpoint import load_anchors_file, load_model_file
+from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.run_config import RunConfig
 from strategies.server_app import load_initial_files
 

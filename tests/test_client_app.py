@@ -1,5 +1,6 @@
 """The real ClientApp driven with real Flower messages: reply shape, anchor state, modes."""
 
+import tempfile
 import time
 
 import numpy as np
@@ -7,11 +8,13 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
 
-from clients.client_app import LOCAL_ANCHORS_KEY, app, node_partition
-from clients.records import arrays_to_record, record_to_arrays
+from clients.client_app import app, node_partition
+from clients.state import STATE_DIR_KEY, load_state, partition_directory, state_root
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
-from fedaso.run_config import RunConfig
+from fedaso.run_config import SERVER_ONLY_KEYS, ClientConfig, RunConfig
+from flower_wire.records import arrays_to_record, record_to_arrays
 
+RUN_KEY = "test-run"
 RUN = RunConfig(
     num_anchors=8,
     subspace_rank=4,
@@ -29,7 +32,7 @@ def instruction(run, anchors, message_type="train", server_round=1):
     content = RecordDict(
         {
             "arrays": arrays_to_record(join_payload(model_arrays, anchors)),
-            "config": ConfigRecord(run.to_flat() | {"server-round": server_round}),
+            "config": ConfigRecord(client_config(run, server_round)),
         }
     )
     metadata = Metadata(
@@ -46,14 +49,32 @@ def instruction(run, anchors, message_type="train", server_round=1):
     return Message(content=content, metadata=metadata)
 
 
+def client_config(run, server_round=1):
+    """What the ServerApp sends: the client view, the round and the run key."""
+    return ClientConfig(run=run, server_round=server_round, run_key=RUN_KEY).to_message()
+
+
 def context(partition_id=1, num_partitions=4):
+    """A node of its own: a fresh state directory, so nothing is carried over from elsewhere."""
     return Context(
         run_id=1,
         node_id=3,
-        node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+        node_config={
+            "partition-id": partition_id,
+            "num-partitions": num_partitions,
+            STATE_DIR_KEY: tempfile.mkdtemp(prefix="fedaso-client-state-"),
+        },
         state=RecordDict(),
         run_config={},
     )
+
+
+def kept_anchors(ctx, before_round=2):
+    """The partition's own anchor set on the node's disk, as the next round would see it."""
+    directory = partition_directory(
+        state_root(ctx.node_config), RUN_KEY, int(ctx.node_config["partition-id"])
+    )
+    return load_state(directory, before_round).anchors
 
 
 def test_train_replies_one_arrayrecord_with_anchors_and_one_metricrecord():
@@ -66,7 +87,7 @@ def test_train_replies_one_arrayrecord_with_anchors_and_one_metricrecord():
     metrics = reply.content["metrics"]
     assert metrics["num-examples"] > 0 and 0 < metrics["mean-relevance"] < 1
     # The partition keeps its own anchor set for the next round.
-    stored = ctx.state[LOCAL_ANCHORS_KEY]["anchors"].numpy()
+    stored = kept_anchors(ctx)
     np.testing.assert_array_equal(stored, arrays[ANCHORS_KEY])
 
 
@@ -74,7 +95,7 @@ def test_next_round_blends_the_global_set_into_the_partitions_own():
     rng = np.random.default_rng(1)
     ctx = context()
     app(instruction(RUN, rng.standard_normal((8, 16)).astype(np.float32)), ctx)
-    own = ctx.state[LOCAL_ANCHORS_KEY]["anchors"].numpy().copy()
+    own = kept_anchors(ctx)
     new_global = rng.standard_normal((8, 16)).astype(np.float32)
     # anchor-clip=0: the unclipped change, to see the blend itself (clipping: test_privacy).
     static = RUN.replace(update_anchors=False, anchor_blend=0.25, anchor_clip=0.0)
@@ -101,3 +122,27 @@ def test_missing_node_config_is_explained():
         node_partition({})
     with pytest.raises(ValueError, match="partition-id=5"):
         node_partition({"partition-id": 5, "num-partitions": 4})
+
+
+def test_clients_receive_every_key_but_the_server_only_ones():
+    sent = client_config(RUN)
+    assert not SERVER_ONLY_KEYS & set(sent)
+    assert set(RUN.to_flat()) - SERVER_ONLY_KEYS <= set(sent)  # new keys flow on their own
+    assert {"out-dir", "resume", "initial-model", "fault-plan"} <= SERVER_ONLY_KEYS
+    parsed = ClientConfig.from_message(sent)
+    assert parsed.run.client_view() == RUN.client_view() and parsed.run_key == RUN_KEY
+
+
+@pytest.mark.parametrize("key", ["lr", "anchor-dp", "server-round", "run-key"])
+def test_a_missing_key_is_an_error_naming_it_not_a_default(key):
+    msg = instruction(RUN, None)
+    del msg.content["config"][key]
+    with pytest.raises(ValueError, match=f"lacks required key.*{key}"):
+        app(msg, context())
+
+
+def test_a_server_only_key_in_a_client_message_is_refused():
+    msg = instruction(RUN, None)
+    msg.content["config"]["out-dir"] = "/tmp/x"
+    with pytest.raises(ValueError, match=r"server-only key.*out-dir"):
+        app(msg, context())

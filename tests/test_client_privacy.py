@@ -4,18 +4,19 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from opacus.accountants import RDPAccountant
 
-from clients.client_app import LOCAL_ANCHORS_KEY, app, client_seed
-from clients.records import record_to_arrays
+from clients.client_app import app, client_seed
 from fedaso.anchors import local_centroids
 from fedaso.data import load_partition
 from fedaso.payload import ANCHORS_KEY, load_model_arrays, model_to_arrays, split_payload
 from fedaso.privacy import RELEVANCE_FLOOR, clip_frobenius
-from fedaso.trainer import embed
+from fedaso.trainer import embed, train_local
+from flower_wire.records import record_to_arrays
 from tests.test_client_app import RUN as BASE_RUN
-from tests.test_client_app import context, instruction
+from tests.test_client_app import context, instruction, kept_anchors
 
 RUN = BASE_RUN.replace(max_steps=2)  # a few local steps show everything that leaves
 
@@ -26,7 +27,7 @@ def sent_and_kept(run, ctx, server_round=1):
     """Train through the real ClientApp; return (reply, sent anchors, the client's own set)."""
     reply = app(instruction(run, GLOBAL, server_round=server_round), ctx)
     sent = record_to_arrays(reply.content["arrays"])[ANCHORS_KEY]
-    return reply, sent, ctx.state[LOCAL_ANCHORS_KEY]["anchors"].numpy()
+    return reply, sent, kept_anchors(ctx, before_round=server_round + 1)
 
 
 def test_every_mode_reports_a_clipped_anchor_change():
@@ -122,3 +123,25 @@ def test_client_side_update_clipping_mod_clips_model_and_anchors_together():
     # Without the key, the reply passes untouched (its update is far above 0.1).
     plain = record_to_arrays(app(instruction(RUN, GLOBAL), context()).content["arrays"])
     assert np.sqrt(sum(((plain[k] - sent[k]) ** 2).sum() for k in sent)) > 1.0
+
+
+def test_relevance_noise_reply_carries_only_privatized_relevance_statistics():
+    # Issue 12, defect 5: with relevance-noise > 0 no un-noised relevance statistic leaves.
+    run = RUN.replace(relevance_noise=0.05)
+    reply = app(instruction(run, GLOBAL), context())
+    metrics = dict(reply.content["metrics"])
+    assert "high-relevance-fraction" not in metrics
+    data = load_partition(run.data(num_partitions=4), 1)
+    model = run.build_model()
+    load_model_arrays(
+        model, split_payload(record_to_arrays(instruction(run, None).content["arrays"]))[0]
+    )
+    raw = train_local(
+        model,
+        data.train,
+        anchors=torch.from_numpy(GLOBAL.copy()),
+        aso=run.aso(enabled=True),
+        train=run.train(seed=client_seed(run, 1, 1)),
+    ).mean_relevance
+    assert raw not in metrics.values()
+    assert metrics["mean-relevance"] != raw

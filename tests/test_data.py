@@ -163,15 +163,17 @@ def test_central_data_does_not_depend_on_partitioning():
 
 
 def test_facts_default_sizes_fit_cpu_budget():
-    sizes = [len(data.train) for data in all_partitions(DataConfig(num_partitions=20))]
-    assert min(sizes) >= 10 and max(sizes) <= 40
+    sizes = [
+        len(data.train) for data in all_partitions(DataConfig(num_partitions=20, window_stride=0))
+    ]
+    assert min(sizes) >= 10 and max(sizes) <= 40  # disjoint windows; stride 16 gives ~4x
 
 
 # --- facts content --------------------------------------------------------------------
 
 
 def test_canonical_recall_sentences_are_in_the_training_text():
-    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8)
+    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
     training_text = stream_text(load_partition(config, 0).train)
     prompts = load_central(config).recall_prompts
     assert len(prompts) == 2 * 40 * 4  # two domains, 40 entities, 4 attributes
@@ -182,7 +184,7 @@ def test_canonical_recall_sentences_are_in_the_training_text():
 
 
 def test_facts_eval_is_a_separate_rendering():
-    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8)
+    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
     training_documents = set(stream_text(load_partition(config, 0).train).split("\n"))
     eval_documents = stream_text(load_central(config).eval).split("\n")[1:-1]  # whole ones
     assert eval_documents and not training_documents & set(eval_documents)
@@ -235,7 +237,7 @@ def test_dirichlet_too_small_data_raises_instead_of_hanging():
 
 
 def test_natural_partitions_hold_one_group_each():
-    config = DataConfig(dataset="facts:a", partitioner="natural", num_partitions=8)
+    config = DataConfig(dataset="facts:a", partitioner="natural", num_partitions=8, window_stride=0)
     continents = [
         set(re.findall(r"continent of (\w+)", stream_text(data.train)))
         for data in all_partitions(config)
@@ -246,7 +248,9 @@ def test_natural_partitions_hold_one_group_each():
 
 def test_iid_partitions_scatter_each_entitys_documents():
     # The pool is built entity by entity; unshuffled, iid shards would hold whole entities.
-    config = DataConfig(dataset="facts:a", num_partitions=8, test_fraction=0.0, seq_len=8)
+    config = DataConfig(
+        dataset="facts:a", num_partitions=8, test_fraction=0.0, seq_len=8, window_stride=0
+    )
     intro = r"(\w+) is a country on|This entry describes (\w+),|Among the nations of \w+ is (\w+)\."
     distinct = [
         len({"".join(match) for match in re.findall(intro, stream_text(data.train))})

@@ -4,11 +4,15 @@ Properties:
 - FedASO's ``aggregate_train`` never raises, whatever the replies hold, and any global
   payload it returns has the global names, shapes and dtypes and only finite values;
 - ``aggregate_evaluate`` never raises and returns only finite metrics;
-- the ClientApp's message parsing (``load_job``) either succeeds or raises ``ValueError``.
-Example counts are modest so that the file runs in seconds.
+- the ClientApp's message parsing (``load_job``) either succeeds or raises ``ValueError``;
+- the run-config parser (``RunConfig.from_flat``) either returns a valid config or raises
+  ``ValueError``, and so does a client's parser (``ClientConfig.from_message``).
+Example counts are modest so that the file runs in seconds; ``python -m tests.fuzz_at_scale``
+runs the same properties with ``FEDASO_FUZZ_EXAMPLES`` (10,000 by default) examples each.
 """
 
 import math
+import os
 
 import numpy as np
 from flwr.app import Array, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -18,16 +22,29 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from clients.client_app import load_job
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
-from fedaso.run_config import RunConfig
+from fedaso.run_config import ClientConfig, RunConfig
+from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import payload, reply_metadata
+from tests.test_client_app import client_config
 
 GLOBAL = payload(0.5, 0.25)
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
+SCALE = int(os.environ.get("FEDASO_FUZZ_EXAMPLES", "0"))  # tests.fuzz_at_scale sets it
+
+
+def fuzz_settings(examples: int) -> settings:
+    """``examples`` per property in CI; ``FEDASO_FUZZ_EXAMPLES`` each when set."""
+    return settings(
+        max_examples=SCALE or examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+
+
+SETTINGS = fuzz_settings(60)
 EXTREME_FLOATS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=32),
     st.sampled_from([0.0, -0.0, 1e-45, 3.4e38, -3.4e38, 1e30]),
@@ -146,7 +163,8 @@ RUN = RunConfig(
     facts_entities=8,
 )
 MODEL_ARRAYS = model_to_arrays(RUN.build_model())
-# Keys that select other data: left alone so that the partition cache keeps the test fast.
+# Keys left alone: those that select other data (the partition cache keeps the test fast),
+# and the model's size.
 DATA_KEYS = (
     "dataset",
     "seed",
@@ -155,6 +173,12 @@ DATA_KEYS = (
     "test-fraction",
     "window-stride",
     "partitioner",
+    # The model's size: the client builds the model the server names before it can compare
+    # it with the payload, so a hostile size (e.g. model-layers=2**62) exhausts memory or
+    # time rather than raising (found by tests.fuzz_at_scale; docs/RELIABILITY.md).
+    "model-width",
+    "model-layers",
+    "model-heads",
 )
 CONFIG_VALUES = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
@@ -184,13 +208,13 @@ def instruction(content: RecordDict) -> Message:
 @st.composite
 def instructions(draw):
     """Messages a corrupt or hostile server could send to the ClientApp."""
-    config = RUN.to_flat()
+    config = client_config(RUN)
     overrides = draw(
-        st.dictionaries(
-            st.sampled_from([*config, "server-round", "junk"]), CONFIG_VALUES, max_size=3
-        )
+        st.dictionaries(st.sampled_from([*config, "out-dir", "junk"]), CONFIG_VALUES, max_size=3)
     )
     config |= {k: v for k, v in overrides.items() if k not in DATA_KEYS}
+    for key in draw(st.sets(st.sampled_from(sorted(config)), max_size=1)):
+        del config[key]  # a missing key is a ValueError naming it
     arrays = dict(MODEL_ARRAYS)
     if draw(st.booleans()):
         name = draw(st.sampled_from(sorted(arrays)))
@@ -213,9 +237,7 @@ def instructions(draw):
     return instruction(content)
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
+@fuzz_settings(40)
 @given(
     instructions(),
     st.dictionaries(st.sampled_from(["partition-id", "num-partitions"]), st.integers(-2, 3)),
@@ -234,3 +256,20 @@ def test_client_message_parsing_succeeds_or_raises_a_value_error(msg, node_confi
         return
     assert job.global_anchors is None or job.global_anchors.shape[0] >= 1
     assert ANCHORS_KEY not in job.model.state_dict()
+
+
+FLAT_KEYS = st.sampled_from([*RunConfig().to_flat(), "junk", "num_anchors", ""])
+
+
+@fuzz_settings(60)
+@given(st.dictionaries(FLAT_KEYS, CONFIG_VALUES, max_size=6), st.booleans())
+def test_run_config_parsing_returns_a_valid_config_or_raises_a_value_error(flat, as_client):
+    try:
+        if as_client:
+            parsed = ClientConfig.from_message(client_config(RUN) | flat).run
+        else:
+            parsed = RunConfig.from_flat(flat)
+    except ValueError:
+        return
+    assert RunConfig.from_flat(parsed.to_flat()) == parsed  # valid: it round-trips
+    assert parsed.subspace_rank < parsed.num_anchors

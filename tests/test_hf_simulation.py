@@ -9,9 +9,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from clients.client_app import app
-from clients.records import record_to_arrays
 from fedaso.payload import ANCHORS_KEY, load_model_arrays
 from fedaso.run_config import RunConfig
+from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
 from tests.hf_helpers import tiny_hf_model
 from tests.test_client_app import context, instruction

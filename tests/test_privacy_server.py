@@ -4,24 +4,27 @@ import math
 
 import numpy as np
 import pytest
+from flwr.app import Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
 from opacus.accountants import RDPAccountant
 
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.payload import ANCHORS_KEY
 from fedaso.run_config import RunConfig
+from flower_wire.records import arrays_to_record, record_to_arrays
+from strategies.anchor_init import centroid_answer, usable_centroids, wait_for_nodes
 from strategies.fedaso import FedASO
-from strategies.privacy import (
+from strategies.server_app import build_strategy
+from strategies.update_dp import (
     UpdateDPAccounting,
     build_update_dp,
     expected_sample_size,
     update_dp_calibrated,
 )
-from strategies.server_app import build_strategy
-from tests.flower_helpers import metrics, payload, train_reply
+from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
+from tests.test_linkstate import populated_state, server_task_identity  # noqa: F401
 
 CALIBRATED = {"aggregation_weight": "uniform", "anchor_staleness_decay": 0.0}
 
@@ -96,3 +99,49 @@ def test_uncalibrated_weights_report_infinite_update_epsilon():
     replies = [train_reply(k, payload(1.0, 1.0), metrics(0.5)) for k in (1, 2)]
     _, agg = strategy.aggregate_train(1, replies)
     assert agg["update-epsilon"] == math.inf
+
+
+def centroid_reply(node_id, arrays=None, record="centroids"):
+    content = RecordDict({"metrics": MetricRecord({"partition-id": node_id})})
+    if arrays is not None:
+        content[record] = arrays_to_record(arrays)
+    return Message(content=content, metadata=reply_metadata(node_id))
+
+
+def answer(centroids=1.0, fractions=0.25):
+    return {
+        "centroids": np.full((4, 3), centroids, dtype=np.float32),
+        "fractions": np.full(4, fractions, dtype=np.float32),
+    }
+
+
+def test_federated_kmeans_answers_are_checked_like_training_replies():
+    # Issue 12, defect 6: a bad answer is logged and skipped, never a crash.
+    replies = [
+        centroid_reply(1, answer()),
+        error_reply(2),
+        centroid_reply(3),  # no record
+        centroid_reply(4, answer(), record="other"),
+        centroid_reply(5, answer(centroids=np.nan)),
+        centroid_reply(6, answer(fractions=0.0)),  # a zero count
+        centroid_reply(7, {"centroids": np.ones((9, 3), dtype=np.float32)}),
+        centroid_reply(8, answer() | {"fractions": np.ones(3, dtype=np.float32)}),
+    ]
+    answers = usable_centroids(replies, num_anchors=4, noised=False)
+    assert len(answers) == 1
+    np.testing.assert_array_equal(answers[0][0], np.ones((4, 3)))
+    reasons = [centroid_answer(reply, 4, noised=False) for reply in replies[1:]]
+    assert all(isinstance(reason, str) for reason in reasons)
+    assert "non-finite" in reasons[3] and "do not count tokens" in reasons[4]
+    # Noised fractions (local mode) may sum below 0; the answer is used all the same.
+    noised = centroid_reply(9, answer(fractions=-0.5))
+    assert len(usable_centroids([noised], num_anchors=4, noised=True)) == 1
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_waiting_for_nodes_times_out_with_a_clear_error():
+    # Issue 12, defect 6: one node connected, two needed: no endless wait.
+    _, nodes, grid = populated_state(num_nodes=1, per_node=0)
+    assert wait_for_nodes(grid, 1, timeout=0.1) == nodes
+    with pytest.raises(TimeoutError, match=r"only 1 node\(s\) connected after 0.2 s.*2"):
+        wait_for_nodes(grid, 2, timeout=0.2, poll=0.05)

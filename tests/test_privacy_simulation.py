@@ -77,3 +77,48 @@ def test_fedaso_inside_flowers_dp_wrapper(tmp_path, update_dp):
         )
         assert metrics["update-noise-std"] == pytest.approx(0.5 * 5.0 / 2)
         assert metrics["num-replies"] == 2
+
+
+@pytest.mark.parametrize("anchor_init", ["server", "federated"])
+@pytest.mark.parametrize("anchor_dp", ["local", "central"])
+def test_server_epsilon_is_the_clients_and_opacus_despite_rejected_and_outlier_replies(
+    tmp_path, anchor_dp, anchor_init
+):
+    # Issue 12, defect 1: partition 1 replies NaN (rejected), partition 2 an outlier update.
+    train = run_rounds(
+        tmp_path,
+        num_clients=4,
+        anchor_dp=anchor_dp,
+        anchor_init=anchor_init,
+        fault_plan="1:nan,2:norm",
+        max_update_norm_ratio=10.0,
+    )
+    initialization = 1 if anchor_init == "federated" else 0
+    for server_round, metrics in enumerate(train, start=1):
+        assert (metrics["num-replies"], metrics["num-rejected"]) == (2, 2)
+        expected = opacus_epsilon([(1.0, 1.0, initialization + server_round)])
+        assert metrics["anchor-epsilon"] == pytest.approx(expected)
+        if anchor_dp == "local":  # every client, accepted or not, counted the same releases
+            assert metrics["client-anchor-epsilon-max"] == pytest.approx(expected)
+
+
+def test_a_resumed_run_keeps_counting_where_the_clients_left_off(tmp_path):
+    # Issue 12, defect 2: client-side accounting survives a server restart.
+    private = {"anchor_dp": "local", "relevance_noise": 0.5, "dp_sgd": True}
+    first = simulate(
+        RunConfig(out_dir=str(tmp_path / "a"), **(TINY | private | {"num_server_rounds": 1})),
+        num_clients=2,
+    )["rounds"][1]["train"]
+    resumed = simulate(
+        RunConfig(
+            out_dir=str(tmp_path / "b"),
+            resume=str(tmp_path / "a" / "checkpoint"),
+            **(TINY | private),
+        ),
+        num_clients=2,
+    )["rounds"][2]["train"]
+    expected = opacus_epsilon([(1.0, 1.0, 2)])
+    assert resumed["anchor-epsilon"] == pytest.approx(expected)
+    assert resumed["client-anchor-epsilon-max"] == pytest.approx(expected)
+    assert resumed["client-relevance-epsilon-max"] == pytest.approx(opacus_epsilon([(0.5, 1.0, 2)]))
+    assert resumed["client-dp-sgd-epsilon-max"] > first["client-dp-sgd-epsilon-max"]

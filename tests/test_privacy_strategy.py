@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
-from clients.records import record_to_arrays
 from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import PrivacyConfig
-from strategies.fedaso import FedASO
-from tests.flower_helpers import metrics, payload, train_reply
+from flower_wire.records import record_to_arrays
+from strategies.fedaso import CENTRAL_RELEASES, FedASO
+from tests.flower_helpers import error_reply, metrics, payload, train_reply
 
 
 def configured(strategy, global_payload, sampled=2, sample_rate=0.5):
@@ -38,7 +38,7 @@ def test_central_mode_is_dp_fedavg_uniform_clipped_fixed_denominator():
     expected = (1.0 / math.sqrt(12) + 0.1) / 3
     np.testing.assert_allclose(anchors, expected, rtol=1e-5)
     # Only the privatized release is stored, never a raw report.
-    assert list(strategy.anchor_store.reports) == ["release-1"]
+    assert list(strategy.anchor_store.reports) == [CENTRAL_RELEASES]
     assert agg["anchor-epsilon"] == math.inf  # sigma = 0: no noise, no finite epsilon
 
 
@@ -117,3 +117,75 @@ def test_client_epsilons_are_maxed_over_replies():
     ]
     _, agg = strategy.aggregate_train(1, replies)
     assert agg["client-dp-sgd-epsilon-max"] == 4.0
+
+
+@pytest.mark.parametrize("mode", ["local", "central"])
+def test_every_round_reports_epsilon_even_without_a_usable_reply(mode):
+    # Issue 12, defect 3: a round whose replies all fail still states the privacy figure.
+    privacy = PrivacyConfig(anchor_dp=mode, anchor_noise_multiplier=1.0)
+    strategy = configured(FedASO(privacy=privacy), payload(0.0, 0.0), sample_rate=1.0)
+    _, first = strategy.aggregate_train(1, [train_reply(1, payload(0, 1), metrics(0.5))])
+    _, empty = strategy.aggregate_train(2, [error_reply(1)])
+    assert empty["num-replies"] == 0
+    assert empty["anchor-epsilon"] == pytest.approx(first["anchor-epsilon"])
+    assert empty["anchor-delta"] == 1e-5
+
+
+def test_central_release_store_stays_flat_over_1000_rounds():
+    # Issue 12, defect 4: memory, merge time and checkpoint size do not grow with rounds.
+    # Sample rate 1: Opacus' epsilon is then closed-form, so 1,000 rounds take seconds.
+    strategy = configured(
+        central(sigma=1.0, clip=1.0, gamma=0.5), payload(0.0, 0.0), sampled=1, sample_rate=1.0
+    )
+    sizes = {}
+    for server_round in range(1, 1001):
+        arrays, _ = strategy.aggregate_train(
+            server_round, [train_reply(1, payload(0.0, 0.1), metrics(0.5))]
+        )
+        strategy.global_arrays = record_to_arrays(arrays)
+        if server_round in (10, 1000):
+            state = strategy.state_dict()["anchor-store"]
+            sizes[server_round] = (
+                len(state["anchors"]),
+                len(strategy.anchor_account.to_lists()["noise"]),
+            )
+    assert sizes[10] == sizes[1000] == (1, 1)
+    assert np.isfinite(strategy.global_arrays[ANCHORS_KEY]).all()
+
+
+def test_central_running_release_equals_the_decayed_average_of_every_release():
+    strategy = configured(central(clip=100.0, gamma=0.5), payload(0.0, 0.0), sampled=1)
+    releases = [4.0, 1.0, -2.0, 3.0]
+    for server_round, value in enumerate(releases, start=1):
+        arrays, _ = strategy.aggregate_train(
+            server_round, [train_reply(1, payload(0.0, value), metrics(0.5))]
+        )
+        strategy.global_arrays = payload(0.0, 0.0)  # each release is the reported value
+    weights = [0.5**age for age in range(len(releases) - 1, -1, -1)]
+    expected = np.average(releases, weights=weights)
+    np.testing.assert_allclose(record_to_arrays(arrays)[ANCHORS_KEY], expected, rtol=1e-6)
+
+
+def test_local_mode_counts_the_releases_of_rejected_and_outlier_replies():
+    # Issue 12, defect 1: a reply the server drops was released by its client all the same.
+    privacy = PrivacyConfig(anchor_dp="local", anchor_noise_multiplier=1.0)
+    strategy = configured(
+        FedASO(privacy=privacy, max_update_norm_ratio=10.0), payload(0.0, 0.0), sample_rate=1.0
+    )
+    nan = payload(0.0, 1.0)
+    nan["w"][0, 0] = np.nan
+    outlier = payload(1e6, 1.0)
+
+    def reply(partition, arrays):
+        return train_reply(partition, arrays, metrics(0.5) | {"partition-id": partition})
+
+    strategy.aggregate_train(1, [reply(0, payload(1.0, 1.0)), reply(1, nan)])
+    strategy.global_arrays = payload(0.0, 0.0)
+    strategy.aggregate_train(2, [reply(1, nan)])
+    strategy.global_arrays = payload(0.0, 0.0)
+    healthy = [reply(k, payload(1.0 + k / 10, 1.0)) for k in (2, 3, 4)]
+    _, agg = strategy.aggregate_train(3, [*healthy, reply(1, outlier)])
+    assert agg["num-norm-outliers"] == 1
+    reference = RDPAccountant()
+    reference.history = [(1.0, 1.0, 3)]  # partition 1 released in all three rounds
+    assert agg["anchor-epsilon"] == pytest.approx(reference.get_epsilon(delta=1e-5))

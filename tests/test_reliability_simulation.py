@@ -10,8 +10,8 @@ import torch
 
 from fedaso.run_config import RunConfig
 from simulations.engine import simulate
-from strategies.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
 from strategies.server_app import run_federation
+from strategies.server_state import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
 
 TINY = RunConfig(
     fraction_train=1.0,
@@ -22,7 +22,6 @@ TINY = RunConfig(
     model_heads=2,
     num_anchors=16,
     seq_len=32,
-    anchor_blend=1.0,  # see docs/RELIABILITY.md: client-side anchor state is per Flower run
 )
 TIMING_KEYS = {"round-seconds", "eval-seconds"}
 

@@ -11,10 +11,10 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
 from clients.faults import NORM_FACTOR, spoil
-from clients.records import record_to_arrays
 from fedaso.aggregation import weighted_average
 from fedaso.faults import FAULT_KINDS, parse_fault_plan
 from fedaso.robust import norm_outliers, update_norm
+from flower_wire.records import record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from fedaso.config import ASOConfig, TrainConfig
+from fedaso.data import DataConfig
+from fedaso.privacy import PrivacyConfig
 from fedaso.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +72,26 @@ def test_bad_values_name_the_key_and_value(key, value, named):
 def test_subspace_rank_may_not_exceed_model_width():
     with pytest.raises(ValueError, match=r"subspace-rank=32 .*d=16"):
         RunConfig(model_width=16, model_heads=4, num_anchors=64, subspace_rank=32)
+
+
+def test_subspace_rank_is_below_the_number_of_anchors():
+    # Issue 12, defect 7: M centered anchors span at most M - 1 dimensions.
+    with pytest.raises(ValueError, match=r"subspace-rank=8 .*num-anchors - 1 = 7"):
+        RunConfig(num_anchors=8, subspace_rank=8)
+    assert RunConfig(num_anchors=8, subspace_rank=7).subspace_rank == 7
+
+
+@pytest.mark.parametrize("layer", [ASOConfig, TrainConfig, DataConfig, PrivacyConfig])
+def test_every_config_layer_has_the_run_configs_defaults(layer):
+    run = RunConfig()
+    # TrainConfig.proximal_mu is the weight a FedProx round sends (0 = plain training);
+    # run-config proximal-mu is FedProx's own default. They are different settings.
+    fields = [f.name for f in dataclasses.fields(layer) if f.name != "proximal_mu"]
+    shared = [name for name in fields if hasattr(run, name)]
+    assert shared
+    differ = {
+        name: (getattr(layer(), name), getattr(run, name))
+        for name in shared
+        if getattr(layer(), name) != getattr(run, name)
+    }
+    assert differ == {}

@@ -14,7 +14,9 @@ from flwr.serverapp.strategy import (
 
 from fedaso.payload import ANCHORS_KEY
 from fedaso.run_config import RunConfig
-from strategies.checkpoint import (
+from strategies.fedaso import FedASO
+from strategies.grids import MeteredGrid, RoundTraffic
+from strategies.server_state import (
     CHECKPOINT_FILE,
     Checkpoint,
     CheckpointError,
@@ -28,8 +30,6 @@ from strategies.checkpoint import (
     strategy_components,
     write_checkpoint,
 )
-from strategies.fedaso import FedASO
-from strategies.grids import MeteredGrid, RoundTraffic
 from tests.flower_helpers import metrics, payload, train_reply
 
 

@@ -89,7 +89,7 @@ class HFCausalLM(nn.Module):
         self.embedding_tap = nn.Identity()  # the embedding point: the LM head's input
         self._head_hook = head.register_forward_pre_hook(self._tap_head_input)
         self._width = int(head.weight.shape[1])
-        config = lm.config  # type: ignore[union-attr]
+        config = lm.config
         self._max_length = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
@@ -123,7 +123,7 @@ class HFCausalLM(nn.Module):
         No attention mask is needed: padding sits right of every scored token, and a causal
         model's outputs at a position never see later positions.
         """
-        return self.lm(input_ids=input_ids, use_cache=False).logits  # type: ignore[operator]
+        return self.lm(input_ids=input_ids, use_cache=False).logits
 
     def save(self, out_dir: Path) -> Path:
         """Write the adapter to ``out_dir/adapter`` (LoRA) or the model to ``out_dir/model``.

@@ -1,5 +1,6 @@
-"""The client side of FedASO's privacy (spec section 7; docs/PRIVACY.md).
+"""What may leave a client, and its privacy cost (spec section 7; docs/PRIVACY.md).
 
+- ``train_metrics``: a training reply's metrics, built from released values only.
 - ``anchor_report``: the anchor set a client sends is ``A_global + clip(Delta_k)``, and under
   ``anchor-dp = local`` also ``+ N(0, (sigma C)^2)``: the raw set never leaves the client.
 - ``relevance_report``: the mean relevance, optionally noised (it is the client's weight).
@@ -8,8 +9,9 @@
 - ``update_clipping_mod``: Flower's ``fixedclipping_mod``, applied to the train messages of
   ``update-dp = client-fixed`` runs (the ones that carry Flower's clipping-norm key).
 
-Each client keeps one Opacus accountant history per mechanism in ``context.state``, so the
-epsilon it reports covers every release it made, not only this round's. Against the server,
+Each client keeps one Opacus accountant history per mechanism in its partition's state
+(``clients.state``, on the node's disk, surviving a resume), so the epsilon it reports
+covers every release it made, not only this round's. Against the server,
 who sees which clients reply, a client's releases get no subsampling amplification: they are
 accounted with sample rate 1.
 """
@@ -17,14 +19,14 @@ accounted with sample rate 1.
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType
+from flwr.app import Context, Message, MessageType
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from clients.state import PartitionState
 from fedaso.anchors import local_centroids
 from fedaso.privacy import (
-    PrivacyAccount,
     PrivacyConfig,
     clip_frobenius,
     fresh_rng,
@@ -32,36 +34,61 @@ from fedaso.privacy import (
     noisy_relevance,
     release_centroids,
 )
+from fedaso.trainer import LocalTrainResult
+from fedaso.wire import (
+    ANCHOR_EPSILON,
+    CENTROID_ARRAYS,
+    DP_SGD_EPSILON,
+    FRACTION_ARRAYS,
+    HIGH_RELEVANCE_FRACTION,
+    MEAN_RELEVANCE,
+    NUM_EXAMPLES,
+    NUM_STEPS,
+    NUM_TOKENS,
+    RELEVANCE_EPSILON,
+    TRAIN_LOSS,
+)
 
-ACCOUNT_PREFIX = "fedaso.account."  # context.state key prefix of a mechanism's history
 MAX_QUERY_TOKENS = 20_000  # a client's k-means over more tokens buys little
 
 
-def load_account(context: Context, name: str) -> PrivacyAccount:
-    """This client's accountant history of mechanism ``name`` (empty at first)."""
-    stored = context.state.config_records.get(ACCOUNT_PREFIX + name)
-    if stored is None:
-        return PrivacyAccount()
-    return PrivacyAccount.from_lists({key: list(stored[key]) for key in stored})
-
-
-def save_account(context: Context, name: str, account: PrivacyAccount) -> None:
-    """Keep ``account`` in ``context.state`` for the next rounds."""
-    context.state[ACCOUNT_PREFIX + name] = ConfigRecord(account.to_lists())
-
-
 def record_release(
-    context: Context, name: str, *, noise_multiplier: float, delta: float, steps: int = 1
+    state: PartitionState, name: str, *, noise_multiplier: float, delta: float, steps: int = 1
 ) -> float:
     """Compose one more release of mechanism ``name``; return the client's epsilon."""
-    account = load_account(context, name)
+    account = state.account(name)
     account.record(noise_multiplier=noise_multiplier, sample_rate=1.0, steps=steps)
-    save_account(context, name, account)
     return account.epsilon(delta)
 
 
+def train_metrics(
+    result: LocalTrainResult, privacy: PrivacyConfig, state: PartitionState
+) -> dict[str, float]:
+    """A training reply's metrics, built from released values only (spec section 7).
+
+    Counts and the training loss always; under ASO the mean relevance as released by
+    :func:`relevance_report` (noised when ``relevance-noise`` > 0) and, only without
+    relevance noise, the fraction of high-relevance tokens: no un-noised relevance
+    statistic is ever put in the reply, so none can slip through. DP-SGD's epsilon if on.
+    """
+    metrics: dict[str, float] = {
+        NUM_EXAMPLES: result.num_examples,
+        NUM_TOKENS: result.num_tokens,
+        NUM_STEPS: result.num_steps,
+        TRAIN_LOSS: result.train_loss,
+    }
+    metrics |= dp_sgd_metrics(result.dp_history, privacy, state)
+    if result.anchors is None:
+        return metrics
+    relevance, relevance_metrics = relevance_report(result.mean_relevance, privacy, state)
+    metrics |= relevance_metrics | {MEAN_RELEVANCE: relevance}
+    if privacy.relevance_noise == 0:
+        metrics[HIGH_RELEVANCE_FRACTION] = result.high_relevance_fraction
+    return metrics
+
+
 def anchor_report(
-    global_anchors: np.ndarray, trained: np.ndarray, privacy: PrivacyConfig, context: Context
+    global_anchors: np.ndarray, trained: np.ndarray, privacy: PrivacyConfig, state: PartitionState
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The anchor set to send, ``A_global + clip(Delta)`` (+ noise in local mode), and metrics."""
     delta = trained.astype(np.float64) - global_anchors
@@ -73,50 +100,49 @@ def anchor_report(
             noise_multiplier=privacy.anchor_noise_multiplier,
             rng=fresh_rng(),
         )
-        metrics = anchor_release_metrics(privacy, context)
+        metrics = anchor_release_metrics(privacy, state)
     else:
         released = clip_frobenius(delta, privacy.anchor_clip)
     return (global_anchors + released).astype(np.float32), metrics
 
 
-def anchor_release_metrics(privacy: PrivacyConfig, context: Context) -> dict[str, float]:
+def anchor_release_metrics(privacy: PrivacyConfig, state: PartitionState) -> dict[str, float]:
     """Account one local anchor release (updates or centroids); return ``anchor-epsilon``."""
     epsilon = record_release(
-        context,
+        state,
         "anchors",
         noise_multiplier=privacy.anchor_noise_multiplier,
         delta=privacy.anchor_delta,
     )
-    return {"anchor-epsilon": epsilon}
+    return {ANCHOR_EPSILON: epsilon}
 
 
 def relevance_report(
-    mean_relevance: float, privacy: PrivacyConfig, context: Context
+    mean_relevance: float, privacy: PrivacyConfig, state: PartitionState
 ) -> tuple[float, dict[str, float]]:
     """The mean relevance to send (noised if ``relevance-noise`` > 0) and its epsilon."""
     if privacy.relevance_noise == 0:
         return mean_relevance, {}
     value = noisy_relevance(mean_relevance, noise=privacy.relevance_noise, rng=fresh_rng())
     epsilon = record_release(
-        context,
+        state,
         "relevance",
         noise_multiplier=privacy.relevance_noise,
         delta=privacy.anchor_delta,
     )
-    return value, {"relevance-epsilon": epsilon}
+    return value, {RELEVANCE_EPSILON: epsilon}
 
 
 def dp_sgd_metrics(
-    history: tuple[tuple[float, float, int], ...], privacy: PrivacyConfig, context: Context
+    history: tuple[tuple[float, float, int], ...], privacy: PrivacyConfig, state: PartitionState
 ) -> dict[str, float]:
     """Compose this round's DP-SGD steps into the client's history; return its epsilon."""
     if not privacy.dp_sgd:
         return {}
-    account = load_account(context, "dp-sgd")
+    account = state.account("dp-sgd")
     for noise_multiplier, sample_rate, steps in history:
         account.record(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
-    save_account(context, "dp-sgd", account)
-    return {"dp-sgd-epsilon": account.epsilon(privacy.dp_delta)}
+    return {DP_SGD_EPSILON: account.epsilon(privacy.dp_delta)}
 
 
 def centroid_report(
@@ -125,7 +151,7 @@ def centroid_report(
     num_anchors: int,
     seed: int,
     privacy: PrivacyConfig,
-    context: Context,
+    state: PartitionState,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """k-means centroids and cluster fractions of this client's embeddings, to send.
 
@@ -147,10 +173,10 @@ def centroid_report(
             noise_multiplier=privacy.anchor_noise_multiplier,
             rng=fresh_rng(),
         )
-        metrics = anchor_release_metrics(privacy, context)
+        metrics = anchor_release_metrics(privacy, state)
     arrays = {
-        "centroids": centroids.astype(np.float32),
-        "fractions": fractions.astype(np.float32),
+        CENTROID_ARRAYS: centroids.astype(np.float32),
+        FRACTION_ARRAYS: fractions.astype(np.float32),
     }
     return arrays, metrics
 

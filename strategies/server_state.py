@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from logging import ERROR, INFO
@@ -39,8 +40,8 @@ from flwr.common import log
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
-from clients.records import arrays_to_record, record_to_arrays
 from fedaso.run_config import RunConfig
+from flower_wire.records import arrays_to_record, record_to_arrays
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = "fedaso-checkpoint"
@@ -125,7 +126,8 @@ def strategy_components(strategy: Strategy) -> dict[str, Stateful]:
     each level that is :class:`Stateful`, or a FedOpt, is saved under its own name.
     """
     components: dict[str, Stateful] = {}
-    name, level = "strategy", strategy
+    level: Strategy | None = strategy
+    name = "strategy"
     while level is not None:
         if isinstance(level, Stateful):
             components[name] = level
@@ -232,6 +234,7 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint) -> Path:
         with temporary.open("wb") as stream:
             np.savez(
                 stream,
+                allow_pickle=False,
                 meta=np.frombuffer(meta_text.encode(), dtype=np.uint8),
                 digest=np.frombuffer(digest(meta_text, arrays).encode(), dtype=np.uint8),
                 **members,
@@ -355,11 +358,19 @@ class Checkpoints:
                     f"{run.resume!r} is already at round {self.resumed.server_round}"
                 )
 
-    def register(self, name: str, component: Stateful) -> None:
-        """Save and restore ``component`` under ``name`` with every checkpoint."""
+    def register(self, name: str, component: Stateful, *, restore_now: bool = False) -> None:
+        """Save and restore ``component`` under ``name`` with every checkpoint.
+
+        ``restore_now`` loads its state from the resumed checkpoint at once, for state that
+        is needed before the rounds start (e.g. :class:`RunIdentity`).
+        """
         if not isinstance(component, Stateful):
             raise TypeError(f"{name}: a checkpointed component needs state_dict/load_state_dict")
         self.components[name] = component
+        if restore_now and self.resumed is not None:
+            if name not in self.resumed.components:
+                raise CheckpointError(f"resume={self.run.resume!r} holds no state for {name!r}")
+            component.load_state_dict(self.resumed.components[name])
 
     def register_strategy(self, strategy: Strategy) -> None:
         """Register the stateful parts of ``strategy`` (see :func:`strategy_components`)."""
@@ -405,3 +416,22 @@ class Checkpoints:
             return None
         log(INFO, "FedASO: checkpoint after round %d written to %s", server_round, path)
         return path
+
+
+class RunIdentity:
+    """The run key that names a run across resumes (``fedaso.wire.RUN_KEY``).
+
+    Drawn at random when a run starts afresh and restored from the checkpoint on resume;
+    clients key their on-disk state by it (``clients.state``).
+    """
+
+    def __init__(self) -> None:
+        self.key = uuid.uuid4().hex
+
+    def state_dict(self) -> dict[str, Any]:
+        """The key, for a checkpoint."""
+        return {"key": self.key}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the key of the resumed run."""
+        self.key = str(state["key"])

@@ -1,30 +1,23 @@
-"""The server side of FedASO's privacy (spec sections 5b and 7; docs/PRIVACY.md).
+"""Update-level DP: Flower's own DP wrappers around any strategy, with Opacus accounting.
 
-- ``build_update_dp``: Flower's own DP wrappers (``DifferentialPrivacyServerSideFixedClipping``
-  or ``...ClientSideFixedClipping``) around any strategy, FedASO included, unchanged.
+- ``build_update_dp``: Flower's ``DifferentialPrivacyServerSideFixedClipping`` or
+  ``...ClientSideFixedClipping`` around any strategy, FedASO included, unchanged.
 - ``UpdateDPAccounting``: a thin outer strategy that keeps the wrapper's
   ``num_sampled_clients`` equal to the number actually sampled each round and adds
   ``update-epsilon`` (Opacus' RDP accountant) to every round's metrics.
-- ``federated_initial_anchors``: federated k-means before ``strategy.start``, with Flower
-  ``query`` messages sent by ``grid.send_and_receive``.
 """
 
 from __future__ import annotations
 
 import math
-import random
-import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
 
-import numpy as np
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Message,
-    MessageType,
     MetricRecord,
-    RecordDict,
 )
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -35,13 +28,8 @@ from flwr.serverapp.strategy import (
 )
 from flwr.serverapp.strategy.dp_fixed_clipping import DifferentialPrivacyFixedClippingBase
 
-from clients.records import arrays_to_record, record_to_arrays
-from fedaso.anchors import federated_kmeans
-from fedaso.privacy import PrivacyAccount, fresh_rng, release_centroids
+from fedaso.privacy import PrivacyAccount
 from fedaso.run_config import RunConfig
-from strategies.fedaso import FedASO
-
-QUERY_TIMEOUT = 600.0  # seconds to wait for the k-means answers of the sampled clients
 
 
 def expected_sample_size(run: RunConfig, num_nodes: int) -> int:
@@ -154,67 +142,3 @@ class UpdateDPAccounting(Strategy):
     ) -> MetricRecord | None:
         """Federated evaluation as the wrapped strategy aggregates it."""
         return self.wrapped.aggregate_evaluate(server_round, replies)
-
-
-def federated_initial_anchors(
-    grid: Grid, run: RunConfig, model_arrays: dict[str, np.ndarray], strategy: FedASO
-) -> np.ndarray:
-    """Federated k-means (spec section 5b): sampled clients send centroids, server merges.
-
-    Sends a ``query`` message with the initial model to a sample of connected nodes (the
-    training sample size), privatizes the answers on receipt in central mode (in local mode
-    they arrive privatized), accounts the release in ``strategy``, and runs weighted k-means
-    over all centroids, each weighing its cluster fraction.
-    """
-    nodes = wait_for_nodes(grid, run.min_train_nodes)
-    sampled = random.sample(nodes, min(len(nodes), expected_sample_size(run, len(nodes))))
-    content = RecordDict(
-        {
-            "arrays": arrays_to_record(model_arrays),
-            "config": ConfigRecord(run.to_flat() | {"server-round": 0}),
-        }
-    )
-    messages = [
-        Message(content=content, message_type=MessageType.QUERY, dst_node_id=node)
-        for node in sampled
-    ]
-    replies = list(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT))
-    centroid_sets, fraction_sets, answered = [], [], []
-    for reply in replies:
-        if reply.has_error():
-            log(WARNING, "anchor-init: node %s failed: %s", reply.metadata.src_node_id, reply.error)
-            continue
-        arrays = record_to_arrays(reply.content["centroids"])
-        centroids, fractions = arrays["centroids"], arrays["fractions"]
-        if run.anchor_dp == "central":
-            centroids, fractions = release_centroids(
-                centroids.astype(np.float64),
-                fractions.astype(np.float64) / fractions.sum(),
-                clip=run.anchor_init_clip,
-                noise_multiplier=run.anchor_noise_multiplier,
-                rng=fresh_rng(),
-            )
-        centroid_sets.append(centroids)
-        fraction_sets.append(fractions)
-        answered.append(reply.metadata.src_node_id)
-    log(INFO, "anchor-init: federated k-means over %d clients' centroids", len(answered))
-    if run.anchor_dp == "central":
-        strategy.anchor_account.record(
-            noise_multiplier=run.anchor_noise_multiplier, sample_rate=len(sampled) / len(nodes)
-        )
-    elif run.anchor_dp == "local":
-        strategy.record_local_releases(answered)
-    return federated_kmeans(
-        centroid_sets=centroid_sets,
-        fraction_sets=fraction_sets,
-        num_anchors=run.num_anchors,
-        seed=run.seed,
-    )
-
-
-def wait_for_nodes(grid: Grid, minimum: int) -> list[int]:
-    """The connected node ids, once at least ``minimum`` are connected."""
-    while len(nodes := list(grid.get_node_ids())) < minimum:
-        log(INFO, "Waiting for nodes to connect: %d connected (need %d)", len(nodes), minimum)
-        time.sleep(1)
-    return nodes

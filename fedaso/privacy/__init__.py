@@ -1,0 +1,48 @@
+"""Differential privacy of FedASO (spec section 7; docs/PRIVACY.md), in three files:
+
+- ``settings``: the privacy run-config keys as frozen dataclasses (``PrivacyConfig``,
+  ``DPSGDConfig``) and the allowed modes;
+- ``mechanisms``: the Gaussian mechanisms of anchor, centroid and relevance releases;
+- ``accounting``: Opacus' RDP accountant (``PrivacyAccount``) and its quiet import.
+
+Their public names are importable from ``fedaso.privacy`` itself.
+"""
+
+from fedaso.privacy.accounting import PrivacyAccount, opacus_import
+from fedaso.privacy.mechanisms import (
+    RELEVANCE_FLOOR,
+    central_noisy_mean,
+    clip_frobenius,
+    fresh_rng,
+    gaussian_noise,
+    local_release,
+    noisy_relevance,
+    release_centroids,
+)
+from fedaso.privacy.settings import (
+    ANCHOR_DP_MODES,
+    ANCHOR_INITS,
+    DP_GRAD_SAMPLE_MODES,
+    UPDATE_DP_MODES,
+    DPSGDConfig,
+    PrivacyConfig,
+)
+
+__all__ = [
+    "ANCHOR_DP_MODES",
+    "ANCHOR_INITS",
+    "DP_GRAD_SAMPLE_MODES",
+    "RELEVANCE_FLOOR",
+    "UPDATE_DP_MODES",
+    "DPSGDConfig",
+    "PrivacyAccount",
+    "PrivacyConfig",
+    "central_noisy_mean",
+    "clip_frobenius",
+    "fresh_rng",
+    "gaussian_noise",
+    "local_release",
+    "noisy_relevance",
+    "opacus_import",
+    "release_centroids",
+]

@@ -1,0 +1,115 @@
+"""Gaussian mechanisms of what leaves a client: anchor releases, centroids, relevance.
+
+Spec section 7, on plain NumPy:
+
+- **Local anchor release** (``anchor-dp = local``). A client clips its anchor change
+  ``Delta_k = A_k_after - A_global_received`` to Frobenius norm ``C`` and adds
+  ``N(0, (sigma C)^2)`` to every entry before the report leaves the client.
+- **Central anchor release** (``anchor-dp = central``, DP-FedAvg, McMahan et al. 2018). The
+  trusted server clips every fresh ``Delta_k``, sums them, adds ``N(0, (sigma C)^2)`` once and
+  divides by the fixed expected count ``n``: each client moves the mean by at most ``C / n``
+  and the noise has standard deviation ``sigma C / n``.
+- **Federated anchor initialization**: a client's k-means centroids ``Z`` (clipped to
+  ``C_init``) and its cluster fractions ``f`` (``||f||_2 <= 1``) form one vector
+  ``(Z, C_init f)`` of norm at most ``sqrt(2) C_init``, released with
+  ``N(0, 2 (sigma C_init)^2)`` noise: one Gaussian mechanism of noise multiplier ``sigma``.
+- **Relevance**: a client's mean relevance in [0, 1] plus ``N(0, noise^2)``.
+
+Noise must come from fresh entropy (``fresh_rng``), never from the run seed: anyone who knows
+a seeded generator's seed can regenerate the noise and subtract it. The privacy loss of these
+releases is accounted in ``fedaso.privacy.accounting``.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+
+import numpy as np
+
+RELEVANCE_FLOOR = 1e-3  # a noisy relevance weight is clipped to [floor, 1]: 0 would drop a reply
+
+
+def fresh_rng() -> np.random.Generator:
+    """A generator seeded from OS entropy: noise nobody can regenerate from the run seed."""
+    return np.random.default_rng(secrets.randbits(128))
+
+
+def clip_frobenius(matrix: np.ndarray, clip: float) -> np.ndarray:
+    """Return ``matrix`` scaled down to Frobenius norm at most ``clip`` (0 = unchanged)."""
+    if clip == 0:
+        return np.asarray(matrix, dtype=np.float64)
+    norm = float(np.linalg.norm(matrix))
+    scale = min(1.0, clip / norm) if norm > 0 else 1.0
+    return np.asarray(matrix, dtype=np.float64) * scale
+
+
+def gaussian_noise(shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:
+    """Entries drawn i.i.d. from ``N(0, std^2)``, shape ``shape``."""
+    if std == 0:
+        return np.zeros(shape)
+    return rng.normal(0.0, std, size=shape)
+
+
+def local_release(
+    delta: np.ndarray, *, clip: float, noise_multiplier: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Clip ``delta`` to ``clip`` and add ``N(0, (noise_multiplier * clip)^2)`` entrywise."""
+    clipped = clip_frobenius(delta, clip)
+    return clipped + gaussian_noise(clipped.shape, noise_multiplier * clip, rng)
+
+
+def central_noisy_mean(
+    deltas: Sequence[np.ndarray],
+    *,
+    clip: float,
+    noise_multiplier: float,
+    expected_count: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """DP-FedAvg mean: ``(sum_k clip(Delta_k) + N(0, (sigma C)^2)) / n`` with a fixed ``n``.
+
+    ``n = expected_count`` is fixed before any reply arrives (the number of sampled
+    clients), so one client moves the result by at most ``C / n`` whatever the others sent;
+    a missing reply counts as a zero change.
+    """
+    if not deltas:
+        raise ValueError("central_noisy_mean needs at least one anchor change")
+    if expected_count < len(deltas):
+        raise ValueError(f"expected_count={expected_count} is below the {len(deltas)} reports")
+    total = np.sum([clip_frobenius(delta, clip) for delta in deltas], axis=0)
+    total = total + gaussian_noise(total.shape, noise_multiplier * clip, rng)
+    return total / expected_count
+
+
+def release_centroids(
+    centroids: np.ndarray,
+    fractions: np.ndarray,
+    *,
+    clip: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Privatize a client's k-means centroids ``(k, d)`` and cluster fractions ``(k,)``.
+
+    The vector ``(clip(Z), C f)`` has norm at most ``sqrt(2) C``; it gets noise of standard
+    deviation ``sigma sqrt(2) C`` per entry, so one release is a Gaussian mechanism of noise
+    multiplier ``sigma``. Returns the noisy centroids and the noisy fractions.
+    """
+    if not np.isclose(fractions.sum(), 1.0) or (fractions < 0).any():
+        raise ValueError("cluster fractions must be non-negative and sum to 1")
+    std = noise_multiplier * math.sqrt(2.0) * clip
+    noisy = clip_frobenius(centroids, clip) + gaussian_noise(centroids.shape, std, rng)
+    noisy_fractions = fractions + gaussian_noise(fractions.shape, std / clip, rng)
+    return noisy, noisy_fractions
+
+
+def noisy_relevance(value: float, *, noise: float, rng: np.random.Generator) -> float:
+    """``value + N(0, noise^2)`` clipped to ``[RELEVANCE_FLOOR, 1]``; ``value`` is in [0, 1].
+
+    A mean relevance lies in [0, 1], so one client's value has sensitivity 1 and this is a
+    Gaussian mechanism of noise multiplier ``noise``. Clipping afterwards is post-processing.
+    """
+    noisy = float(value) + float(gaussian_noise((), noise, rng))
+    return min(1.0, max(RELEVANCE_FLOOR, noisy))
