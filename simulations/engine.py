@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedaso.run_config import RunConfig
+from simulations.console import add_output_flags, flower_log, ray_init_args
 
 # Flower's simulation flags and the run-config keys they set.
 FLAG_KEYS = {
@@ -53,6 +54,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="GPU share reserved per simulated client, e.g. 0.25 runs four clients per GPU",
     )
+    parser.add_argument(
+        "--ray-address",
+        default="",
+        help="run on this existing Ray cluster (e.g. 10.0.0.5:6379 or auto) instead of "
+        "starting a local one",
+    )
+    add_output_flags(parser)
 
 
 def parse_value(text: str) -> Any:
@@ -91,12 +99,16 @@ def simulate(
     client_cpus: float = 1.0,
     client_gpus: float = 0.0,
     on_round: Callable[[int, Mapping[str, float]], None] | None = None,
+    ray_address: str = "",
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Run the federation in-process and return the metrics the ServerApp wrote.
 
     ``client_gpus`` is each client's share of a GPU (Ray places clients on GPUs by it).
     ``on_round`` receives each round's number and central metrics as the round ends.
-    ``initial-model`` and ``initial-anchors`` are checked before the engine starts.
+    ``initial-model`` and ``initial-anchors``, and every client's partition of the data,
+    are checked before the engine starts. With ``ray_address`` the clients run on that
+    Ray cluster; without ``verbose`` Flower's and Ray's log stay off the console.
     """
     # Imported here so that `--help` and config errors answer before Ray and Flower load.
     from flwr.simulation import run_simulation
@@ -115,15 +127,17 @@ def simulate(
     if not 0 <= client_gpus <= 1:
         raise ValueError(f"--client-gpus={client_gpus} must be in [0, 1] (a share of one GPU)")
     load_initial_files(run)
+    check_partitions(run, num_clients)
     started = time.perf_counter()
-    with indexed_message_lookup():  # Flower's own lookup costs O(N^2) per polling sweep
+    # Flower's own lookup costs O(N^2) per polling sweep (simulations/linkstate.py)
+    with flower_log(verbose), indexed_message_lookup():
         run_simulation(
             server_app=build_server_app(run, on_round),
             client_app=client_app,
             num_supernodes=num_clients,
             backend_config={
                 "client_resources": {"num_cpus": client_cpus, "num_gpus": client_gpus},
-                "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+                "init_args": ray_cluster_args(ray_address) | ray_init_args(verbose),
             },
         )
     metrics_path = Path(run.out_dir) / "metrics.json"
@@ -134,6 +148,35 @@ def simulate(
     metrics["wall-seconds"] = time.perf_counter() - started
     metrics_path.write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def ray_cluster_args(address: str) -> dict[str, Any]:
+    """``ray.init`` arguments: join the cluster at ``address``, or start a local one.
+
+    A local Ray instance gets every core of this machine; an existing cluster keeps the
+    resources it was started with (``ray.init`` refuses ``num_cpus`` when joining one).
+    """
+    if address:
+        return {"address": address}
+    return {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}
+
+
+def check_partitions(run: RunConfig, num_clients: int) -> None:
+    """Load every client's partition once, so that a bad one fails before round 1.
+
+    Raises ``ValueError`` naming ``--num-clients`` when the data cannot be cut into
+    ``num_clients`` partitions (e.g. ``partitioner=natural`` with another number of
+    sites) or a partition is too small to train on.
+    """
+    from fedaso.data import load_partition
+
+    config = run.data(num_partitions=num_clients)
+    for partition_id in range(num_clients):
+        try:
+            load_partition(config, partition_id)
+        except ValueError as error:
+            message = f"--num-clients={num_clients} does not fit the data: {error}"
+            raise ValueError(message) from None
 
 
 # Privacy figures printed when a run reports them (docs/PRIVACY.md).

@@ -54,6 +54,7 @@ from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
 from fedaso.trainer import embed, evaluate, fact_recall
 from strategies.checkpoint import Checkpoints
+from strategies.failures import RunFailedError
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
 from strategies.privacy import (
@@ -314,7 +315,7 @@ def build_server_app(
         try:
             resolved = run if run is not None else RunConfig.from_flat(context.run_config)
             run_federation(grid, resolved, on_round)
-        except ValueError as error:  # bad input: say so in one line before Flower's traceback
+        except (ValueError, RunFailedError) as error:  # say so in one line before the traceback
             log(ERROR, "FedASO stopped: %s", error)
             raise
 
