@@ -33,6 +33,7 @@ from fedaso.faults import parse_fault_plan
 from fedaso.models import LoraSettings, ModelSpec, build_model, embedding_width_of, is_hf
 from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
+from fedaso.tracking import check_tracking
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
 # num-anchors and subspace-rank of 0 mean "the model's default": the report's M = 512 and
@@ -124,6 +125,9 @@ class RunConfig:
     lora_target_modules: str = "all-linear"  # PEFT's all-linear, or names: "q_proj,v_proj"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; ASO's own math stays fp32)
+    # Experiment tracking (fedaso/tracking.py)
+    tracking: str = "none"  # none | tensorboard | mlflow
+    tracking_dir: str = ""  # where tracking logs go; "" = out-dir/tracking
 
     def __post_init__(self) -> None:
         self._resolve_auto_anchors()
@@ -204,6 +208,7 @@ class RunConfig:
         self.train(seed=self.seed)
         self.data(num_partitions=1)
         self.check_privacy()
+        check_tracking(self.tracking, self.tracking_dir, self.out_dir)
 
     def check_privacy(self) -> None:
         """Validate the privacy keys and how they combine with the strategy."""

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,31 @@ FLAG_KEYS = {
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Add the flags shared by every simulation command."""
     parser.add_argument("--num-clients", type=int, default=20, help="simulated SuperNodes")
-    parser.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
-    parser.add_argument("--dataset", help="facts | facts:a | facts:b | pydoc | digits | text:PATH")
-    parser.add_argument("--partitioner", help="iid | dirichlet:ALPHA | natural")
-    parser.add_argument("--fraction-train", type=float, help="fraction of clients per round")
-    parser.add_argument("--seed", type=int, help="seed of data, model, anchors and sampling")
+    default = RunConfig()
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"federated rounds (default: num-server-rounds = {default.num_server_rounds})",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="facts | facts:a | facts:b | pydoc | digits | text:PATH | file:PATH "
+        f"(default: {default.dataset})",
+    )
+    parser.add_argument(
+        "--partitioner",
+        help=f"iid | dirichlet:ALPHA | natural | natural:COLUMN (default: {default.partitioner})",
+    )
+    parser.add_argument(
+        "--fraction-train",
+        type=float,
+        help=f"fraction of clients per round (default: {default.fraction_train})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of data, model, anchors and sampling (default: {default.seed})",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -61,6 +82,28 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "starting a local one",
     )
     add_output_flags(parser)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the commands run Flower's simulation engine: its size, Ray, and how much it says."""
+
+    num_clients: int = 20  # simulated SuperNodes
+    client_cpus: float = 1.0  # CPUs reserved per simulated client
+    client_gpus: float = 0.0  # share of a GPU reserved per simulated client
+    ray_address: str = ""  # an existing Ray cluster to join; "" starts a local one
+    verbose: bool = False  # show Flower's and the clients' log
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EngineOptions:
+        """The options given by the flags of :func:`add_run_flags`."""
+        return cls(
+            num_clients=args.num_clients,
+            client_cpus=args.client_cpus,
+            client_gpus=args.client_gpus,
+            ray_address=args.ray_address,
+            verbose=args.verbose,
+        )
 
 
 def parse_value(text: str) -> Any:

@@ -52,6 +52,7 @@ from fedaso.models import HFCausalLM
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
+from fedaso.tracking import log_run, tracking_of
 from fedaso.trainer import embed, evaluate, fact_recall
 from strategies.checkpoint import Checkpoints
 from strategies.failures import RunFailedError
@@ -299,6 +300,10 @@ def write_outputs(
     temporary.write_text(json.dumps(metrics, indent=2))
     temporary.replace(out_dir / "metrics.json")
     log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
+    tracking = tracking_of(run.tracking, run.tracking_dir, str(out_dir))
+    if tracking is not None:  # run-config, per-round metrics, files (fedaso/tracking.py)
+        files = [out_dir / name for name in ("model.pt", "anchors.npy", "metrics.json")]
+        log_run(tracking, run.to_flat(), metrics["rounds"], files)
 
 
 def build_server_app(

@@ -14,6 +14,7 @@ from simulations.experiment.plots import PLOTS, band, plot_curves
 from simulations.experiment.report import (
     SUMMARY_COLUMNS,
     experiment_header,
+    outputs_note,
     summary_json,
     summary_table,
     write_metrics_csv,
@@ -78,6 +79,7 @@ __all__ = [
     "final_figures",
     "finished_metrics",
     "metrics_rows",
+    "outputs_note",
     "paired_differences",
     "parse_list",
     "parse_seeds",

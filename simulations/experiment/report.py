@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fedaso.tracking import log_files, tracking_of
 from simulations.experiment.plots import plot_curves
 from simulations.experiment.runner import RunResult, RunSpec
 from simulations.experiment.statistics import (
@@ -19,6 +20,7 @@ from simulations.experiment.statistics import (
     metrics_rows,
     paired_differences,
     summarize,
+    training_warnings,
 )
 
 
@@ -120,12 +122,23 @@ def write_reports(
     summaries = summarize(results, target)
     differences = paired_differences(results, reference) if reference else []
     plots = plot_curves(rows, out)
+    warnings = training_warnings(results)
     lines = [
         f"# {title}",
         "",
         header,
         f"- target central loss for rounds/steps to target: {target:.4g}",
         "",
+        *(
+            [
+                "**Warning: runs that did not train as they should:**",
+                "",
+                *(f"- {w}" for w in warnings),
+                "",
+            ]
+            if warnings
+            else []
+        ),
         summary_table(summaries, label),
         "",
     ]
@@ -145,4 +158,46 @@ def write_reports(
         f"minus-{reference}": summary_json(differences),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary_files = [out / "summary.md", out / "summary.json", out / "metrics.csv", *plots]
+    track_summary(out, results, summary_files)
     return summaries
+
+
+def outputs_note(out: Path, results: Sequence[RunResult]) -> str:
+    """The closing lines of a command: runs that did not train, and where its report,
+    plots and tracking logs are."""
+    lines = [f"warning: {text}" for text in training_warnings(results)]
+    lines.append(f"summary: {out / 'summary.md'} (per-round rows: {out / 'metrics.csv'})")
+    plots = sorted(out.glob("*.png")) + sorted(out.glob("*/*.png"))
+    if plots:
+        lines.append("plots: " + ", ".join(str(path) for path in plots))
+    lines += tracking_notes([result.spec for result in results])
+    return "\n".join(lines)
+
+
+def tracking_notes(specs: Sequence[RunSpec]) -> list[str]:
+    """One line per tracking store the runs of ``specs`` logged to, saying how to read it."""
+    notes = []
+    for spec in specs:
+        tracking = tracking_of(spec.run.tracking, spec.run.tracking_dir, spec.run.out_dir)
+        if tracking is None:
+            continue
+        if tracking.backend == "mlflow":
+            note = (
+                f"tracking: MLflow store {tracking.mlflow_uri}, experiment {tracking.experiment!r}"
+            )
+        else:
+            note = f"tracking: tensorboard --logdir {tracking.directory / 'tensorboard'}"
+        if note not in notes:
+            notes.append(note)
+    return notes
+
+
+def track_summary(out: Path, results: Sequence[RunResult], files: Sequence[Path]) -> None:
+    """Log an experiment's summary ``files`` as one more run of its tracking experiment."""
+    run = results[0].spec.run
+    tracking = tracking_of(run.tracking, run.tracking_dir, str(out))
+    if tracking is not None:
+        root, folder = tracking.directory.parent, out.resolve()
+        where = folder.relative_to(root) if folder.is_relative_to(root) else Path(folder.name)
+        log_files(tracking, (where / "summary").as_posix(), files)

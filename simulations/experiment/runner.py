@@ -13,14 +13,21 @@ import json
 import math
 import shlex
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from fedaso.run_config import RunConfig
-from simulations.engine import format_table, resolve_run_config, round_rows, simulate
+from simulations.console import RunBar
+from simulations.engine import (
+    EngineOptions,
+    check_partitions,
+    format_table,
+    resolve_run_config,
+    round_rows,
+    simulate,
+)
 
 
 @dataclass(frozen=True)
@@ -111,88 +118,75 @@ def run_dir(out: Path, variant: str, seed: int, *, several_seeds: bool) -> Path:
 
 
 def plan_runs(
-    args: argparse.Namespace, variants: Sequence[Variant], seeds: Sequence[int], out: Path
+    args: argparse.Namespace,
+    variants: Sequence[Variant],
+    seeds: Sequence[int],
+    out: Path,
+    experiment_dir: Path | None = None,
 ) -> list[RunSpec]:
     """Every (variant, seed) run, configured and validated before anything runs.
 
     Flags and ``--set`` pairs apply to all runs; a variant's own settings override them.
+    With ``tracking`` on and no ``tracking-dir`` given, every run tracks into
+    ``experiment_dir/tracking`` (default ``out``): one experiment for all of them.
     """
     several = len(seeds) > 1
+    tracking_dir = str(((experiment_dir or out) / "tracking").resolve())
     specs = []
     for seed in seeds:
         for variant in variants:
             out_dir = run_dir(out, variant.label, seed, several_seeds=several).resolve()
             fixed = dict(variant.settings) | {"seed": seed, "out-dir": str(out_dir)}
-            specs.append(RunSpec(variant.label, seed, resolve_run_config(args, **fixed)))
+            run = resolve_run_config(args, **fixed)
+            if run.tracking != "none" and not run.tracking_dir:
+                run = run.replace(tracking_dir=tracking_dir)
+            specs.append(RunSpec(variant.label, seed, run))
     return specs
 
 
 class Progress:
-    """Prints a line per finished round and per finished run, with elapsed time and ETA.
+    """One progress bar per run (round, central loss, elapsed time, estimate left).
 
-    The estimate assumes the remaining rounds take as long as the finished ones did.
+    A run read back instead of run (``--resume``) gets one line instead of a bar.
     """
 
     def __init__(self, specs: Sequence[RunSpec], stream: TextIO | None = None) -> None:
-        self.total_rounds = sum(spec.run.num_server_rounds for spec in specs)
         self.total_runs = len(specs)
-        self.rounds_done = 0
-        self.rounds_reused = 0  # rounds of runs read back (--resume), not timed here
         self.runs_done = 0
-        self.started = time.perf_counter()
-        self.stream = stream or sys.stdout
+        self.stream = stream or sys.stderr
+        self.bar: RunBar | None = None
 
-    def elapsed(self) -> float:
-        """Seconds since the experiment started."""
-        return time.perf_counter() - self.started
-
-    def remaining(self) -> float | None:
-        """Estimated seconds left, or None before the first round run here."""
-        timed = self.rounds_done - self.rounds_reused
-        if not timed:
-            return None
-        return self.elapsed() / timed * (self.total_rounds - self.rounds_done)
+    def label(self, spec: RunSpec) -> str:
+        """``run 1/4 fedaso seed 0``: which run a bar or line is about."""
+        return f"run {self.runs_done + 1}/{self.total_runs} {spec.variant} seed {spec.seed}"
 
     def run_reused(self, spec: RunSpec) -> None:
         """Note that ``spec``'s finished run was read back instead of run."""
-        self.rounds_done += spec.run.num_server_rounds
-        self.rounds_reused += spec.run.num_server_rounds
+        print(f"{self.label(spec)}: reused from {spec.run.out_dir}", file=self.stream, flush=True)
         self.runs_done += 1
-        self._say(f"=== run {self.runs_done}/{self.total_runs}: {spec.variant} seed "
-                  f"{spec.seed} reused from {spec.run.out_dir}")  # fmt: skip
-
-    def _say(self, text: str) -> None:
-        left = self.remaining()
-        eta = "?" if left is None else duration(left)
-        print(
-            f"{text} | rounds {self.rounds_done}/{self.total_rounds}, "
-            f"{duration(self.elapsed())} elapsed, ~{eta} left",
-            file=self.stream,
-            flush=True,
-        )
 
     def round_callback(self, spec: RunSpec) -> Callable[[int, Mapping[str, float]], None]:
-        """The ``on_round`` callback of ``spec``'s run."""
+        """Open ``spec``'s bar and return the ``on_round`` callback of its run."""
+        bar = self.bar = RunBar(self.label(spec), spec.run.num_server_rounds, self.stream)
 
         def on_round(server_round: int, metrics: Mapping[str, float]) -> None:
-            if server_round == 0:
-                return
-            self.rounds_done += 1
-            loss = metrics.get("loss", math.nan)
-            self._say(
-                f"[{spec.variant} seed {spec.seed}] round {server_round}/"
-                f"{spec.run.num_server_rounds} loss {loss:.4f}"
-            )
+            if server_round > 0:  # round 0 is the initial evaluation
+                bar.round_done(metrics.get("loss", math.nan))
 
         return on_round
 
     def run_finished(self, spec: RunSpec, wall_seconds: float) -> None:
-        """Note that ``spec``'s run ended after ``wall_seconds``."""
+        """Close ``spec``'s bar, noting the run's wall time."""
         self.runs_done += 1
-        self._say(
-            f"=== run {self.runs_done}/{self.total_runs} done: {spec.variant} seed "
-            f"{spec.seed} in {duration(wall_seconds)}"
-        )
+        if self.bar is not None:
+            self.bar.close(f"in {duration(wall_seconds)}")
+            self.bar = None
+
+    def run_failed(self) -> None:
+        """Close the bar of a run that raised."""
+        if self.bar is not None:
+            self.bar.close("failed")
+            self.bar = None
 
 
 def duration(seconds: float) -> str:
@@ -223,26 +217,23 @@ def execute_from_args(
     """:func:`execute` with the clients, CPUs and resume flag of ``add_experiment_flags``."""
     return execute(
         specs,
-        num_clients=args.num_clients,
-        client_cpus=args.client_cpus,
-        client_gpus=args.client_gpus,
+        EngineOptions.from_args(args),
         progress=Progress(specs),
-        show_rounds=show_rounds,
+        show_rounds=show_rounds and args.verbose,
         resume=args.resume,
     )
 
 
-def command_line(module: str, argv: Sequence[str] | None) -> str:
-    """The command that ran ``python -m module`` with ``argv`` (``sys.argv`` if None)."""
-    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+def command_line(prog: str, argv: Sequence[str] | None) -> str:
+    """The command line of ``prog`` (e.g. ``fedaso compare``) with ``argv`` (``sys.argv`` if
+    None)."""
+    return f"{prog} " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def execute(
     specs: Sequence[RunSpec],
+    engine: EngineOptions,
     *,
-    num_clients: int,
-    client_cpus: float,
-    client_gpus: float = 0.0,
     progress: Progress | None = None,
     show_rounds: bool = False,
     resume: bool = False,
@@ -253,19 +244,28 @@ def execute(
     and number of clients is read back instead of run again.
     """
     progress = progress or Progress(specs)
+    for spec in specs:  # every run's data, before the first one starts
+        check_partitions(spec.run, engine.num_clients)
     results = []
     for spec in specs:
         metrics = finished_metrics(spec) if resume else None
-        if metrics is not None and metrics.get("num-clients") == num_clients:
+        if metrics is not None and metrics.get("num-clients") == engine.num_clients:
             progress.run_reused(spec)
         else:
-            metrics = simulate(
-                spec.run,
-                num_clients=num_clients,
-                client_cpus=client_cpus,
-                client_gpus=client_gpus,
-                on_round=progress.round_callback(spec),
-            )
+            on_round = progress.round_callback(spec)
+            try:
+                metrics = simulate(
+                    spec.run,
+                    num_clients=engine.num_clients,
+                    client_cpus=engine.client_cpus,
+                    client_gpus=engine.client_gpus,
+                    on_round=on_round,
+                    ray_address=engine.ray_address,
+                    verbose=engine.verbose,
+                )
+            except BaseException:
+                progress.run_failed()
+                raise
             progress.run_finished(spec, metrics["wall-seconds"])
         if show_rounds:
             rows = round_rows(metrics)

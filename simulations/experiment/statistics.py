@@ -216,3 +216,25 @@ def differences_to(
             stats[key] = Stat.of(differences)
         summaries.append(VariantSummary(variant, stats))
     return summaries
+
+
+def training_warnings(results: Sequence[RunResult]) -> list[str]:
+    """A line per run that did not train as it should: failed replies, or no progress.
+
+    A run whose clients' replies failed, or whose final central loss is no lower than
+    its initial one, is named, so that a summary never presents it as a valid result.
+    """
+    warnings = []
+    for result in results:
+        rounds = result.metrics["rounds"]
+        name = f"{result.spec.variant} seed {result.spec.seed}"
+        failed = sum(int(r.get("train", {}).get("num-failures", 0) or 0) for r in rounds)
+        replies = sum(int(r.get("train", {}).get("num-replies", 0) or 0) for r in rounds)
+        if failed:
+            warnings.append(f"{name}: {failed} training replies failed (of {replies + failed})")
+        losses = [loss for loss in curve(result, "central", "loss") if loss is not None]
+        if len(losses) > 1 and not losses[-1] < losses[0]:
+            warnings.append(
+                f"{name}: the central loss did not fall ({losses[0]:.4g} -> {losses[-1]:.4g})"
+            )
+    return warnings
