@@ -14,7 +14,9 @@ Runs are grouped by the folder that holds ``tracking-dir``: it names the MLflow 
 (and is the TensorBoard log root), and a run's name is its ``out-dir`` relative to that
 folder (``fedaso/seed-1``). The experiment commands give every run of one experiment the
 same ``tracking-dir``, so all its variants and seeds land in one experiment. MLflow needs no
-server: its store is the folder ``tracking-dir/mlruns``. Both back-ends are optional
+server: its store is the SQLite file ``tracking-dir/mlflow.db`` with artifacts in
+``tracking-dir/mlartifacts`` (MLflow 3.17 refuses its older folder store unless
+``MLFLOW_ALLOW_FILE_STORE=true``). Both back-ends are optional
 extras (``pip install -e ".[tracking]"``).
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import shutil
@@ -49,8 +52,13 @@ class Tracking:
 
     @property
     def mlflow_uri(self) -> str:
-        """The MLflow tracking URI of the local file store."""
-        return (self.directory / "mlruns").resolve().as_uri()
+        """The MLflow tracking URI: a SQLite file in ``tracking-dir`` (no server)."""
+        return f"sqlite:///{(self.directory / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        """Where MLflow stores the experiment's artifact files."""
+        return (self.directory / "mlartifacts").resolve().as_uri()
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -95,6 +103,11 @@ def tracking_of(backend: str, tracking_dir: str, out_dir: str) -> Tracking | Non
     )
 
 
+def param_text(value: Any) -> str:
+    """A run-config value as a parameter: strings as they are, others as JSON (``true``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def round_series(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[int, dict[str, float]]]:
     """``(round, {"central/loss": ..., ...})`` per round record of ``metrics.json``."""
     series = []
@@ -137,16 +150,18 @@ def _log_mlflow(
 ) -> None:
     import mlflow
 
+    for name in ("mlflow", "alembic"):  # their INFO lines about creating the database
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = mlflow.MlflowClient(tracking_uri=tracking.mlflow_uri)
     experiment = client.get_experiment_by_name(tracking.experiment)
     experiment_id = (
         experiment.experiment_id
         if experiment is not None
-        else client.create_experiment(tracking.experiment)
+        else client.create_experiment(tracking.experiment, tracking.mlflow_artifacts)
     )
     run = client.create_run(experiment_id, run_name=tracking.run_name)
     run_id = run.info.run_id
-    params = [mlflow.entities.Param(key, json.dumps(value)) for key, value in config.items()]
+    params = [mlflow.entities.Param(key, param_text(value)) for key, value in config.items()]
     client.log_batch(run_id, params=params)
     metrics = [
         mlflow.entities.Metric(key, value, 0, step)
