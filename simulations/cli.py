@@ -44,6 +44,7 @@ BENCHMARKS = {
     "aso-overhead": Command("benchmarks.aso_overhead", "ASO's local step over a plain one"),
     "simulation": Command("benchmarks.simulation", "the simulation engine vs the compute floor"),
     "dp": Command("benchmarks.dp", "DP-SGD's local step over ASO's"),
+    "linkstate": Command("benchmarks.linkstate", "Flower's message lookup vs the indexed one"),
 }
 
 
