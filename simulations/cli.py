@@ -45,6 +45,7 @@ BENCHMARKS = {
     "simulation": Command("benchmarks.simulation", "the simulation engine vs the compute floor"),
     "dp": Command("benchmarks.dp", "DP-SGD's local step over ASO's"),
     "linkstate": Command("benchmarks.linkstate", "Flower's message lookup vs the indexed one"),
+    "deployment": Command("benchmarks.deployment", "seconds per round on the Deployment Engine"),
 }
 
 

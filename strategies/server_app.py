@@ -58,6 +58,7 @@ from strategies.checkpoint import Checkpoints
 from strategies.failures import RunFailedError
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
+from strategies.polling import PromptGrid
 from strategies.privacy import (
     build_update_dp,
     expected_sample_size,
@@ -214,7 +215,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     central = load_central(run.data(num_partitions=1))
     model, anchors = starting_point(run, central)
     evaluator = CentralEvaluator(run, central, on_round)
-    ordered = PartitionOrderedGrid(grid)
+    ordered = PartitionOrderedGrid(PromptGrid(grid))  # replies as they come (polling.py)
     metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
     checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
     strategy = build_strategy(run)
