@@ -67,7 +67,12 @@ class Tracking:
 
 
 def check_tracking(backend: str, tracking_dir: str, out_dir: str) -> None:
-    """Raise ``ValueError`` naming the key if tracking cannot work as configured."""
+    """Raise ``ValueError`` naming the key if the tracking keys do not fit together.
+
+    Whether the back-end is installed is checked by the server alone
+    (:func:`check_backend_installed`): clients rebuild the run-config too, and a site
+    need not install the tracking extras.
+    """
     require(
         backend in TRACKING_BACKENDS,
         "tracking",
@@ -82,6 +87,12 @@ def check_tracking(backend: str, tracking_dir: str, out_dir: str) -> None:
         tracking_dir,
         f"must be set when tracking={backend!r} and out-dir is empty",
     )
+
+
+def check_backend_installed(backend: str) -> None:
+    """Raise ``ValueError`` if ``backend``'s package is missing (only the server logs)."""
+    if backend == "none":
+        return
     require(
         importlib.util.find_spec(BACKEND_PACKAGES[backend]) is not None,
         "tracking",

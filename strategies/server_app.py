@@ -52,7 +52,7 @@ from fedaso.models import HFCausalLM
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
-from fedaso.tracking import log_run, tracking_of
+from fedaso.tracking import check_backend_installed, log_run, tracking_of
 from fedaso.trainer import embed, evaluate, fact_recall
 from strategies.checkpoint import Checkpoints
 from strategies.failures import RunFailedError
@@ -201,6 +201,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     traffic is metered (see ``strategies.grids``).
     """
     started = time.perf_counter()
+    check_backend_installed(run.tracking)  # before round 1, not when the outputs are written
     checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
     if run.strategy == "fedaso":
         log(
