@@ -14,15 +14,15 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --quiet --upgrade pip
 	# torch first, pinned: pip takes the CPU build from this machine's disk.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,hf]"
+	$(PY) -m pip install --quiet --quiet torch==2.13.0
+	$(PY) -m pip install --quiet --quiet -e ".[dev,hf,tracking]"
 	touch $@
 
 demo: setup
-	$(PY) -m simulations.compare --strategies fedaso,fedavg --num-clients 20 --rounds 20 \
-		--fraction-train 0.5 --dataset facts --out runs/demo
+	$(VENV)/bin/fedaso compare --strategies fedaso,fedavg --num-clients 20 --rounds 20 \
+		--fraction-train 0.5 --dataset facts --out runs/demo --set tracking=tensorboard
 
 test: setup
 	$(PY) -m pytest

@@ -62,6 +62,7 @@ from fedaso.relevance import (
     score_tokens,
 )
 from fedaso.trainer import EmbeddingCapture, LocalTrainResult, per_token_losses, train_local
+from simulations.console import HelpFormatter
 
 # ASOConfig overrides of each variant; None is plain training.
 VARIANTS: dict[str, dict[str, bool] | None] = {
@@ -387,7 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.aso_overhead",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_setup_flags(parser, num_anchors=512, rank=16)
     parser.add_argument(

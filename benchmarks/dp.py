@@ -29,13 +29,14 @@ from benchmarks.common import (
     supports_rss,
 )
 from fedaso.privacy import DP_GRAD_SAMPLE_MODES, DPSGDConfig
+from simulations.console import HelpFormatter
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.dp",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_setup_flags(parser, num_anchors=32, rank=8)
     parser.add_argument("--noise-multiplier", type=float, default=1.0)

@@ -57,6 +57,7 @@ from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, spl
 from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.trainer import train_local
 from flower_wire.records import arrays_to_record, record_to_arrays
+from simulations.console import HelpFormatter
 from simulations.engine import format_table, parse_value, simulate
 
 
@@ -422,7 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.simulation",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--num-clients",

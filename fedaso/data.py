@@ -71,6 +71,8 @@ _SEED_FRACTION = 0.05
 # digits holds out more for eval: its rows are single samples, not long documents.
 _DIGITS_EVAL_FRACTION = 0.15
 _DIGITS_SEED_FRACTION = 0.05
+# A text site with fewer paragraphs than this is cut into this many slices by size instead.
+_MIN_SITE_PIECES = 20
 # Consecutive paragraphs are merged into documents of at least this many characters, so
 # that a row carries enough bytes for a few LM windows.
 _DOCUMENT_CHARS = 1000
@@ -395,7 +397,24 @@ def _build_corpus(
     codec = load_codec(tokenizer)
     if kind == "file":
         return _file_corpus(dataset, seed, seq_len, codec, column)
-    return _lm_corpus(_text_corpus(dataset, seed, facts_entities), seq_len, codec)
+    text_corpus = _text_corpus(dataset, seed, facts_entities)
+    corpus = _lm_corpus(text_corpus, seq_len, codec)
+    _require_held_out(dataset, seq_len, corpus, text_corpus)
+    return corpus
+
+
+def _require_held_out(dataset: str, seq_len: int, corpus: _Corpus, texts: _TextCorpus) -> None:
+    """Raise ``ValueError`` naming ``dataset`` if its evaluation or seed split is empty."""
+    for name, split, held in (
+        ("evaluation", corpus.eval, texts.eval_texts),
+        ("seed (anchor initialization)", corpus.seed_corpus, texts.seed_texts),
+    ):
+        if len(split) == 0:
+            raise ValueError(
+                f"dataset={dataset!r} leaves no held-out {name} data: its held-out share is "
+                f"{len(chr(10).join(held).encode())} bytes of text, too little for one window "
+                f"of seq-len + 1 = {seq_len + 1}; add text or use a smaller seq-len"
+            )
 
 
 def _text_corpus(dataset: str, seed: int, facts_entities: int) -> _TextCorpus:
@@ -647,12 +666,33 @@ def _folder_corpus(folder: Path, seed: int) -> _TextCorpus:
     for label, (site, text) in enumerate(_read_sites(folder)):
         # Hold out paragraphs, not merged documents, so small sites still give up only a few.
         site_pool, site_eval, site_seed = _hold_out(
-            _paragraphs(text), _rng(seed, "text-hold-out", site)
+            _site_pieces(text), _rng(seed, "text-hold-out", site)
         )
         pool.extend(_Document(chunk, site, label) for chunk in _merge_paragraphs(site_pool))
         eval_texts.extend(site_eval)
         seed_texts.extend(site_seed)
     return _TextCorpus(pool=tuple(pool), eval_texts=tuple(eval_texts), seed_texts=tuple(seed_texts))
+
+
+def _site_pieces(text: str) -> list[str]:
+    """A site's text as held-out units: its paragraphs, or equal slices when they are few.
+
+    Files without blank lines are one paragraph each, which would leave nothing to hold
+    out; such a site is cut into ``_MIN_SITE_PIECES`` slices at whitespace instead.
+    """
+    paragraphs = _paragraphs(text)
+    if len(paragraphs) >= _MIN_SITE_PIECES:
+        return paragraphs
+    text = "\n\n".join(paragraphs)
+    size = max(1, math.ceil(len(text) / _MIN_SITE_PIECES))
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            end = max(text.rfind(" ", start + 1, end), text.rfind("\n", start + 1, end)) + 1 or end
+        pieces.append(text[start:end].strip())
+        start = end
+    return [piece for piece in pieces if piece]
 
 
 def _read_sites(folder: Path) -> list[tuple[str, str]]:
@@ -1090,9 +1130,10 @@ def _check_partition_count(config: DataConfig, corpus: _Corpus) -> None:
     num_groups = len(set(corpus.groups))
     if config.num_partitions != num_groups:
         raise ValueError(
-            f"partitioner='natural' makes one partition per group, and dataset="
+            f"partitioner={config.partitioner!r} makes one partition per group, and dataset="
             f"{config.dataset!r} has {num_groups} groups, but num-partitions="
-            f"{config.num_partitions}; set num-partitions to {num_groups}"
+            f"{config.num_partitions} (the number of clients); use {num_groups} clients "
+            f"(--num-clients {num_groups}, or num-partitions={num_groups} in node-config)"
         )
 
 

@@ -35,6 +35,7 @@ from fedaso.faults import parse_fault_plan
 from fedaso.models import LoraSettings, ModelSpec, build_model, embedding_width_of, is_hf
 from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
+from fedaso.tracking import check_tracking
 from fedaso.wire import RUN_KEY, SERVER_ROUND
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
@@ -66,6 +67,8 @@ SERVER_ONLY_KEYS = frozenset(
         "initial-model",
         "initial-anchors",
         "extra-eval-dataset",
+        "tracking",
+        "tracking-dir",
     }
 )
 AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
@@ -154,6 +157,9 @@ class RunConfig:
     lora_target_modules: str = "all-linear"  # PEFT's all-linear, or names: "q_proj,v_proj"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; ASO's own math stays fp32)
+    # Experiment tracking (fedaso/tracking.py)
+    tracking: str = "none"  # none | tensorboard | mlflow
+    tracking_dir: str = ""  # where tracking logs go; "" = out-dir/tracking
 
     def __post_init__(self) -> None:
         self._resolve_auto_anchors()
@@ -234,6 +240,7 @@ class RunConfig:
         self.train(seed=self.seed)
         self.data(num_partitions=1)
         self.check_privacy()
+        check_tracking(self.tracking, self.tracking_dir, self.out_dir)
 
     def check_privacy(self) -> None:
         """Validate the privacy keys and how they combine with the strategy."""

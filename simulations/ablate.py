@@ -10,9 +10,9 @@ with paired differences to full ASO, ``summary.json``, plots).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags
 from simulations.experiment import (
     Variant,
@@ -20,6 +20,7 @@ from simulations.experiment import (
     command_line,
     execute_from_args,
     experiment_header,
+    outputs_note,
     parse_list,
     plan_runs,
     seeds_of,
@@ -50,34 +51,43 @@ def chosen_variants(text: str) -> list[Variant]:
     return [ABLATIONS[name] for name in names]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulations.ablate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+PROG = "python -m simulations.ablate"
+
+
+def build_parser(prog: str = PROG) -> CommandParser:
+    """The command's flags: the variants, and the experiment and engine flags."""
+    parser = CommandParser(prog, __doc__)
     parser.add_argument(
         "--variants", default=",".join(ABLATIONS), help=f"subset of {', '.join(ABLATIONS)}"
     )
     add_experiment_flags(parser)
     add_run_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run every ablation on every seed; print summary.md. Returns the exit status."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         specs = plan_runs(args, chosen_variants(args.variants), seeds_of(args), args.out)
     except ValueError as error:
         parser.error(str(error))
-    results = execute_from_args(specs, args)
-    command = command_line("simulations.ablate", argv)
+    try:
+        results = execute_from_args(specs, args)
+    except (ValueError, RuntimeError) as error:
+        return fail(prog, error)
     write_reports(
         args.out,
         results,
         title="Ablations (report Table 5)",
-        header=experiment_header(specs, args.num_clients, command),
+        header=experiment_header(specs, args.num_clients, command_line(prog, argv)),
         target=args.target_loss,
         label="configuration",
         reference=FULL,
     )
     print((args.out / "summary.md").read_text())
+    print(outputs_note(args.out, results))
     return 0
 
 

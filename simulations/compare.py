@@ -17,10 +17,10 @@ initial model and sampled clients. Writes into ``--out``:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from fedaso.run_config import STRATEGIES
+from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags, format_table
 from simulations.experiment import (
     Variant,
@@ -28,6 +28,7 @@ from simulations.experiment import (
     command_line,
     execute_from_args,
     experiment_header,
+    outputs_note,
     parse_list,
     plan_runs,
     seeds_of,
@@ -46,30 +47,38 @@ def strategy_variants(text: str) -> list[Variant]:
     return [Variant(s, (("strategy", s),)) for s in strategies]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulations.compare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+PROG = "python -m simulations.compare"
+
+
+def build_parser(prog: str = PROG) -> CommandParser:
+    """The command's flags: strategies, reference, and the experiment and engine flags."""
+    parser = CommandParser(prog, __doc__)
     parser.add_argument("--strategies", default="fedaso,fedavg", help="comma-separated")
     parser.add_argument(
         "--reference", default="fedavg", help="strategy for paired differences in summary.md"
     )
     add_experiment_flags(parser)
     add_run_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run every strategy on every seed; print the side-by-side table. Returns the status."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         specs = plan_runs(args, strategy_variants(args.strategies), seeds_of(args), args.out)
     except ValueError as error:
         parser.error(str(error))
-    results = execute_from_args(specs, args, show_rounds=True)
-    command = command_line("simulations.compare", argv)
+    try:
+        results = execute_from_args(specs, args, show_rounds=True)
+    except (ValueError, RuntimeError) as error:
+        return fail(prog, error)
     summaries = write_reports(
         args.out,
         results,
         title="Strategy comparison",
-        header=experiment_header(specs, args.num_clients, command),
+        header=experiment_header(specs, args.num_clients, command_line(prog, argv)),
         target=args.target_loss,
         label="strategy",
         reference=args.reference,
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[key, *(s.figures[key].text() for s in summaries)] for key in keys]
     print(f"\nFinal central evaluation on {specs[0].run.dataset}:")
     print(format_table(["figure", *(s.variant for s in summaries)], rows))
-    print(f"\nwrote {args.out / 'summary.md'}, {args.out / 'metrics.csv'} and plots")
+    print(outputs_note(args.out, results))
     return 0
 
 

@@ -13,10 +13,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedaso.run_config import RunConfig
+from simulations.console import add_output_flags, flower_log, ray_init_args
 
 # Flower's simulation flags and the run-config keys they set.
 FLAG_KEYS = {
@@ -32,11 +34,31 @@ FLAG_KEYS = {
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Add the flags shared by every simulation command."""
     parser.add_argument("--num-clients", type=int, default=20, help="simulated SuperNodes")
-    parser.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
-    parser.add_argument("--dataset", help="facts | facts:a | facts:b | pydoc | digits | text:PATH")
-    parser.add_argument("--partitioner", help="iid | dirichlet:ALPHA | natural")
-    parser.add_argument("--fraction-train", type=float, help="fraction of clients per round")
-    parser.add_argument("--seed", type=int, help="seed of data, model, anchors and sampling")
+    default = RunConfig()
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"federated rounds (default: num-server-rounds = {default.num_server_rounds})",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="facts | facts:a | facts:b | pydoc | digits | text:PATH | file:PATH "
+        f"(default: {default.dataset})",
+    )
+    parser.add_argument(
+        "--partitioner",
+        help=f"iid | dirichlet:ALPHA | natural | natural:COLUMN (default: {default.partitioner})",
+    )
+    parser.add_argument(
+        "--fraction-train",
+        type=float,
+        help=f"fraction of clients per round (default: {default.fraction_train})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of data, model, anchors and sampling (default: {default.seed})",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -53,6 +75,35 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="GPU share reserved per simulated client, e.g. 0.25 runs four clients per GPU",
     )
+    parser.add_argument(
+        "--ray-address",
+        default="",
+        help="run on this existing Ray cluster (e.g. 10.0.0.5:6379 or auto) instead of "
+        "starting a local one",
+    )
+    add_output_flags(parser)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the commands run Flower's simulation engine: its size, Ray, and how much it says."""
+
+    num_clients: int = 20  # simulated SuperNodes
+    client_cpus: float = 1.0  # CPUs reserved per simulated client
+    client_gpus: float = 0.0  # share of a GPU reserved per simulated client
+    ray_address: str = ""  # an existing Ray cluster to join; "" starts a local one
+    verbose: bool = False  # show Flower's and the clients' log
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EngineOptions:
+        """The options given by the flags of :func:`add_run_flags`."""
+        return cls(
+            num_clients=args.num_clients,
+            client_cpus=args.client_cpus,
+            client_gpus=args.client_gpus,
+            ray_address=args.ray_address,
+            verbose=args.verbose,
+        )
 
 
 def parse_value(text: str) -> Any:
@@ -91,12 +142,16 @@ def simulate(
     client_cpus: float = 1.0,
     client_gpus: float = 0.0,
     on_round: Callable[[int, Mapping[str, float]], None] | None = None,
+    ray_address: str = "",
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Run the federation in-process and return the metrics the ServerApp wrote.
 
     ``client_gpus`` is each client's share of a GPU (Ray places clients on GPUs by it).
     ``on_round`` receives each round's number and central metrics as the round ends.
-    ``initial-model`` and ``initial-anchors`` are checked before the engine starts.
+    ``initial-model`` and ``initial-anchors``, and every client's partition of the data,
+    are checked before the engine starts. With ``ray_address`` the clients run on that
+    Ray cluster; without ``verbose`` Flower's and Ray's log stay off the console.
     """
     # Imported here so that `--help` and config errors answer before Ray and Flower load.
     from flwr.simulation import run_simulation
@@ -115,15 +170,17 @@ def simulate(
     if not 0 <= client_gpus <= 1:
         raise ValueError(f"--client-gpus={client_gpus} must be in [0, 1] (a share of one GPU)")
     load_initial_files(run)
+    check_partitions(run, num_clients)
     started = time.perf_counter()
-    with indexed_message_lookup():  # Flower's own lookup costs O(N^2) per polling sweep
+    # Flower's own lookup costs O(N^2) per polling sweep (simulations/linkstate.py)
+    with flower_log(verbose), indexed_message_lookup():
         run_simulation(
             server_app=build_server_app(run, on_round),
             client_app=client_app,
             num_supernodes=num_clients,
             backend_config={
                 "client_resources": {"num_cpus": client_cpus, "num_gpus": client_gpus},
-                "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+                "init_args": ray_cluster_args(ray_address) | ray_init_args(verbose),
             },
         )
     metrics_path = Path(run.out_dir) / "metrics.json"
@@ -134,6 +191,35 @@ def simulate(
     metrics["wall-seconds"] = time.perf_counter() - started
     metrics_path.write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def ray_cluster_args(address: str) -> dict[str, Any]:
+    """``ray.init`` arguments: join the cluster at ``address``, or start a local one.
+
+    A local Ray instance gets every core of this machine; an existing cluster keeps the
+    resources it was started with (``ray.init`` refuses ``num_cpus`` when joining one).
+    """
+    if address:
+        return {"address": address}
+    return {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}
+
+
+def check_partitions(run: RunConfig, num_clients: int) -> None:
+    """Load every client's partition once, so that a bad one fails before round 1.
+
+    Raises ``ValueError`` naming ``--num-clients`` when the data cannot be cut into
+    ``num_clients`` partitions (e.g. ``partitioner=natural`` with another number of
+    sites) or a partition is too small to train on.
+    """
+    from fedaso.data import load_partition
+
+    config = run.data(num_partitions=num_clients)
+    for partition_id in range(num_clients):
+        try:
+            load_partition(config, partition_id)
+        except ValueError as error:
+            message = f"--num-clients={num_clients} does not fit the data: {error}"
+            raise ValueError(message) from None
 
 
 # Privacy figures printed when a run reports them (docs/PRIVACY.md).

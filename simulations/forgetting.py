@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from simulations.compare import strategy_variants
+from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags
 from simulations.experiment import (
     RunResult,
@@ -34,6 +35,7 @@ from simulations.experiment import (
     differences_to,
     execute_from_args,
     experiment_header,
+    outputs_note,
     parse_list,
     plan_runs,
     seeds_of,
@@ -89,7 +91,7 @@ def plan_phases(
         type(v)(v.label, (*v.settings, ("dataset", domains[0])))
         for v in strategy_variants(args.strategies)
     ]
-    specs_a = plan_runs(args, variants, seeds, args.out / "phase-a")
+    specs_a = plan_runs(args, variants, seeds, args.out / "phase-a", experiment_dir=args.out)
     pairs = []
     for spec_a in specs_a:
         relative = Path(spec_a.run.out_dir).relative_to((args.out / "phase-a").resolve())
@@ -150,12 +152,12 @@ def summarize_forgetting(
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulations.forgetting",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+PROG = "python -m simulations.forgetting"
+
+
+def build_parser(prog: str = PROG) -> CommandParser:
+    """The command's flags: strategies, domains, phase B, and the experiment/engine flags."""
+    parser = CommandParser(prog, __doc__)
     parser.add_argument("--strategies", default="fedaso,fedavg", help="comma-separated")
     parser.add_argument("--domains", default="facts:a,facts:b", help="datasets A,B")
     parser.add_argument(
@@ -168,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     add_experiment_flags(parser)
     add_run_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run phase A then B per strategy and seed; print the forgetting table."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         if args.dataset is not None:
@@ -178,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     specs = [spec for pair in pairs for spec in pair]  # A then B, pair by pair
-    results = execute_from_args(specs, args)
+    try:
+        results = execute_from_args(specs, args)
+    except (ValueError, RuntimeError) as error:
+        return fail(prog, error)
     results_a, results_b = results[0::2], results[1::2]
-    command = command_line("simulations.forgetting", argv)
+    command = command_line(prog, argv)
     header = experiment_header(specs, args.num_clients, command)
     for phase, phase_results in (("a", results_a), ("b", results_b)):
         write_reports(
@@ -191,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             target=args.target_loss,
             label="strategy",
         )
-    pairs = list(zip(results_a, results_b, strict=True))
-    summaries = summarize_forgetting(pairs)
+    result_pairs = list(zip(results_a, results_b, strict=True))
+    summaries = summarize_forgetting(result_pairs)
     table = summary_table(summaries, "strategy", FORGETTING_COLUMNS)
     keys = [key for key, _ in FORGETTING_COLUMNS]
-    differences = differences_to(figures_by_run(pairs), args.reference, keys)
+    differences = differences_to(figures_by_run(result_pairs), args.reference, keys)
     paired = (
         [
             f"Paired differences to {args.reference} (strategy minus {args.reference} on "
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summary_json(summaries) | {f"minus-{args.reference}": summary_json(differences)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(text)
+    print(outputs_note(args.out, results))
     return 0
 
 

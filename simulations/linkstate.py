@@ -1,6 +1,6 @@
 """An indexed message lookup for Flower's in-memory link state during simulations.
 
-Flower 1.41's simulation engine polls its in-memory link state once per simulated node,
+Flower's simulation engine (1.41 and 1.42) polls its in-memory link state once per simulated node,
 every 0.1 s, for that node's next instruction (``add_messages_to_queue`` in
 ``flwr/server/superlink/fleet/vce/vce_api.py``). ``InMemoryLinkState.get_message_ins``
 answers each poll by scanning *every* stored instruction, whoever it is for, under the
@@ -31,7 +31,9 @@ from flwr.common import log
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 from flwr.supercore.date import now
 
-PATCHED_FLOWER_VERSION = "1.41.0"  # the version whose lookup this mirrors
+# The versions whose lookup this mirrors: in_memory_linkstate.py is the same file in both,
+# and both scan every stored instruction per poll (measured: benchmarks/BENCHMARKS.md).
+PATCHED_FLOWER_VERSIONS = ("1.41.0", "1.42.0")
 FLOWER_STORE = InMemoryLinkState.store_message_ins
 FLOWER_LOOKUP = InMemoryLinkState.get_message_ins
 INDEX_ATTRIBUTE = "_fedaso_pending_by_node"
@@ -95,19 +97,20 @@ def get_message_ins_for_node(
 @contextmanager
 def indexed_message_lookup() -> Iterator[bool]:
     """Use the indexed store and lookup inside the block; yields whether they are in use."""
-    if flwr.__version__ != PATCHED_FLOWER_VERSION:
+    if flwr.__version__ not in PATCHED_FLOWER_VERSIONS:
         log(
             WARNING,
-            "FedASO: flwr %s is not %s; keeping Flower's own message lookup",
+            "FedASO: flwr %s is not one of %s; keeping Flower's own message lookup",
             flwr.__version__,
-            PATCHED_FLOWER_VERSION,
+            ", ".join(PATCHED_FLOWER_VERSIONS),
         )
         yield False
         return
-    InMemoryLinkState.store_message_ins = store_message_ins_indexed
-    InMemoryLinkState.get_message_ins = get_message_ins_for_node
+    # setattr: replacing methods of Flower's class is the point here (undone below).
+    setattr(InMemoryLinkState, "store_message_ins", store_message_ins_indexed)  # noqa: B010
+    setattr(InMemoryLinkState, "get_message_ins", get_message_ins_for_node)  # noqa: B010
     try:
         yield True
     finally:
-        InMemoryLinkState.store_message_ins = FLOWER_STORE
-        InMemoryLinkState.get_message_ins = FLOWER_LOOKUP
+        setattr(InMemoryLinkState, "store_message_ins", FLOWER_STORE)  # noqa: B010
+        setattr(InMemoryLinkState, "get_message_ins", FLOWER_LOOKUP)  # noqa: B010

@@ -10,7 +10,6 @@ give ``hf:`` the folder (or hub name) of any ``AutoModelForCausalLM``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -18,14 +17,14 @@ from pathlib import Path
 
 from fedaso.data import dataset_texts
 from fedaso.models.random_hf import ARCHITECTURES, save_random_model
+from simulations.console import CommandParser
+
+PROG = "python -m simulations.make_hf_model"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulations.make_hf_model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser(prog: str = PROG) -> CommandParser:
+    """The command's flags: architecture, shape, vocabulary and output folder."""
+    parser = CommandParser(prog, __doc__)
     parser.add_argument("--arch", choices=ARCHITECTURES, default="llama", help="architecture")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--width", type=int, default=64, help="hidden size d")
@@ -34,7 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
     parser.add_argument("--max-positions", type=int, default=256, help="longest input")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Write the model and tokenizer; print the ``hf:`` value to use."""
+    args = build_parser(prog).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = dataset_texts("pydoc") + dataset_texts("facts")
     out = save_random_model(

@@ -10,7 +10,8 @@ and the same central ``evaluate_fn``, in the same order, and adds what a deploym
   nodes that did not answer in time are counted in the round's ``num-timeouts``;
 - a strategy whose aggregation rejects the whole round (Flower's ``FedAvg`` raises
   ``InconsistentMessageReplies`` on one odd reply) keeps the previous global state for that
-  round instead of ending the run; FedASO never needs this, it checks replies one by one.
+  round instead of ending the run; FedASO never needs this, it checks replies one by one;
+- a run whose rounds cannot train stops with the clients' error (``strategies.failures``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import InconsistentMessageReplies
 from flwr.serverapp.strategy import Result, Strategy
 
+from strategies.failures import FailureWatch
 from strategies.server_state import Checkpoints
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -67,22 +69,34 @@ def run_rounds(
             record(result.evaluate_metrics_serverapp, 0, plan.evaluate_fn(0, arrays))
     else:
         done, arrays = restored
+    watch = FailureWatch()  # ends a run that cannot train (strategies/failures.py)
     for server_round in range(done + 1, num_rounds + 1):
         log(INFO, "")
         log(INFO, "[ROUND %s/%s]", server_round, num_rounds)
-        arrays = play_round(strategy, plan, server_round, arrays, result)
+        arrays = play_round(strategy, plan, server_round, arrays, result, watch)
         checkpoints.save(server_round, arrays, result)
     log(INFO, "Strategy execution finished in %.2fs", time.time() - started)
     return result
 
 
 def play_round(
-    strategy: Strategy, plan: RoundPlan, server_round: int, arrays: ArrayRecord, result: Result
+    strategy: Strategy,
+    plan: RoundPlan,
+    server_round: int,
+    arrays: ArrayRecord,
+    result: Result,
+    watch: FailureWatch | None = None,
 ) -> ArrayRecord:
-    """Train, evaluate and centrally evaluate one round; return the new global arrays."""
+    """Train, evaluate and centrally evaluate one round; return the new global arrays.
+
+    ``watch`` raises ``RunFailedError`` when the round's training replies show the run cannot
+    train (``strategies.failures``).
+    """
     replies, timeouts = exchange(
         plan, strategy.configure_train(server_round, arrays, plan.train_config, plan.grid)
     )
+    if watch is not None:
+        watch.check(server_round, replies)
     try:
         new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
     except InconsistentMessageReplies as error:

@@ -52,13 +52,16 @@ from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
+from fedaso.tracking import check_backend_installed, log_run, tracking_of
 from fedaso.trainer import embed, evaluate, fact_recall
 from fedaso.wire import RUN_KEY, join_payload, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
+from strategies.failures import RunFailedError
 from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
+from strategies.polling import PromptGrid
 from strategies.rounds import RoundPlan, run_rounds
 from strategies.server_state import Checkpoints, RunIdentity
 from strategies.update_dp import build_update_dp, expected_sample_size
@@ -205,6 +208,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     traffic is metered (see ``strategies.grids``).
     """
     started = time.perf_counter()
+    check_backend_installed(run.tracking)  # before round 1, not when the outputs are written
     checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
     if run.strategy == "fedaso":
         log(
@@ -219,7 +223,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     central = load_central(run.data(num_partitions=1))
     model, anchors = starting_point(run, central)
     evaluator = CentralEvaluator(run, central, on_round)
-    ordered = PartitionOrderedGrid(grid)
+    ordered = PartitionOrderedGrid(PromptGrid(grid))  # replies as they come (polling.py)
     metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
     grid = FaultPlanGrid(metered, run, ordered.partition_of.get) if run.fault_plan else metered
     checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
@@ -302,15 +306,24 @@ def write_outputs(
             log(INFO, "FedASO: wrote %s", model.save(out_dir))
     if anchors is not None:
         np.save(out_dir / "anchors.npy", anchors)
+    rounds = history(result, traffic)
     metrics = {
         "config": run.to_flat(),
         "total-seconds": seconds,
-        "rounds": history(result, traffic),
+        "rounds": rounds,
     }
     temporary = out_dir / "metrics.json.tmp"
     temporary.write_text(json.dumps(metrics, indent=2))
     temporary.replace(out_dir / "metrics.json")
     log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
+    tracking = tracking_of(run.tracking, run.tracking_dir, str(out_dir))
+    if tracking is not None:  # run-config, per-round metrics, files (fedaso/tracking.py)
+        files = [out_dir / name for name in ("model.pt", "anchors.npy", "metrics.json")]
+        # An hf: model's Hugging Face folder: the adapter (LoRA) or the full model.
+        files += sorted(
+            path for folder in ("adapter", "model") for path in (out_dir / folder).glob("*")
+        )
+        log_run(tracking, run.to_flat(), rounds, files)
 
 
 def build_server_app(
@@ -327,7 +340,7 @@ def build_server_app(
         try:
             resolved = run if run is not None else RunConfig.from_flat(context.run_config)
             run_federation(grid, resolved, on_round)
-        except ValueError as error:  # bad input: say so in one line before Flower's traceback
+        except (ValueError, RunFailedError) as error:  # say so in one line before the traceback
             log(ERROR, "FedASO stopped: %s", error)
             raise
 

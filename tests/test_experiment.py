@@ -12,7 +12,7 @@ import torch
 from fedaso.data import load_partition
 from simulations.ablate import ABLATIONS, chosen_variants
 from simulations.compare import strategy_variants
-from simulations.engine import add_run_flags
+from simulations.engine import EngineOptions, add_run_flags
 from simulations.experiment import (
     Progress,
     RunResult,
@@ -259,21 +259,22 @@ def test_plots_are_written_as_small_pngs(tmp_path):
         assert path.stat().st_size < 200_000
 
 
-def test_progress_prints_rounds_runs_and_an_estimate(tmp_path):
+def test_progress_shows_one_bar_per_run_with_round_loss_elapsed_and_estimate(tmp_path):
     args = parse(["--out", str(tmp_path), "--rounds", "2", *TINY])
     specs = plan_runs(args, strategy_variants("fedaso,fedavg"), [0], tmp_path)
     stream = io.StringIO()
     progress = Progress(specs, stream)
-    assert progress.remaining() is None
     on_round = progress.round_callback(specs[0])
     on_round(0, {"loss": 5.0})  # the initial evaluation is not a round
     on_round(1, {"loss": 4.0})
     progress.run_finished(specs[0], 75.0)
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("[fedaso seed 0] round 1/2 loss 4.0000 | rounds 1/4, ")
-    assert lines[0].endswith(" left") and "~?" not in lines[0]
-    assert lines[1].startswith("=== run 1/2 done: fedaso seed 0 in 1m15s")
-    assert progress.remaining() is not None
+    screens = stream.getvalue().replace("\r", "\n").splitlines()
+    assert stream.getvalue().count("\n") == 1  # one line per run; "\r" redraws it
+    last = [line for line in screens if line.strip()][-1]
+    assert last.startswith("run 1/2 fedaso seed 0: ")
+    assert "round 1/2, loss 4.0000 in 1m15s" in last
+    assert " elapsed, " in last and last.rstrip().endswith(" left]")
+    assert progress.label(specs[1]) == "run 2/2 fedavg seed 0"
 
 
 def test_duration():
@@ -295,10 +296,9 @@ def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path):
     (folder / "metrics.json").write_text(json.dumps(written))
     assert finished_metrics(spec) == written
     stream = io.StringIO()
-    (result,) = execute([spec], num_clients=3, client_cpus=1.0,
+    (result,) = execute([spec], EngineOptions(num_clients=3),
                         progress=Progress([spec], stream), resume=True)  # fmt: skip
     assert result.metrics == written  # read back, not simulated again
-    assert "=== run 1/1: fedavg seed 0 reused from" in stream.getvalue()
-    assert " ~? left" in stream.getvalue()  # no estimate from rounds not run here
+    assert stream.getvalue() == f"run 1/1 fedavg seed 0: reused from {spec.run.out_dir}\n"
     other = spec.run.replace(lr=0.5)
     assert finished_metrics(type(spec)(spec.variant, spec.seed, other)) is None

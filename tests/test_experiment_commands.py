@@ -8,6 +8,7 @@ import pytest
 
 from fedaso.run_config import RunConfig
 from simulations import compare, forgetting
+from tests.tracking_readers import mlflow_artifacts, mlflow_runs, mlflow_series, tensorboard_series
 
 TINY = {"model-width": 32, "model-heads": 2, "num-anchors": 16, "seq-len": 32,
         "facts-entities": 12, "local-epochs": 1}  # fmt: skip
@@ -21,7 +22,7 @@ def model_bytes(run: RunConfig) -> int:
 def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path):
     argv = ["--strategies", "fedaso,fedavg", "--seeds", "0,1", "--num-clients", "3",
             "--fraction-train", "0.67", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
-    argv += TINY_FLAGS
+    argv += [*TINY_FLAGS, "--set=tracking=mlflow"]
     assert compare.main(argv) == 0
 
     with (tmp_path / "metrics.csv").open() as file:
@@ -59,11 +60,25 @@ def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path):
         assert traffic["fedaso"]["train-partitions"] == traffic["fedavg"]["train-partitions"]
         assert len(set(traffic["fedaso"]["train-partitions"])) == 2
 
+    # One MLflow experiment holds every run (and the summary), read back with MLflow's client.
+    runs = mlflow_runs(tmp_path / "tracking", experiment=tmp_path.name)
+    names = {f"{v}/seed-{s}" for v in ("fedaso", "fedavg") for s in (0, 1)}
+    assert set(runs) == names | {"summary"}
+    fedaso = runs["fedaso/seed-1"]
+    assert fedaso.data.params["strategy"] == "fedaso" and fedaso.data.params["seed"] == "1"
+    assert fedaso.data.params["num-anchors"] == "16"
+    metrics = json.loads((tmp_path / "fedaso" / "seed-1" / "metrics.json").read_text())
+    losses = {r["round"]: r["central"]["loss"] for r in metrics["rounds"]}
+    assert mlflow_series(fedaso, "central/loss") == pytest.approx(losses)
+    assert list(mlflow_series(fedaso, "train/mean-relevance")) == [1]
+    assert {"model.pt", "anchors.npy", "metrics.json"} <= mlflow_artifacts(fedaso)
+    assert {"summary.md", "metrics.csv", "central.png"} <= mlflow_artifacts(runs["summary"])
+
 
 def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path):
     argv = ["--strategies", "fedaso", "--num-clients", "2", "--fraction-train", "1.0",
             "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
-    argv += TINY_FLAGS
+    argv += [*TINY_FLAGS, "--set=tracking=tensorboard"]
     assert forgetting.main(argv) == 0
     phase_a = json.loads((tmp_path / "phase-a" / "fedaso" / "metrics.json").read_text())
     phase_b = json.loads((tmp_path / "phase-b" / "fedaso" / "metrics.json").read_text())
@@ -83,6 +98,19 @@ def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path):
     assert "| fedaso | " in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "phase-b" / "retention.png").exists()
     assert not np.isnan(summary["b-loss"]["mean"])
+
+    # Both phases log into one TensorBoard root, read back with TensorBoard's own reader.
+    board = tmp_path / "tracking" / "tensorboard"
+    for phase, metrics in (("phase-a", phase_a), ("phase-b", phase_b)):
+        losses = {r["round"]: r["central"]["loss"] for r in metrics["rounds"]}
+        assert tensorboard_series(board / phase / "fedaso", "central/loss") == pytest.approx(
+            losses, rel=1e-6
+        )
+        assert (board / phase / "fedaso" / "artifacts" / "model.pt").is_file()
+    b_extra = {r["round"]: r["central"]["extra-loss"] for r in phase_b["rounds"]}
+    assert tensorboard_series(board / "phase-b" / "fedaso", "central/extra-loss") == (
+        pytest.approx(b_extra, rel=1e-6)
+    )
 
 
 def test_forgetting_rejects_a_dataset_flag(tmp_path, capsys):

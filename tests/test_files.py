@@ -56,7 +56,7 @@ def test_instruction_file_partitions_by_a_column_with_a_tokenizer(instructions):
             assert text.startswith("The capital is City") and text.endswith("<|endoftext|>")
     central = load_central(config)
     assert rows + len(central.eval) + len(central.seed_corpus) == len(RECORDS)
-    with pytest.raises(ValueError, match="set num-partitions to 3"):
+    with pytest.raises(ValueError, match=r"natural:site.*has 3 groups.*--num-clients 3"):
         load_partition(DataConfig(**{**config.__dict__, "num_partitions": 2}), 0)
 
 

@@ -1,0 +1,107 @@
+"""The ``fedaso`` command: one entry point for the simulation, experiment and benchmark commands.
+
+    fedaso run --strategy fedaso --num-clients 20 --rounds 3 --out runs/a
+    fedaso compare --strategies fedaso,fedavg --rounds 20 --out runs/cmp
+    fedaso ablate --rounds 15 --seeds 0,1,2 --out runs/ablate
+    fedaso forgetting --rounds 15 --out runs/forgetting
+    fedaso bench simulation --num-clients 50
+    fedaso make-hf-model --arch llama --out models/tiny-llama
+
+Each sub-command is the same command as its ``python -m simulations.<name>`` form (``bench
+NAME``: ``python -m benchmarks.<name>``), with the same flags; ``fedaso <command> --help``
+lists them with their defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulations.console import CommandParser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: the module whose ``main(argv, prog)`` runs it, and one line of help."""
+
+    module: str
+    summary: str
+
+
+COMMANDS = {
+    "run": Command("simulations.run", "one federation on Flower's simulation engine"),
+    "compare": Command("simulations.compare", "strategies side by side over seeds"),
+    "ablate": Command("simulations.ablate", "ASO's ablations (report Table 5)"),
+    "forgetting": Command("simulations.forgetting", "forgetting across two domains (Table 4)"),
+    "make-hf-model": Command(
+        "simulations.make_hf_model", "a small random-init Hugging Face model, to try hf:"
+    ),
+    "bench": Command("simulations.cli", "performance benchmarks: bench NAME [flags]"),
+}
+BENCHMARKS = {
+    "aso-overhead": Command("benchmarks.aso_overhead", "ASO's local step over a plain one"),
+    "simulation": Command("benchmarks.simulation", "the simulation engine vs the compute floor"),
+    "dp": Command("benchmarks.dp", "DP-SGD's local step over ASO's"),
+    "linkstate": Command("benchmarks.linkstate", "Flower's message lookup vs the indexed one"),
+    "deployment": Command("benchmarks.deployment", "seconds per round on the Deployment Engine"),
+}
+
+
+def build_parser(prog: str, commands: dict[str, Command], description: str | None) -> CommandParser:
+    """A parser that takes a command name and leaves every later argument to the command."""
+    parser = CommandParser(prog, description)
+    lines = "\n".join(f"  {name:<12} {command.summary}" for name, command in commands.items())
+    parser.epilog = f"commands:\n{lines}\n\n{prog} COMMAND --help shows a command's flags."
+    parser.add_argument("command", metavar="COMMAND", help=" | ".join(commands))
+    return parser
+
+
+def dispatch(
+    prog: str, commands: dict[str, Command], argv: Sequence[str], description: str | None
+) -> int:
+    """Run the command named by ``argv[0]`` with the rest of ``argv``."""
+    parser = build_parser(prog, commands, description)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], list(argv[1:])
+    if name not in commands:
+        close = difflib.get_close_matches(name, list(commands), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        parser.error(f"unknown command {name!r}{hint} (commands: {', '.join(commands)})")
+    if commands is COMMANDS and name == "bench":
+        return bench(rest, f"{prog} bench")
+    main: Callable[..., int] = importlib.import_module(commands[name].module).main
+    return main(rest, prog=f"{prog} {name}")
+
+
+def bench(argv: Sequence[str], prog: str) -> int:
+    """``fedaso bench NAME [flags]``: run ``benchmarks.<name>`` with ``flags``.
+
+    Opacus installs a top-level package also named ``benchmarks``, which would shadow this
+    project's when ``fedaso`` runs from outside the repository; the repository goes first.
+    """
+    if str(ROOT) not in sys.path[:1] and (ROOT / "benchmarks").is_dir():
+        sys.path.insert(0, str(ROOT))
+        sys.modules.pop("benchmarks", None)
+    if argv and argv[0] in BENCHMARKS:
+        main: Callable[..., int] = importlib.import_module(BENCHMARKS[argv[0]].module).main
+        return main(list(argv[1:]))
+    description = "Performance benchmarks; each prints ratios measured side by side."
+    return dispatch(prog, BENCHMARKS, argv, description)  # help, or an unknown name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedaso`` console script; returns the exit status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    return dispatch("fedaso", COMMANDS, arguments, __doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

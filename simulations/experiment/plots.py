@@ -1,0 +1,81 @@
+"""Per-round curves of an experiment: a line per variant, a band of one std over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PLOTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("central", (("loss", "central loss"), ("accuracy", "next-byte accuracy"))),
+    ("facts", (("fact-recall", "fact recall"), ("fact-answer-loss", "fact answer loss"))),
+    ("retention", (("extra-loss", "loss on the first domain"),
+                   ("extra-fact-answer-loss", "fact answer loss on the first domain"),
+                   ("extra-fact-recall", "fact recall on the first domain"))),
+    ("aso", (("mean-relevance", "mean relevance"),
+             ("client-relevance-std", "std of client relevance"),
+             ("anchor-drift", "anchor drift"),
+             ("high-relevance-fraction", "tokens with relevance > 0.5"))),
+    ("traffic", (("model-bytes", "model bytes / round (both ways)"),
+                 ("anchor-bytes", "anchor bytes / round (both ways)"),
+                 ("local-steps", "local steps / round (all clients)"))),
+)  # fmt: skip
+
+
+def band(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounds, mean and std over seeds of ``key`` in ``rows`` (one variant's rows)."""
+    by_round: dict[int, list[float]] = {}
+    for row in rows:
+        value = row.get(key)
+        if value is not None and math.isfinite(value):
+            by_round.setdefault(row["round"], []).append(float(value))
+    rounds = np.array(sorted(by_round), dtype=np.int64)
+    means = np.array([np.mean(by_round[r]) for r in rounds])
+    stds = np.array([np.std(by_round[r], ddof=1) if len(by_round[r]) > 1 else 0.0 for r in rounds])
+    return rounds, means, stds
+
+
+def plot_curves(rows: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """One PNG per group of ``PLOTS`` whose metrics appear in ``rows``; returns the paths.
+
+    Each panel has a line per variant (mean over seeds) and a band of +- one std; a
+    variant keeps its colour in every panel and file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    colors = {variant: f"C{index % 10}" for index, variant in enumerate(variants)}
+    written = []
+    for name, panels in PLOTS:
+        present = [
+            (key, title) for key, title in panels if any(row.get(key) is not None for row in rows)
+        ]
+        if not present:
+            continue
+        figure, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.1), dpi=80)
+        for axis, (key, title) in zip(np.atleast_1d(axes), present, strict=True):
+            for variant in variants:
+                rounds, means, stds = band([r for r in rows if r["variant"] == variant], key)
+                if not len(rounds):
+                    continue
+                color = colors[variant]
+                axis.plot(rounds, means, color=color, linewidth=1.4)
+                axis.fill_between(rounds, means - stds, means + stds, color=color, alpha=0.2)
+            axis.set_title(title, fontsize=10)
+            axis.set_xlabel("round")
+            axis.grid(alpha=0.3)
+        handles = [Line2D([], [], color=colors[v], label=v) for v in variants]
+        np.atleast_1d(axes)[0].legend(handles=handles, fontsize=8)
+        figure.tight_layout()
+        path = out / f"{name}.png"
+        figure.savefig(path)
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -1,0 +1,203 @@
+"""Write an experiment's report: ``metrics.csv``, ``summary.md``, ``summary.json``, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fedaso.tracking import log_files, tracking_of
+from simulations.experiment.plots import plot_curves
+from simulations.experiment.runner import RunResult, RunSpec
+from simulations.experiment.statistics import (
+    DIFFERENCE_COLUMNS,
+    Stat,
+    VariantSummary,
+    default_target,
+    metrics_rows,
+    paired_differences,
+    summarize,
+    training_warnings,
+)
+
+
+def write_metrics_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Write ``rows`` as CSV with a header; missing values are empty cells."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+
+SUMMARY_COLUMNS = (
+    ("loss", "final loss"),
+    ("accuracy", "final accuracy"),
+    ("fact-recall", "fact recall"),
+    ("fact-answer-loss", "fact answer loss"),
+    ("rounds-to-target", "rounds to target"),
+    ("steps-to-target", "local steps to target"),
+    ("seconds-per-round", "s / round (after round 1)"),
+    ("wall-seconds", "wall s / run"),
+    ("model-bytes-per-round", "model MB / round"),
+    ("anchor-bytes-per-round", "anchor MB / round"),
+)
+
+
+def summary_table(
+    summaries: Sequence[VariantSummary],
+    label: str = "variant",
+    columns: Sequence[tuple[str, str]] = SUMMARY_COLUMNS,
+) -> str:
+    """A Markdown table, one row per variant, of the ``(key, title)`` columns any has.
+
+    Figures named ``*bytes-per-round`` are shown in MB.
+    """
+    columns = [
+        (key, title)
+        for key, title in columns
+        if any(s.figures.get(key) and s.figures[key].mean is not None for s in summaries)
+    ]
+    lines = [
+        "| " + " | ".join([label, *(title for _, title in columns)]) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for summary in summaries:
+        cells = [summary.variant]
+        for key, _ in columns:
+            stat = summary.figures[key]
+            if key.endswith("bytes-per-round") and stat.mean is not None:
+                stat = Stat(stat.mean / 1e6, (stat.std or 0.0) / 1e6, stat.count, stat.total)
+            cells.append(stat.text())
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_json(summaries: Sequence[VariantSummary]) -> dict[str, Any]:
+    """``{variant: {figure: {mean, std, count, total}}}``."""
+    return {s.variant: {k: asdict(v) for k, v in s.figures.items()} for s in summaries}
+
+
+def experiment_header(specs: Sequence[RunSpec], num_clients: int, command: str) -> str:
+    """Markdown lines saying what ran: command, clients, rounds, data, seeds."""
+    run = specs[0].run
+    seeds = sorted({spec.seed for spec in specs})
+    return "\n".join(
+        [
+            f"Command: `{command}`",
+            "",
+            f"- {num_clients} clients, fraction-train {run.fraction_train} "
+            f"({max(int(num_clients * run.fraction_train), run.min_train_nodes)} per round), "
+            f"{run.num_server_rounds} rounds, dataset `{run.dataset}`, "
+            f"partitioner `{run.partitioner}`",
+            f"- seeds {', '.join(map(str, seeds))}; figures are mean ± sample std over seeds",
+            f"- model width {run.model_width}, {run.model_layers} layers, "
+            f"seq-len {run.seq_len}, local epochs {run.local_epochs}, batch {run.batch_size}, "
+            f"lr {run.lr}",
+        ]
+    )
+
+
+def write_reports(
+    out: Path,
+    results: Sequence[RunResult],
+    *,
+    title: str,
+    header: str,
+    target: float | None,
+    label: str = "variant",
+    reference: str | None = None,
+) -> list[VariantSummary]:
+    """Write ``metrics.csv``, ``summary.md``, ``summary.json`` and the plots into ``out``.
+
+    With ``reference``, ``summary.md`` also gives every variant's paired difference to it.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rows = metrics_rows(results)
+    write_metrics_csv(rows, out / "metrics.csv")
+    target = default_target(results) if target is None else target
+    summaries = summarize(results, target)
+    differences = paired_differences(results, reference) if reference else []
+    plots = plot_curves(rows, out)
+    warnings = training_warnings(results)
+    lines = [
+        f"# {title}",
+        "",
+        header,
+        f"- target central loss for rounds/steps to target: {target:.4g}",
+        "",
+        *(
+            [
+                "**Warning: runs that did not train as they should:**",
+                "",
+                *(f"- {w}" for w in warnings),
+                "",
+            ]
+            if warnings
+            else []
+        ),
+        summary_table(summaries, label),
+        "",
+    ]
+    if differences:
+        lines += [
+            f"Paired differences to {reference} (variant minus {reference} on the same seed; "
+            "mean ± std over seeds):",
+            "",
+            summary_table(differences, label, DIFFERENCE_COLUMNS),
+            "",
+        ]
+    lines += [*(f"![{path.stem}]({path.name})" for path in plots), ""]
+    (out / "summary.md").write_text("\n".join(lines))
+    summary = {
+        "target-loss": target,
+        "variants": summary_json(summaries),
+        f"minus-{reference}": summary_json(differences),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary_files = [out / "summary.md", out / "summary.json", out / "metrics.csv", *plots]
+    track_summary(out, results, summary_files)
+    return summaries
+
+
+def outputs_note(out: Path, results: Sequence[RunResult]) -> str:
+    """The closing lines of a command: runs that did not train, and where its report,
+    plots and tracking logs are."""
+    lines = [f"warning: {text}" for text in training_warnings(results)]
+    lines.append(f"summary: {out / 'summary.md'} (per-round rows: {out / 'metrics.csv'})")
+    plots = sorted(out.glob("*.png")) + sorted(out.glob("*/*.png"))
+    if plots:
+        lines.append("plots: " + ", ".join(str(path) for path in plots))
+    lines += tracking_notes([result.spec for result in results])
+    return "\n".join(lines)
+
+
+def tracking_notes(specs: Sequence[RunSpec]) -> list[str]:
+    """One line per tracking store the runs of ``specs`` logged to, saying how to read it."""
+    notes = []
+    for spec in specs:
+        tracking = tracking_of(spec.run.tracking, spec.run.tracking_dir, spec.run.out_dir)
+        if tracking is None:
+            continue
+        if tracking.backend == "mlflow":
+            note = (
+                f"tracking: MLflow store {tracking.mlflow_uri}, experiment {tracking.experiment!r}"
+            )
+        else:
+            note = f"tracking: tensorboard --logdir {tracking.directory / 'tensorboard'}"
+        if note not in notes:
+            notes.append(note)
+    return notes
+
+
+def track_summary(out: Path, results: Sequence[RunResult], files: Sequence[Path]) -> None:
+    """Log an experiment's summary ``files`` as one more run of its tracking experiment."""
+    run = results[0].spec.run
+    tracking = tracking_of(run.tracking, run.tracking_dir, str(out))
+    if tracking is not None:
+        root, folder = tracking.directory.parent, out.resolve()
+        where = folder.relative_to(root) if folder.is_relative_to(root) else Path(folder.name)
+        log_files(tracking, (where / "summary").as_posix(), files)
