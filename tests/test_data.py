@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-import fedaso.data as data_module
 from fedaso.data import (
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
     VOCAB_SIZE,
     DataConfig,
     TensorSplit,
+    corpora,
     decode_bytes,
     encode_text,
     load_central,
     load_partition,
+    partition,
     task_of,
 )
 
@@ -366,9 +367,9 @@ def test_partitions_are_cached_on_disk_and_read_back_without_flwr_datasets(tmp_p
 def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDASO_CACHE_DIR", str(tmp_path))
     base = DataConfig(num_partitions=5, seed=1)
-    corpus = data_module._corpus_of(base)
+    corpus = corpora._corpus_of(base)
     paths = {
-        data_module.partition_cache_path(config, data_module._corpus_of(config))
+        partition.partition_cache_path(config, corpora._corpus_of(config))
         for config in (
             base,
             dataclasses.replace(base, seed=2),
@@ -377,8 +378,8 @@ def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp
         )
     }
     assert len(paths) == 4
-    path = data_module.partition_cache_path(base, corpus)
-    want = data_module._partition_with_flwr_datasets(base, corpus)
+    path = partition.partition_cache_path(base, corpus)
+    want = partition._partition_with_flwr_datasets(base, corpus)
     for bad in (
         "not json",
         "[[1, 2]]",
@@ -386,8 +387,8 @@ def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp
         "[[1], [2], [3], [4], [9999]]",
     ):
         path.write_text(bad)
-        data_module._partition_rows.cache_clear()
-        assert data_module._partition_rows(base) == want
-        assert data_module._read_partition_cache(path, 5, len(corpus.labels)) == want  # rewritten
+        partition._partition_rows.cache_clear()
+        assert partition._partition_rows(base) == want
+        assert partition._read_partition_cache(path, 5, len(corpus.labels)) == want  # rewritten
     monkeypatch.setenv("FEDASO_CACHE_DIR", "")
-    assert data_module.partition_cache_path(base, corpus) is None
+    assert partition.partition_cache_path(base, corpus) is None

@@ -1,0 +1,160 @@
+"""Built-in offline datasets of FedASO and their partitioning across clients.
+
+Every dataset is available without any download:
+
+* ``facts`` (``facts:a``, ``facts:b``): a corpus of invented facts this module generates from
+  the seed. Domain A ("geography") holds countries with a capital, a currency, a language
+  and a river, grouped by continent; domain B ("people") holds persons with a birthplace, a
+  profession, an instrument and a pet, grouped by family. Every fact is stated in three
+  training documents (canonical sentence and two paraphrases), and the central ``eval`` is a
+  separate rendering with other phrasings and filler. Recall prompts ask for every fact in
+  its canonical form, e.g. ``"The capital of Veltria is"`` -> ``" Morvane."``.
+* ``pydoc``: the Python reference topics that CPython ships in ``pydoc_data.topics``,
+  grouped into hand-picked topic families (see ``_PYDOC_FAMILIES``).
+* ``digits``: scikit-learn's 8x8 handwritten digits (``load_digits``), a classification task.
+* ``text:PATH``: a folder of ``.txt`` files; each top-level file or top-level sub-folder is one
+  site (natural partition).
+* ``file:PATH``: a JSON, JSON Lines, CSV or Parquet file of text or instruction records
+  (``fedaso.files``), partitioned naturally by a column with ``natural:COLUMN``.
+
+The package's modules: ``config`` (``DataConfig`` and the names it accepts), ``splits`` (the
+shapes data takes), ``corpora`` (pydoc, text folders, digits, data files, windowing),
+``facts`` (the generated corpus) and ``partition`` (flwr-datasets partitioning and its
+on-disk cache). This module is the API: :func:`load_partition` and :func:`load_central`.
+
+Language-model (``lm``) data is encoded by the data config's ``tokenizer``: UTF-8 bytes for
+the reference model, or an ``hf:`` model's own tokenizer (``fedaso.tokens``). Documents are
+joined by newlines, encoded and cut into windows of ``seq_len + 1`` tokens; an instruction
+record is one right-padded sequence whose prompt and padding carry no loss. Partitions come from
+flwr-datasets partitioners applied to an in-memory table of the pooled documents; each
+partition is then split into train and test rows. Everything is deterministic in
+``DataConfig`` and cached per config, so every process builds the same tensors cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from fedaso.config import require
+from fedaso.data.config import (
+    DATASETS_ALLOWED,
+    DIGITS_NUM_CLASSES,
+    DIGITS_NUM_FEATURES,
+    FACTS_DOMAINS,
+    NATURAL_PREFIX,
+    PARTITIONERS_ALLOWED,
+    TEXT_PREFIX,
+    VOCAB_SIZE,
+    DataConfig,
+    _dataset_kind,
+    _is_int,
+    group_column,
+    is_dataset_name,
+    task_of,
+)
+from fedaso.data.corpora import _corpus_of, _text_corpus
+from fedaso.data.partition import (
+    CACHE_DIR_VARIABLE,
+    PARTITION_CACHE_VERSION,
+    _partition_rows,
+    _train_test_rows,
+    partition_cache_path,
+)
+from fedaso.data.splits import CentralData, ClientData, RecallPrompt, TensorSplit
+
+__all__ = [
+    "CACHE_DIR_VARIABLE",
+    "DATASETS_ALLOWED",
+    "DIGITS_NUM_CLASSES",
+    "DIGITS_NUM_FEATURES",
+    "FACTS_DOMAINS",
+    "NATURAL_PREFIX",
+    "PARTITIONERS_ALLOWED",
+    "PARTITION_CACHE_VERSION",
+    "TEXT_PREFIX",
+    "VOCAB_SIZE",
+    "CentralData",
+    "ClientData",
+    "DataConfig",
+    "RecallPrompt",
+    "TensorSplit",
+    "dataset_texts",
+    "decode_bytes",
+    "encode_text",
+    "group_column",
+    "is_dataset_name",
+    "load_central",
+    "load_partition",
+    "partition_cache_path",
+    "task_of",
+]
+
+
+def encode_text(text: str) -> torch.Tensor:
+    """UTF-8 bytes of ``text`` as int64 ids, shape ``(n,)``."""
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.int64)  # (n,)
+
+
+def decode_bytes(ids: Sequence[int] | torch.Tensor) -> str:
+    """Inverse of :func:`encode_text`; invalid UTF-8 becomes U+FFFD instead of raising."""
+    values = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+    return bytes(int(value) for value in values).decode("utf-8", errors="replace")
+
+
+def load_partition(config: DataConfig, partition_id: int) -> ClientData:
+    """Train and test data of partition ``partition_id`` in ``[0, config.num_partitions)``.
+
+    With ``partitioner="natural"``, partition ids follow the sorted group names (continents
+    then families for facts, topic families for pydoc, site names for ``text:PATH``).
+
+    Raises
+    ------
+    ValueError
+        If ``partition_id`` is out of range, the partitioner cannot split the dataset into
+        ``num_partitions`` partitions, or the partition is too small for one training window.
+    """
+    require(
+        _is_int(partition_id) and 0 <= partition_id < config.num_partitions,
+        "partition_id",
+        partition_id,
+        f"must be an integer in [0, num_partitions={config.num_partitions})",
+    )
+    corpus = _corpus_of(config)
+    rows = _partition_rows(config)[partition_id]
+    train_rows, test_rows = _train_test_rows(rows, config, partition_id)
+    # Overlapping training windows show every fact at several positions of the context;
+    # held-out windows stay disjoint so that no byte is scored twice.
+    train = corpus.rows_to_split(train_rows, config.window_stride or config.seq_len + 1)
+    if len(train) == 0:
+        raise ValueError(
+            f"partition {partition_id} of dataset={config.dataset!r} has fewer than "
+            f"seq-len + 1 = {config.seq_len + 1} training bytes; use fewer partitions, "
+            "a smaller seq-len or a smaller test-fraction"
+        )
+    return ClientData(train=train, test=corpus.rows_to_split(test_rows, config.seq_len + 1))
+
+
+def load_central(config: DataConfig) -> CentralData:
+    """The server's data; it depends only on dataset, seed, seq_len and facts_entities."""
+    corpus = _corpus_of(config)
+    return CentralData(
+        task=corpus.task,
+        seed_corpus=corpus.seed_corpus,
+        eval=corpus.eval,
+        recall_prompts=corpus.recall_prompts,
+    )
+
+
+def dataset_texts(dataset: str, *, seed: int = 0, facts_entities: int = 40) -> list[str]:
+    """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on."""
+    kind = _dataset_kind(dataset)
+    require(
+        kind in ("facts", "pydoc", "text"),
+        "dataset",
+        dataset,
+        "must be a text dataset: facts, facts:a, facts:b, pydoc or text:PATH",
+    )
+    corpus = _text_corpus(dataset, seed, facts_entities)
+    return [d.text for d in corpus.pool] + list(corpus.eval_texts) + list(corpus.seed_texts)

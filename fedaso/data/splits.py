@@ -1,0 +1,92 @@
+"""The shapes data takes: model-ready tensors, what a client and the server hold, corpora."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    """Model-ready examples: LM windows or digit samples."""
+
+    inputs: torch.Tensor  # LM: (n, seq_len) int64 byte ids; classify: (n, 64) float32
+    targets: torch.Tensor  # LM: (n, seq_len) int64 next-byte ids; classify: (n,) int64
+
+    def __post_init__(self) -> None:
+        if self.inputs.shape[0] != self.targets.shape[0]:
+            raise ValueError(
+                f"inputs has {self.inputs.shape[0]} rows but targets has "
+                f"{self.targets.shape[0]}; they must match"
+            )
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+@dataclass(frozen=True)
+class RecallPrompt:
+    """A fact question: greedy decoding of ``prompt`` should give exactly ``answer``."""
+
+    prompt: str  # e.g. "The capital of Veltria is"
+    answer: str  # e.g. " Morvane." (the exact continuation, leading space included)
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One partition: what a client trains and evaluates on."""
+
+    train: TensorSplit
+    test: TensorSplit
+
+
+@dataclass(frozen=True)
+class CentralData:
+    """What the server holds: a public seed corpus and a held-out evaluation set."""
+
+    task: str  # "lm" or "classify"
+    seed_corpus: TensorSplit  # public seed corpus, for k-means anchor init
+    eval: TensorSplit  # held-out central evaluation set
+    recall_prompts: tuple[RecallPrompt, ...]  # facts only; empty otherwise
+
+
+# ---------------------------------------------------------------------------------------
+# Corpora: the pooled rows to partition, plus the server's seed corpus and eval set
+
+
+@dataclass(frozen=True)
+class _Document:
+    """One pooled LM row."""
+
+    text: str
+    group: str  # natural partition id
+    label: int  # Dirichlet class
+
+
+@dataclass(frozen=True)
+class _TextCorpus:
+    """An LM dataset before windowing."""
+
+    pool: tuple[_Document, ...]  # rows that get partitioned
+    eval_texts: tuple[str, ...]
+    seed_texts: tuple[str, ...]
+    recall_prompts: tuple[RecallPrompt, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)  # holds tensors and a function: compare by identity
+class _Corpus:
+    """A dataset ready for partitioning: per-row keys and a way to tensorize rows."""
+
+    task: str  # "lm" or "classify"
+    groups: tuple[str, ...] | None  # per pool row: natural partition id; None: has none
+    labels: tuple[int, ...]  # per pool row: Dirichlet class
+    rows_to_split: Callable[[Sequence[int], int], TensorSplit]  # (pool rows, stride) -> tensors
+    seed_corpus: TensorSplit
+    eval: TensorSplit
+    recall_prompts: tuple[RecallPrompt, ...] = ()
