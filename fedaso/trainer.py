@@ -171,13 +171,15 @@ class _ASOState:
         ``scored`` tokens ``(N,)`` are scored and may move an anchor; the others get s = 0.
         """
         flat = embedding.detach().reshape(-1, embedding.shape[-1]).float()  # (N, d), fp32
-        relevance = flat.new_zeros(flat.shape[0])  # (N,)
-        if not bool(scored.all()):
+        every_token = bool(scored.all())
+        if not every_token:
             flat = flat[scored]  # (n, d): the tokens that carry a loss
         scores = score_tokens(
             embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
         )
-        relevance[scored] = scores.relevance  # (N,)
+        relevance = scores.relevance  # (N,) when every token is scored (no padding)
+        if not every_token:
+            relevance = flat.new_zeros(scored.shape[0]).masked_scatter_(scored, relevance)
         if self.basis is not None and embedding.requires_grad:
             embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
         self._pending = (flat, scores.nearest_token)

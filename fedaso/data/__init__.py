@@ -63,6 +63,7 @@ from fedaso.data.partition import (
     partition_cache_path,
 )
 from fedaso.data.splits import CentralData, ClientData, RecallPrompt, TensorSplit
+from fedaso.tokens import BYTES, encode
 
 __all__ = [
     "CACHE_DIR_VARIABLE",
@@ -93,14 +94,13 @@ __all__ = [
 
 
 def encode_text(text: str) -> torch.Tensor:
-    """UTF-8 bytes of ``text`` as int64 ids, shape ``(n,)``."""
-    return torch.tensor(list(text.encode("utf-8")), dtype=torch.int64)  # (n,)
+    """UTF-8 bytes of ``text`` as int64 ids, shape ``(n,)`` (the byte codec's encoding)."""
+    return encode(BYTES, text)  # (n,)
 
 
 def decode_bytes(ids: Sequence[int] | torch.Tensor) -> str:
     """Inverse of :func:`encode_text`; invalid UTF-8 becomes U+FFFD instead of raising."""
-    values = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-    return bytes(int(value) for value in values).decode("utf-8", errors="replace")
+    return BYTES.decode(ids.tolist() if isinstance(ids, torch.Tensor) else ids)
 
 
 def load_partition(config: DataConfig, partition_id: int) -> ClientData:
