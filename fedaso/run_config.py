@@ -54,6 +54,7 @@ SERVER_ONLY_KEYS = frozenset(
         "anchor-staleness-decay",
         "server-lr",
         "anchor-init",
+        "anchor-seed",
         "update-dp",
         "update-clip",
         "update-noise-multiplier",
@@ -115,6 +116,7 @@ class RunConfig:
     window_stride: int = 16  # bytes between training windows' starts (0 = disjoint windows)
     test_fraction: float = 0.2  # per-client held-out share
     facts_entities: int = 40  # entities per facts domain
+    anchor_seed: str = "generic"  # server's k-means seed: generic | knowledge (public facts)
     # Model
     model_width: int = 64  # embedding width d
     model_layers: int = 2  # transformer blocks (LM)
@@ -340,6 +342,7 @@ class RunConfig:
             facts_entities=self.facts_entities,
             window_stride=self.window_stride,
             tokenizer=hf_source(self.model) if is_hf(self.model) else "",
+            anchor_seed=self.anchor_seed,
         )
 
     def model_spec(self) -> ModelSpec:

@@ -102,6 +102,26 @@ def _load_tokenizer(source: str) -> TokenizerCodec:
     return TokenizerCodec(tokenizer, source)
 
 
+def token_spans(codec: TextCodec, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` and each token's ``[start, end)`` character span in it.
+
+    Raises ``ValueError`` for a tokenizer that cannot report offsets (a slow tokenizer).
+    """
+    if isinstance(codec, ByteCodec):
+        ids, spans = [], []
+        for index, char in enumerate(text):
+            encoded = char.encode("utf-8")
+            ids += list(encoded)
+            spans += [(index, index + 1)] * len(encoded)
+        return ids, spans
+    if isinstance(codec, TokenizerCodec) and codec.tokenizer.is_fast:
+        encoded = codec.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+    raise ValueError(
+        f"{type(codec).__name__} cannot map tokens to characters (needs a fast tokenizer)"
+    )
+
+
 def encode(codec: TextCodec, text: str) -> torch.Tensor:
     """``codec.encode(text)`` as an int64 tensor ``(n,)``."""
     return torch.tensor(codec.encode(text), dtype=torch.int64)  # (n,)

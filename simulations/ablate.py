@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         title="Ablations (report Table 5)",
         header=experiment_header(specs, args.num_clients, command_line(prog, argv)),
         target=args.target_loss,
+        recall_target=args.target_recall,
         label="configuration",
         reference=FULL,
     )

@@ -3,6 +3,9 @@
     python -m simulations.compare --strategies fedaso,fedavg,fedprox,fedadam \
         --num-clients 200 --fraction-train 0.1 --rounds 30 --seeds 0,1,2 --out runs/compare
 
+``fedaso:WEIGHT`` runs FedASO with another ``aggregation-weight``: ``fedaso:examples`` is
+FedASO's local training aggregated by example counts instead of Eq. 7's relevance.
+
 Each strategy runs as its own federation on Flower's simulation engine, with the same
 run-config except ``strategy``: one seed gives every strategy the same data, partitions,
 initial model and sampled clients. Writes into ``--out``:
@@ -10,8 +13,9 @@ initial model and sampled clients. Writes into ``--out``:
 - ``<strategy>/metrics.json`` (one seed) or ``<strategy>/seed-<s>/metrics.json`` (several);
 - ``metrics.csv``: one row per strategy, seed and round;
 - ``summary.md`` and ``summary.json``: final central loss, accuracy, fact recall and fact
-  answer loss, rounds and local steps to a target loss, seconds and bytes per round, as
-  mean +- std over seeds;
+  answer loss, rounds and local steps to a target loss, rounds to a target fact recall,
+  fact vs filler token relevance (FedASO), seconds and bytes per round, as mean +- std
+  over seeds;
 - ``central.png``, ``facts.png``, ``aso.png``: per-round curves, bands over seeds.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import sys
 
-from fedaso.run_config import STRATEGIES
+from fedaso.run_config import AGGREGATION_WEIGHTS, STRATEGIES
 from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags, format_table
 from simulations.experiment import (
@@ -37,14 +41,30 @@ from simulations.experiment import (
 
 
 def strategy_variants(text: str) -> list[Variant]:
-    """``"fedaso,fedavg"`` -> one variant per strategy; ValueError for an unknown one."""
-    strategies = parse_list(text, "--strategies")
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise ValueError(
-            f"--strategies={text!r} is invalid: {', '.join(unknown)} not in {', '.join(STRATEGIES)}"
-        )
-    return [Variant(s, (("strategy", s),)) for s in strategies]
+    """``"fedaso,fedavg"`` -> one variant per strategy; ValueError for an unknown one.
+
+    ``fedaso:WEIGHT`` is FedASO with ``aggregation-weight = WEIGHT`` (e.g. ``fedaso:examples``,
+    Eq. 7 replaced by example counts), labelled ``fedaso-WEIGHT``.
+    """
+    variants = []
+    for item in parse_list(text, "--strategies"):
+        strategy, _, weight = item.partition(":")
+        if strategy not in STRATEGIES or (weight and strategy != "fedaso"):
+            raise ValueError(
+                f"--strategies={text!r} is invalid: {item!r} is not one of "
+                f"{', '.join(STRATEGIES)} or fedaso:WEIGHT"
+            )
+        if not weight:
+            variants.append(Variant(strategy, (("strategy", strategy),)))
+        elif weight in AGGREGATION_WEIGHTS:
+            settings = (("strategy", "fedaso"), ("aggregation-weight", weight))
+            variants.append(Variant(f"fedaso-{weight}", settings))
+        else:
+            raise ValueError(
+                f"--strategies={text!r} is invalid: {item!r} names no aggregation weight "
+                f"({', '.join(AGGREGATION_WEIGHTS)})"
+            )
+    return variants
 
 
 PROG = "python -m simulations.compare"
@@ -80,6 +100,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         title="Strategy comparison",
         header=experiment_header(specs, args.num_clients, command_line(prog, argv)),
         target=args.target_loss,
+        recall_target=args.target_recall,
         label="strategy",
         reference=args.reference,
     )

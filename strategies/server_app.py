@@ -50,6 +50,7 @@ from fedaso.data import CentralData, load_central, task_of
 from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
+from fedaso.probe import relevance_by_token_kind
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
 from fedaso.tracking import check_backend_installed, log_run, tracking_of
@@ -106,11 +107,18 @@ RoundCallback = Callable[[int, Mapping[str, float]], None]
 
 
 def central_metrics(
-    model: torch.nn.Module, central: CentralData, dataset: str, codec: TextCodec
+    model: torch.nn.Module,
+    central: CentralData,
+    dataset: str,
+    codec: TextCodec,
+    anchors: np.ndarray | None = None,
+    run: RunConfig | None = None,
 ) -> dict[str, float]:
     """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any.
 
     Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
+    Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
+    the mean relevance of fact and filler tokens (``fedaso.probe``).
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -120,6 +128,12 @@ def central_metrics(
         recall = fact_recall(model, central.recall_prompts, codec=codec)
         metrics["fact-recall"] = recall.exact_match
         metrics["fact-answer-loss"] = recall.answer_loss
+    if central.fact_probe is not None and anchors is not None and run is not None:
+        relevance = relevance_by_token_kind(
+            model, central.fact_probe, anchors, tau=run.aso_tau, kind=run.relevance
+        )
+        metrics["relevance-fact"] = relevance.fact
+        metrics["relevance-filler"] = relevance.filler
     return metrics
 
 
@@ -148,11 +162,15 @@ class CentralEvaluator:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         start = time.perf_counter()
-        model_arrays, _ = split_payload(record_to_arrays(arrays))
+        model_arrays, anchors = split_payload(record_to_arrays(arrays))
         load_model_arrays(self.model, model_arrays)
-        metrics = central_metrics(self.model, self.central, self.run.dataset, self.codec)
+        metrics = central_metrics(
+            self.model, self.central, self.run.dataset, self.codec, anchors, self.run
+        )
         if self.extra is not None:
-            extra = central_metrics(self.model, self.extra, self.run.extra_eval_dataset, self.codec)
+            extra = central_metrics(
+                self.model, self.extra, self.run.extra_eval_dataset, self.codec, anchors, self.run
+            )
             metrics |= {f"extra-{key}": value for key, value in extra.items()}
         end = time.perf_counter()
         metrics["round-seconds"] = start - self.last_end if server_round else 0.0

@@ -18,6 +18,7 @@ from simulations.experiment import (
     RunResult,
     Stat,
     add_experiment_flags,
+    default_recall_target,
     default_target,
     duration,
     execute,
@@ -73,6 +74,12 @@ def test_rounds_and_steps_to_target_on_a_hand_made_curve(target, rounds, steps):
     assert steps_to_target(LOSSES, STEPS, target) == steps
 
 
+def test_rounds_to_a_recall_target_wants_the_value_at_or_above_it():
+    recalls = [0.0, 0.1, 0.35, 0.3, 0.5]
+    assert rounds_to_target(recalls, 0.3, higher_is_better=True) == 2
+    assert rounds_to_target(recalls, 0.6, higher_is_better=True) is None
+
+
 def test_rounds_to_target_skips_missing_and_nan_losses():
     assert rounds_to_target([None, math.nan, 1.0], 2.0) == 2
 
@@ -103,8 +110,15 @@ def test_seeds_and_their_errors():
 
 def test_strategy_and_ablation_names_are_checked():
     assert [v.label for v in strategy_variants("fedaso,fedprox")] == ["fedaso", "fedprox"]
-    with pytest.raises(ValueError, match="fedsgd not in"):
+    with pytest.raises(ValueError, match="'fedsgd' is not one of"):
         strategy_variants("fedaso,fedsgd")
+    (examples,) = strategy_variants("fedaso:examples")
+    assert examples.label == "fedaso-examples"
+    assert dict(examples.settings) == {"strategy": "fedaso", "aggregation-weight": "examples"}
+    with pytest.raises(ValueError, match="'fedaso:counts' names no aggregation weight"):
+        strategy_variants("fedaso:counts")
+    with pytest.raises(ValueError, match="'fedavg:examples' is not one of"):
+        strategy_variants("fedavg:examples")
     with pytest.raises(ValueError, match="nope not in"):
         chosen_variants("full-aso,nope")
 
@@ -221,6 +235,25 @@ def test_summary_reduces_over_seeds(tmp_path):
     assert table.splitlines()[0].startswith("| strategy | final loss | final accuracy |")
     assert "| fedavg | 2.9 ± 0.14 |" in table
     assert "2 ± 0 (1/2)" in table  # fedavg's rounds to target: one seed of two reached it
+
+
+def test_recall_target_defaults_to_the_lowest_final_recall(tmp_path):
+    runs = results(tmp_path)
+    assert default_recall_target(runs) is None  # no run measured recall
+    curves = {
+        ("fedaso", 0): [0, 0.2, 0.4],
+        ("fedaso", 1): [0, 0.5, 0.6],
+        ("fedavg", 0): [0, 0.1, 0.2],
+        ("fedavg", 1): [0, 0, 0.2],
+    }
+    for run in runs:
+        recalls = curves[run.spec.variant, run.spec.seed]
+        for record, recall in zip(run.metrics["rounds"], recalls, strict=True):
+            record["central"]["fact-recall"] = recall
+    assert default_recall_target(runs) == pytest.approx(0.2)  # fedavg's mean final recall
+    summaries = {s.variant: s.figures for s in summarize(runs, 2.9, recall_target=0.2)}
+    assert summaries["fedaso"]["rounds-to-recall"].mean == 1.0  # round 1 on both seeds
+    assert summaries["fedavg"]["rounds-to-recall"].mean == 2.0
 
 
 def test_final_figures_average_seconds_and_bytes_over_trained_rounds():

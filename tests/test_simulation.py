@@ -38,4 +38,9 @@ def test_simulation_trains_and_writes_metrics(tmp_path, strategy):
         assert abs(train["mean-relevance"] - 1 / 16) > 1e-3
         assert train["client-relevance-max"] > train["client-relevance-min"]
         assert (tmp_path / "anchors.npy").exists()
+        # The knowledge diagnostic: fact-value vs filler tokens under the global anchors.
+        central = rounds[2]["central"]
+        assert 0 <= central["relevance-fact"] <= 1 and 0 <= central["relevance-filler"] <= 1
+    else:
+        assert "relevance-fact" not in rounds[2]["central"]  # no anchors to score against
     assert metrics["wall-seconds"] > 0

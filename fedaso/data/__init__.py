@@ -39,6 +39,7 @@ import torch
 
 from fedaso.config import require
 from fedaso.data.config import (
+    ANCHOR_SEEDS,
     DATASETS_ALLOWED,
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
@@ -62,10 +63,11 @@ from fedaso.data.partition import (
     _train_test_rows,
     partition_cache_path,
 )
-from fedaso.data.splits import CentralData, ClientData, RecallPrompt, TensorSplit
+from fedaso.data.splits import CentralData, ClientData, FactProbe, RecallPrompt, TensorSplit
 from fedaso.tokens import BYTES, encode
 
 __all__ = [
+    "ANCHOR_SEEDS",
     "CACHE_DIR_VARIABLE",
     "DATASETS_ALLOWED",
     "DIGITS_NUM_CLASSES",
@@ -79,6 +81,7 @@ __all__ = [
     "CentralData",
     "ClientData",
     "DataConfig",
+    "FactProbe",
     "RecallPrompt",
     "TensorSplit",
     "dataset_texts",
@@ -144,6 +147,7 @@ def load_central(config: DataConfig) -> CentralData:
         seed_corpus=corpus.seed_corpus,
         eval=corpus.eval,
         recall_prompts=corpus.recall_prompts,
+        fact_probe=corpus.fact_probe,
     )
 
 

@@ -29,6 +29,9 @@ PARTITIONERS_ALLOWED = (
     "iid, dirichlet:ALPHA (ALPHA a number > 0), natural, natural:COLUMN (file: datasets)"
 )
 NATURAL_PREFIX = "natural:"
+# The server's k-means seed corpus: the dataset's own held-out seed text ("generic"), or
+# for facts, documents about public entities that no client holds ("knowledge").
+ANCHOR_SEEDS = ("generic", "knowledge")
 FACTS_DOMAINS = {"facts": ("a", "b"), "facts:a": ("a",), "facts:b": ("b",)}
 TEXT_PREFIX = "text:"
 
@@ -63,6 +66,7 @@ class DataConfig:
     facts_entities: int = 40  # entities per facts domain, >= 2
     window_stride: int = 16  # bytes between LM training windows' starts; 0 = disjoint windows
     tokenizer: str = ""  # "" = UTF-8 bytes; else a Hugging Face tokenizer's name or path
+    anchor_seed: str = "generic"  # server's k-means corpus: generic | knowledge (facts only)
 
     def __post_init__(self) -> None:
         require(
@@ -95,6 +99,19 @@ class DataConfig:
             "a file: dataset partitions naturally by a column: use natural:COLUMN",
         )
         require(isinstance(self.tokenizer, str), "tokenizer", self.tokenizer, "must be a string")
+        require(
+            self.anchor_seed in ANCHOR_SEEDS,
+            "anchor-seed",
+            self.anchor_seed,
+            f"must be one of {', '.join(ANCHOR_SEEDS)}",
+        )
+        require(
+            self.anchor_seed != "knowledge" or _dataset_kind(self.dataset) == "facts",
+            "anchor-seed",
+            self.anchor_seed,
+            f"knowledge seeds anchors with facts about public entities; dataset={self.dataset!r} "
+            "is not a facts dataset",
+        )
         require(
             not (self.partitioner == "natural" and self.dataset == "digits"),
             "partitioner",

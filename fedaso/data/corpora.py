@@ -7,6 +7,7 @@ windows, and instruction records into right-padded sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import random
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from fedaso.files import instruction_sequence, load_file_records
-from fedaso.tokens import TextCodec, load_codec
+from fedaso.tokens import IGNORE_INDEX, TextCodec, load_codec, token_spans
 
 if TYPE_CHECKING:
     pass
@@ -40,7 +41,7 @@ from fedaso.data.config import (
     group_column,
 )
 from fedaso.data.facts import _facts_corpus
-from fedaso.data.splits import TensorSplit, _Corpus, _Document, _TextCorpus
+from fedaso.data.splits import FactProbe, TensorSplit, _Corpus, _Document, _TextCorpus
 
 
 def _corpus_of(config: DataConfig) -> _Corpus:
@@ -53,12 +54,19 @@ def _corpus_of(config: DataConfig) -> _Corpus:
         config.seq_len,
         config.tokenizer,
         group_column(config.partitioner),
+        config.anchor_seed,
     )
 
 
 @functools.lru_cache(maxsize=8)
 def _build_corpus(
-    dataset: str, seed: int, facts_entities: int, seq_len: int, tokenizer: str, column: str
+    dataset: str,
+    seed: int,
+    facts_entities: int,
+    seq_len: int,
+    tokenizer: str,
+    column: str,
+    anchor_seed: str = "generic",
 ) -> _Corpus:
     kind = _dataset_kind(dataset)
     if kind == "digits":
@@ -67,6 +75,8 @@ def _build_corpus(
     if kind == "file":
         return _file_corpus(dataset, seed, seq_len, codec, column)
     text_corpus = _text_corpus(dataset, seed, facts_entities)
+    if anchor_seed == "knowledge":
+        text_corpus = dataclasses.replace(text_corpus, seed_texts=text_corpus.knowledge_texts)
     corpus = _lm_corpus(text_corpus, seq_len, codec)
     _require_held_out(dataset, seq_len, corpus, text_corpus)
     return corpus
@@ -106,6 +116,37 @@ def _lm_corpus(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> _Corpus:
         seed_corpus=_lm_windows(corpus.seed_texts, seq_len, codec=codec),
         eval=_lm_windows(corpus.eval_texts, seq_len, codec=codec),
         recall_prompts=corpus.recall_prompts,
+        fact_probe=_fact_probe(corpus, seq_len, codec) if corpus.eval_fact_spans else None,
+    )
+
+
+def _fact_probe(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> FactProbe | None:
+    """``corpus.eval`` windows split by target: fact values vs the rest (None: no offsets).
+
+    A target token is a fact token when its characters overlap a fact value's span; the
+    windows are exactly those of ``_lm_windows`` over the same texts.
+    """
+    joined = "\n".join(corpus.eval_texts)
+    try:
+        ids, token_chars = token_spans(codec, joined)
+    except ValueError:
+        return None
+    fact_chars = []
+    offset = 0
+    for text, spans in zip(corpus.eval_texts, corpus.eval_fact_spans, strict=True):
+        fact_chars += [(offset + start, offset + end) for start, end in spans]
+        offset += len(text) + 1
+    is_fact = torch.tensor(
+        [any(s < end and start < e for s, e in fact_chars) for start, end in token_chars]
+    )  # (tokens,)
+    windows = _lm_windows(corpus.eval_texts, seq_len, codec=codec)
+    if len(ids) < seq_len + 1:
+        return FactProbe(fact=windows, filler=windows)
+    fact_targets = is_fact.unfold(0, seq_len + 1, seq_len + 1)[:, 1:]  # (n, T)
+    ignore = torch.full_like(windows.targets, IGNORE_INDEX)
+    return FactProbe(
+        fact=TensorSplit(windows.inputs, torch.where(fact_targets, windows.targets, ignore)),
+        filler=TensorSplit(windows.inputs, torch.where(fact_targets, ignore, windows.targets)),
     )
 
 

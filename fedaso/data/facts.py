@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     pass
 
 from fedaso.data.config import _FACTS_GROUPS, _rng
-from fedaso.data.splits import RecallPrompt, _Document, _TextCorpus
+from fedaso.data.splits import RecallPrompt, Span, _Document, _TextCorpus
 
 # ---------------------------------------------------------------------------------------
 # facts
@@ -224,31 +224,61 @@ def _invent_name(rng: random.Random, taken: set[str]) -> str:
 @functools.lru_cache(maxsize=8)
 def _facts_world(seed: int, entities_per_domain: int) -> tuple[_Entity, ...]:
     """Both domains' entities; facts:a and facts:b are slices of the same world."""
+    return _world(seed, entities_per_domain)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _world(seed: int, entities_per_domain: int) -> tuple[tuple[_Entity, ...], tuple[_Entity, ...]]:
+    """The clients' entities, then as many public ones that no client holds (knowledge seed).
+
+    Public entities are drawn after the clients' from the same generator and name set, so
+    adding them changes no client entity and reuses none of their names.
+    """
     rng = _rng(seed, "facts-world")
     taken: set[str] = set()  # all invented names, so that no name is reused across domains
     num_groups = min(_FACTS_GROUPS, entities_per_domain)
+    private, groups = _invent_entities(rng, taken, entities_per_domain, num_groups=num_groups)
+    public, _ = _invent_entities(rng, taken, entities_per_domain, groups=groups)
+    return private, public
+
+
+def _invent_entities(
+    rng: random.Random,
+    taken: set[str],
+    per_domain: int,
+    *,
+    num_groups: int = 0,
+    groups: tuple[tuple[str, ...], ...] = (),
+) -> tuple[tuple[_Entity, ...], tuple[tuple[str, ...], ...]]:
+    """``per_domain`` entities per domain, in ``groups`` or in ``num_groups`` new ones each."""
     entities = []
+    domain_groups = []
     for domain_index, domain in enumerate(_DOMAINS):
-        groups = [_invent_name(rng, taken) for _ in range(num_groups)]
-        for index in range(entities_per_domain):
-            group_index = index % num_groups
+        names = (
+            groups[domain_index]
+            if groups
+            else [_invent_name(rng, taken) for _ in range(num_groups)]
+        )
+        domain_groups.append(tuple(names))
+        for index in range(per_domain):
+            group_index = index % len(names)
             values = tuple(
                 rng.choice(attribute.choices) if attribute.choices else _invent_name(rng, taken)
                 for attribute in domain.attributes
             )
             name = domain.entity_format.format(
-                name=_invent_name(rng, taken), group=groups[group_index]
+                name=_invent_name(rng, taken), group=names[group_index]
             )
             entities.append(
                 _Entity(
                     domain=domain,
                     name=name,
-                    group=groups[group_index],
-                    label=domain_index * num_groups + group_index,
+                    group=names[group_index],
+                    label=domain_index * len(names) + group_index,
                     values=values,
                 )
             )
-    return tuple(entities)
+    return tuple(entities), tuple(domain_groups)
 
 
 def _training_document(entity: _Entity, index: int, rng: random.Random) -> str:
@@ -263,14 +293,23 @@ def _training_document(entity: _Entity, index: int, rng: random.Random) -> str:
     return " ".join([intro, *facts, rng.choice(_TRAINING_FILLER)])
 
 
-def _eval_document(entity: _Entity, rng: random.Random) -> str:
+def _eval_document(entity: _Entity, rng: random.Random) -> tuple[str, tuple[Span, ...]]:
+    """The held-out document of ``entity`` and the character spans of its facts' values."""
     facts = [
-        entity.state(a, rng.choice(attribute.eval_templates))
+        (a, rng.choice(attribute.eval_templates))
         for a, attribute in enumerate(entity.domain.attributes)
     ]
     rng.shuffle(facts)
     intro = entity.domain.held_out_intro.format(e=entity.name, g=entity.group)
-    return " ".join([intro, *facts, rng.choice(_EVAL_FILLER)])
+    parts, spans, offset = [intro], [], len(intro) + 1
+    for attribute_index, template in facts:
+        start = offset + len(template[: template.index("{v}")].format(e=entity.name))
+        spans.append((start, start + len(entity.values[attribute_index])))
+        sentence = entity.state(attribute_index, template)
+        parts.append(sentence)
+        offset += len(sentence) + 1
+    parts.append(rng.choice(_EVAL_FILLER))
+    return " ".join(parts), tuple(spans)
 
 
 def _canonical_sentences(entity: _Entity) -> list[str]:
@@ -297,9 +336,22 @@ def _facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int)
         for entity in entities
         for index in range(_DOCS_PER_ENTITY)
     ]
+    evals = [_eval_document(entity, rngs[entity.name]) for entity in entities]
+    public = [e for e in _world(seed, entities_per_domain)[1] if e.domain.key in domains]
     return _TextCorpus(
         pool=tuple(pool),
-        eval_texts=tuple(_eval_document(entity, rngs[entity.name]) for entity in entities),
+        eval_texts=tuple(text for text, _ in evals),
         seed_texts=tuple(" ".join(_canonical_sentences(entity)) for entity in entities),
         recall_prompts=tuple(p for entity in entities for p in _recall_prompts(entity)),
+        eval_fact_spans=tuple(spans for _, spans in evals),
+        knowledge_texts=tuple(_public_documents(public, seed)),
     )
+
+
+def _public_documents(entities: list[_Entity], seed: int) -> list[str]:
+    """Training documents about entities no client holds: the ``knowledge`` anchor seed."""
+    documents = []
+    for entity in entities:
+        rng = _rng(seed, "facts-public", entity.name)
+        documents += [_training_document(entity, i, rng) for i in range(_DOCS_PER_ENTITY)]
+    return documents

@@ -30,6 +30,21 @@ class TensorSplit:
         return self.inputs.shape[0]
 
 
+Span = tuple[int, int]  # [start, end) character offsets in a text
+
+
+@dataclass(frozen=True)
+class FactProbe:
+    """Held-out windows whose scored targets are fact values only, or everything else.
+
+    Both splits hold the same inputs; ``fact`` scores the tokens that carry a fact's
+    value (the attribute values of ``facts`` sentences), ``filler`` every other token.
+    """
+
+    fact: TensorSplit
+    filler: TensorSplit
+
+
 @dataclass(frozen=True)
 class RecallPrompt:
     """A fact question: greedy decoding of ``prompt`` should give exactly ``answer``."""
@@ -54,6 +69,7 @@ class CentralData:
     seed_corpus: TensorSplit  # public seed corpus, for k-means anchor init
     eval: TensorSplit  # held-out central evaluation set
     recall_prompts: tuple[RecallPrompt, ...]  # facts only; empty otherwise
+    fact_probe: FactProbe | None = None  # facts only: fact vs filler tokens of ``eval``
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,6 +93,8 @@ class _TextCorpus:
     eval_texts: tuple[str, ...]
     seed_texts: tuple[str, ...]
     recall_prompts: tuple[RecallPrompt, ...] = ()
+    eval_fact_spans: tuple[tuple[Span, ...], ...] = ()  # per eval text: its facts' values
+    knowledge_texts: tuple[str, ...] = ()  # facts about entities no client holds
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors and a function: compare by identity
@@ -90,3 +108,4 @@ class _Corpus:
     seed_corpus: TensorSplit
     eval: TensorSplit
     recall_prompts: tuple[RecallPrompt, ...] = ()
+    fact_probe: FactProbe | None = None

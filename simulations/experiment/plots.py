@@ -15,6 +15,8 @@ PLOTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("retention", (("extra-loss", "loss on the first domain"),
                    ("extra-fact-answer-loss", "fact answer loss on the first domain"),
                    ("extra-fact-recall", "fact recall on the first domain"))),
+    ("knowledge", (("relevance-fact", "relevance of fact-value tokens"),
+                   ("relevance-filler", "relevance of filler tokens"))),
     ("aso", (("mean-relevance", "mean relevance"),
              ("client-relevance-std", "std of client relevance"),
              ("anchor-drift", "anchor drift"),

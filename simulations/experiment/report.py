@@ -16,6 +16,7 @@ from simulations.experiment.statistics import (
     DIFFERENCE_COLUMNS,
     Stat,
     VariantSummary,
+    default_recall_target,
     default_target,
     metrics_rows,
     paired_differences,
@@ -40,6 +41,9 @@ SUMMARY_COLUMNS = (
     ("fact-answer-loss", "fact answer loss"),
     ("rounds-to-target", "rounds to target"),
     ("steps-to-target", "local steps to target"),
+    ("rounds-to-recall", "rounds to recall target"),
+    ("relevance-fact", "fact-token relevance"),
+    ("relevance-filler", "filler-token relevance"),
     ("seconds-per-round", "s / round (after round 1)"),
     ("wall-seconds", "wall s / run"),
     ("model-bytes-per-round", "model MB / round"),
@@ -110,6 +114,7 @@ def write_reports(
     target: float | None,
     label: str = "variant",
     reference: str | None = None,
+    recall_target: float | None = None,
 ) -> list[VariantSummary]:
     """Write ``metrics.csv``, ``summary.md``, ``summary.json`` and the plots into ``out``.
 
@@ -119,7 +124,9 @@ def write_reports(
     rows = metrics_rows(results)
     write_metrics_csv(rows, out / "metrics.csv")
     target = default_target(results) if target is None else target
-    summaries = summarize(results, target)
+    if recall_target is None:
+        recall_target = default_recall_target(results)
+    summaries = summarize(results, target, recall_target)
     differences = paired_differences(results, reference) if reference else []
     plots = plot_curves(rows, out)
     warnings = training_warnings(results)
@@ -128,6 +135,11 @@ def write_reports(
         "",
         header,
         f"- target central loss for rounds/steps to target: {target:.4g}",
+        *(
+            [f"- target fact recall for rounds to recall target: {recall_target:.4g}"]
+            if recall_target is not None
+            else []
+        ),
         "",
         *(
             [
@@ -154,6 +166,7 @@ def write_reports(
     (out / "summary.md").write_text("\n".join(lines))
     summary = {
         "target-loss": target,
+        "target-recall": recall_target,
         "variants": summary_json(summaries),
         f"minus-{reference}": summary_json(differences),
     }

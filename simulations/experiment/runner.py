@@ -101,6 +101,12 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
         help="central loss for rounds-to-target (default: the highest mean final loss "
         "among the variants, which each variant reaches on average)",
     )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        help="fact recall for rounds-to-recall (default: the lowest mean final recall "
+        "among the variants, if above 0)",
+    )
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:

@@ -24,6 +24,8 @@ ROUND_COLUMNS: tuple[tuple[str, str], ...] = (
     ("central", "perplexity"),
     ("central", "fact-recall"),
     ("central", "fact-answer-loss"),
+    ("central", "relevance-fact"),
+    ("central", "relevance-filler"),
     ("central", "extra-loss"),
     ("central", "extra-accuracy"),
     ("central", "extra-fact-recall"),
@@ -99,13 +101,17 @@ def metrics_rows(results: Iterable[RunResult]) -> list[dict[str, Any]]:
     return [{k: row[k] for k in ("variant", "seed", "round", *used)} for row in rows]
 
 
-def rounds_to_target(losses: Sequence[float | None], target: float) -> int | None:
+def rounds_to_target(
+    losses: Sequence[float | None], target: float, *, higher_is_better: bool = False
+) -> int | None:
     """The first round whose loss is at or below ``target``; None if none is.
 
     ``losses[r]`` is the central loss after round ``r`` (``losses[0]``: the initial model).
+    With ``higher_is_better`` (e.g. fact recall), the first round at or above ``target``.
     """
+    sign = -1.0 if higher_is_better else 1.0
     for server_round, loss in enumerate(losses):
-        if loss is not None and math.isfinite(loss) and loss <= target:
+        if loss is not None and math.isfinite(loss) and sign * loss <= sign * target:
             return server_round
     return None
 
@@ -140,6 +146,8 @@ def final_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     figures = {key: last["central"].get(key) for key in FINAL_KEYS}
     figures["initial-loss"] = rounds[0]["central"].get("loss")
     figures["mean-relevance"] = last["train"].get("mean-relevance")
+    for key in ("relevance-fact", "relevance-filler"):
+        figures[key] = last["central"].get(key)
     timed = trained[1:] or trained
     seconds = [r["central"].get("round-seconds", 0.0) for r in timed]
     figures["seconds-per-round"] = sum(seconds) / max(len(seconds), 1)
@@ -151,18 +159,34 @@ def final_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return figures
 
 
-def default_target(results: Sequence[RunResult]) -> float:
-    """The highest mean final central loss among the variants."""
+def _mean_finals(results: Sequence[RunResult], key: str) -> list[float]:
+    """Each variant's mean final central ``key`` (variants without one are left out)."""
     finals: dict[str, list[float]] = {}
     for result in results:
-        final = curve(result, "central", "loss")[-1]
-        if final is not None:
+        final = curve(result, "central", key)[-1]
+        if final is not None and math.isfinite(final):
             finals.setdefault(result.spec.variant, []).append(final)
-    return max(float(np.mean(values)) for values in finals.values())
+    return [float(np.mean(values)) for values in finals.values()]
 
 
-def summarize(results: Sequence[RunResult], target: float) -> list[VariantSummary]:
-    """Each variant's final figures and rounds/steps to ``target``, over seeds."""
+def default_target(results: Sequence[RunResult]) -> float:
+    """The highest mean final central loss among the variants."""
+    return max(_mean_finals(results, "loss"))
+
+
+def default_recall_target(results: Sequence[RunResult]) -> float | None:
+    """The lowest mean final fact recall among the variants; None if it is 0 or absent."""
+    finals = _mean_finals(results, "fact-recall")
+    return min(finals) if finals and min(finals) > 0 else None
+
+
+def summarize(
+    results: Sequence[RunResult], target: float, recall_target: float | None = None
+) -> list[VariantSummary]:
+    """Each variant's final figures and rounds/steps to ``target``, over seeds.
+
+    With ``recall_target``, also the first round whose fact recall reaches it.
+    """
     per_variant: dict[str, list[dict[str, float | None]]] = {}
     for result in results:
         figures = final_figures(result.metrics)
@@ -170,6 +194,11 @@ def summarize(results: Sequence[RunResult], target: float) -> list[VariantSummar
         steps = [value or 0 for value in curve(result, "traffic", "local-steps")]
         figures["rounds-to-target"] = rounds_to_target(losses, target)
         figures["steps-to-target"] = steps_to_target(losses, steps, target)
+        if recall_target is not None:
+            recalls = curve(result, "central", "fact-recall")
+            figures["rounds-to-recall"] = rounds_to_target(
+                recalls, recall_target, higher_is_better=True
+            )
         per_variant.setdefault(result.spec.variant, []).append(figures)
     summaries = []
     for variant, runs in per_variant.items():

@@ -1,0 +1,129 @@
+"""The knowledge setting: public entities, fact-value spans, the fact probe, its relevance."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fedaso.data import DataConfig, load_central
+from fedaso.data.corpora import _fact_probe, _text_corpus
+from fedaso.data.facts import _facts_world, _world
+from fedaso.models import build_model
+from fedaso.probe import relevance_by_token_kind
+from fedaso.run_config import SERVER_ONLY_KEYS, RunConfig
+from fedaso.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
+from fedaso.trainer import embed
+from tests.hf_helpers import tiny_hf_model
+
+
+def test_public_entities_share_nothing_with_the_clients_and_leave_them_unchanged():
+    private, public = _world(3, 6)
+    assert _facts_world(3, 6) == private
+    assert len(public) == len(private)
+    private_words = {e.name for e in private} | {v for e in private for v in e.values}
+    invented = {e.name for e in public} | {v for e in public for v in e.values}
+    # Invented values never repeat; choice values (professions, pets, ...) may.
+    assert not {e.name for e in public} & private_words
+    assert not (invented - {v for e in public for v in e.values}) & private_words
+    corpus = _text_corpus("facts", 3, 6)
+    for text in corpus.knowledge_texts:
+        assert not any(entity.name in text for entity in private)
+
+
+def test_eval_fact_spans_cover_exactly_the_values():
+    corpus = _text_corpus("facts:b", 1, 5)
+    answers = sorted(p.answer.strip(" .") for p in corpus.recall_prompts)
+    stated = sorted(
+        text[a:b]
+        for text, spans in zip(corpus.eval_texts, corpus.eval_fact_spans, strict=True)
+        for a, b in spans
+    )
+    assert stated == answers
+
+
+def _reference_fact_mask(texts, spans_per_text, seq_len):
+    """Byte codec only (ASCII text): which windowed targets fall inside a value span."""
+    flags = []
+    for index, (text, spans) in enumerate(zip(texts, spans_per_text, strict=True)):
+        if index:
+            flags.append(False)  # the joining newline
+        flags += [any(a <= c < b for a, b in spans) for c in range(len(text))]
+    count = len(flags) // (seq_len + 1)
+    return torch.tensor(flags[: count * (seq_len + 1)]).reshape(count, seq_len + 1)[:, 1:]
+
+
+def test_fact_probe_splits_targets_like_a_character_reference():
+    corpus = _text_corpus("facts", 0, 4)
+    probe = _fact_probe(corpus, 32, BYTES)
+    expected = _reference_fact_mask(corpus.eval_texts, corpus.eval_fact_spans, 32)
+    assert torch.equal(probe.fact.targets != IGNORE_INDEX, expected)
+    assert torch.equal(probe.filler.targets != IGNORE_INDEX, ~expected)
+    assert torch.equal(probe.fact.inputs, probe.filler.inputs)
+    central = load_central(DataConfig(facts_entities=4, seq_len=32))
+    assert torch.equal(probe.fact.inputs, central.eval.inputs)
+
+
+def test_fact_probe_with_a_bpe_tokenizer_marks_the_value_words():
+    source = tiny_hf_model("llama")
+    codec = load_codec(source)
+    corpus = _text_corpus("facts", 0, 12)
+    probe = _fact_probe(corpus, 48, codec)
+    values = {word for p in corpus.recall_prompts for word in p.answer.strip(" .").split()}
+    fact_ids = probe.fact.targets[probe.fact.targets != IGNORE_INDEX].tolist()
+    assert fact_ids
+    for token in fact_ids:
+        piece = codec.decode([token]).strip()
+        assert piece and any(piece in value for value in values), piece
+    ids, spans = token_spans(codec, corpus.eval_texts[0])
+    assert ids == codec.encode(corpus.eval_texts[0]) and len(spans) == len(ids)
+
+
+def _relevance_reference(embeddings, anchors, tau):
+    """Spec section 2, one token at a time in plain Python."""
+    scores = []
+    for e in embeddings.tolist():
+        cos = [
+            sum(x * y for x, y in zip(e, a, strict=True)) / (math.hypot(*e) * math.hypot(*a))
+            for a in anchors.tolist()
+        ]
+        z = [c / tau for c in cos]
+        top = max(z)
+        p_max = 1 / sum(math.exp(v - top) for v in z)
+        scores.append((len(z) * p_max - 1) / (len(z) - 1))
+    return sum(scores) / len(scores)
+
+
+def test_relevance_by_token_kind_matches_a_per_token_reference():
+    central = load_central(DataConfig(facts_entities=4, seq_len=32))
+    model = build_model(RunConfig(model_width=16, model_heads=2, seq_len=32).model_spec())
+    anchors = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    result = relevance_by_token_kind(model, central.fact_probe, anchors, tau=0.3)
+    assert result.fact == pytest.approx(
+        _relevance_reference(embed(model, central.fact_probe.fact), anchors, 0.3), rel=1e-4
+    )
+    assert result.filler == pytest.approx(
+        _relevance_reference(embed(model, central.fact_probe.filler), anchors, 0.3), rel=1e-4
+    )
+
+
+def test_anchor_seed_knowledge_uses_public_documents():
+    generic = load_central(DataConfig(facts_entities=4))
+    knowledge = load_central(DataConfig(facts_entities=4, anchor_seed="knowledge"))
+    assert torch.equal(generic.eval.inputs, knowledge.eval.inputs)
+    assert not torch.equal(generic.seed_corpus.inputs[:1], knowledge.seed_corpus.inputs[:1])
+    run = RunConfig.from_flat({"anchor-seed": "knowledge", "facts-entities": 4})
+    assert run.data(num_partitions=2).anchor_seed == "knowledge"
+    assert "anchor-seed" in SERVER_ONLY_KEYS
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"anchor_seed": "public"}, "anchor-seed='public'"),
+        ({"anchor_seed": "knowledge", "dataset": "pydoc"}, "dataset='pydoc'"),
+    ],
+)
+def test_bad_anchor_seed_is_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**settings)
