@@ -116,7 +116,7 @@ class RunConfig:
     window_stride: int = 16  # bytes between training windows' starts (0 = disjoint windows)
     test_fraction: float = 0.2  # per-client held-out share
     facts_entities: int = 40  # entities per facts domain
-    anchor_seed: str = "generic"  # server's k-means seed: generic | knowledge (public facts)
+    anchor_seed: str = "generic"  # server's k-means seed: generic | knowledge | knowledge-values
     # Model
     model_width: int = 64  # embedding width d
     model_layers: int = 2  # transformer blocks (LM)

@@ -27,7 +27,7 @@ def test_public_entities_share_nothing_with_the_clients_and_leave_them_unchanged
     assert not {e.name for e in public} & private_words
     assert not (invented - {v for e in public for v in e.values}) & private_words
     corpus = _text_corpus("facts", 3, 6)
-    for text in corpus.knowledge_texts:
+    for text, _ in corpus.knowledge:
         assert not any(entity.name in text for entity in private)
 
 
@@ -112,6 +112,11 @@ def test_anchor_seed_knowledge_uses_public_documents():
     knowledge = load_central(DataConfig(facts_entities=4, anchor_seed="knowledge"))
     assert torch.equal(generic.eval.inputs, knowledge.eval.inputs)
     assert not torch.equal(generic.seed_corpus.inputs[:1], knowledge.seed_corpus.inputs[:1])
+    values = load_central(DataConfig(facts_entities=4, anchor_seed="knowledge-values"))
+    scored = values.seed_corpus.targets != IGNORE_INDEX
+    assert torch.equal(values.seed_corpus.inputs, knowledge.seed_corpus.inputs)
+    assert 0 < scored.sum() < scored.numel() / 4  # the values only
+    assert torch.equal(knowledge.seed_corpus.targets[scored], values.seed_corpus.targets[scored])
     run = RunConfig.from_flat({"anchor-seed": "knowledge", "facts-entities": 4})
     assert run.data(num_partitions=2).anchor_seed == "knowledge"
     assert "anchor-seed" in SERVER_ONLY_KEYS

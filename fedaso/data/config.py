@@ -30,8 +30,9 @@ PARTITIONERS_ALLOWED = (
 )
 NATURAL_PREFIX = "natural:"
 # The server's k-means seed corpus: the dataset's own held-out seed text ("generic"), or
-# for facts, documents about public entities that no client holds ("knowledge").
-ANCHOR_SEEDS = ("generic", "knowledge")
+# for facts, documents about public entities that no client holds ("knowledge"), or only
+# the tokens of those documents' fact values ("knowledge-values").
+ANCHOR_SEEDS = ("generic", "knowledge", "knowledge-values")
 FACTS_DOMAINS = {"facts": ("a", "b"), "facts:a": ("a",), "facts:b": ("b",)}
 TEXT_PREFIX = "text:"
 
@@ -66,7 +67,7 @@ class DataConfig:
     facts_entities: int = 40  # entities per facts domain, >= 2
     window_stride: int = 16  # bytes between LM training windows' starts; 0 = disjoint windows
     tokenizer: str = ""  # "" = UTF-8 bytes; else a Hugging Face tokenizer's name or path
-    anchor_seed: str = "generic"  # server's k-means corpus: generic | knowledge (facts only)
+    anchor_seed: str = "generic"  # server's k-means corpus: generic | knowledge | knowledge-values
 
     def __post_init__(self) -> None:
         require(
@@ -106,7 +107,7 @@ class DataConfig:
             f"must be one of {', '.join(ANCHOR_SEEDS)}",
         )
         require(
-            self.anchor_seed != "knowledge" or _dataset_kind(self.dataset) == "facts",
+            self.anchor_seed == "generic" or _dataset_kind(self.dataset) == "facts",
             "anchor-seed",
             self.anchor_seed,
             f"knowledge seeds anchors with facts about public entities; dataset={self.dataset!r} "

@@ -41,7 +41,7 @@ from fedaso.data.config import (
     group_column,
 )
 from fedaso.data.facts import _facts_corpus
-from fedaso.data.splits import FactProbe, TensorSplit, _Corpus, _Document, _TextCorpus
+from fedaso.data.splits import FactProbe, Span, TensorSplit, _Corpus, _Document, _TextCorpus
 
 
 def _corpus_of(config: DataConfig) -> _Corpus:
@@ -75,11 +75,33 @@ def _build_corpus(
     if kind == "file":
         return _file_corpus(dataset, seed, seq_len, codec, column)
     text_corpus = _text_corpus(dataset, seed, facts_entities)
-    if anchor_seed == "knowledge":
-        text_corpus = dataclasses.replace(text_corpus, seed_texts=text_corpus.knowledge_texts)
     corpus = _lm_corpus(text_corpus, seq_len, codec)
     _require_held_out(dataset, seq_len, corpus, text_corpus)
+    if anchor_seed != "generic":
+        seed_corpus = _knowledge_seed(text_corpus, seq_len, codec, anchor_seed)
+        corpus = dataclasses.replace(corpus, seed_corpus=seed_corpus)
     return corpus
+
+
+def _knowledge_seed(
+    corpus: _TextCorpus, seq_len: int, codec: TextCodec, anchor_seed: str
+) -> TensorSplit:
+    """The server's k-means corpus of ``anchor-seed = knowledge | knowledge-values``.
+
+    ``knowledge`` scores every token of the public entities' documents; ``knowledge-values``
+    only the tokens of their facts' values, so that k-means (over scored tokens only)
+    places every anchor among the embeddings of knowledge itself.
+    """
+    texts = [text for text, _ in corpus.knowledge]
+    if anchor_seed == "knowledge":
+        return _lm_windows(texts, seq_len, codec=codec)
+    split = _split_by_spans(texts, [spans for _, spans in corpus.knowledge], seq_len, codec)
+    if split is None:
+        raise ValueError(
+            f"anchor-seed={anchor_seed!r} needs token offsets, which this model's tokenizer "
+            "cannot give (a slow tokenizer); use anchor-seed=knowledge"
+        )
+    return split.fact
 
 
 def _require_held_out(dataset: str, seq_len: int, corpus: _Corpus, texts: _TextCorpus) -> None:
@@ -121,25 +143,33 @@ def _lm_corpus(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> _Corpus:
 
 
 def _fact_probe(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> FactProbe | None:
-    """``corpus.eval`` windows split by target: fact values vs the rest (None: no offsets).
+    """``corpus.eval`` windows split by target: fact values vs the rest (None: no offsets)."""
+    return _split_by_spans(corpus.eval_texts, corpus.eval_fact_spans, seq_len, codec)
 
-    A target token is a fact token when its characters overlap a fact value's span; the
-    windows are exactly those of ``_lm_windows`` over the same texts.
+
+def _split_by_spans(
+    texts: Sequence[str], spans: Sequence[Sequence[Span]], seq_len: int, codec: TextCodec
+) -> FactProbe | None:
+    """Windows over ``texts`` whose targets are split: inside ``spans`` or not.
+
+    A target token is a fact token when its characters overlap a span of its text; the
+    windows are exactly those of ``_lm_windows`` over the same texts. None if the codec
+    cannot map tokens to characters.
     """
-    joined = "\n".join(corpus.eval_texts)
+    joined = "\n".join(texts)
     try:
         ids, token_chars = token_spans(codec, joined)
     except ValueError:
         return None
     fact_chars = []
     offset = 0
-    for text, spans in zip(corpus.eval_texts, corpus.eval_fact_spans, strict=True):
-        fact_chars += [(offset + start, offset + end) for start, end in spans]
+    for text, text_spans in zip(texts, spans, strict=True):
+        fact_chars += [(offset + start, offset + end) for start, end in text_spans]
         offset += len(text) + 1
     is_fact = torch.tensor(
         [any(s < end and start < e for s, e in fact_chars) for start, end in token_chars]
     )  # (tokens,)
-    windows = _lm_windows(corpus.eval_texts, seq_len, codec=codec)
+    windows = _lm_windows(texts, seq_len, codec=codec)
     if len(ids) < seq_len + 1:
         return FactProbe(fact=windows, filler=windows)
     fact_targets = is_fact.unfold(0, seq_len + 1, seq_len + 1)[:, 1:]  # (n, T)

@@ -283,14 +283,20 @@ def _invent_entities(
 
 def _training_document(entity: _Entity, index: int, rng: random.Random) -> str:
     """Training document ``index``: each fact in phrasing ``index + attribute`` (rotating)."""
+    return _training_document_spans(entity, index, rng)[0]
+
+
+def _training_document_spans(
+    entity: _Entity, index: int, rng: random.Random
+) -> tuple[str, tuple[Span, ...]]:
     facts = [
-        entity.state(a, attribute.training_templates[(index + a) % _DOCS_PER_ENTITY])
+        (a, attribute.training_templates[(index + a) % _DOCS_PER_ENTITY])
         for a, attribute in enumerate(entity.domain.attributes)
     ]
     rng.shuffle(facts)
     intro = entity.domain.intros[index].format(e=entity.name, g=entity.group)
     # Closing with filler keeps every fact away from the cut-off tail of a byte stream.
-    return " ".join([intro, *facts, rng.choice(_TRAINING_FILLER)])
+    return _render(entity, intro, facts, rng.choice(_TRAINING_FILLER))
 
 
 def _eval_document(entity: _Entity, rng: random.Random) -> tuple[str, tuple[Span, ...]]:
@@ -301,6 +307,14 @@ def _eval_document(entity: _Entity, rng: random.Random) -> tuple[str, tuple[Span
     ]
     rng.shuffle(facts)
     intro = entity.domain.held_out_intro.format(e=entity.name, g=entity.group)
+    return _render(entity, intro, facts, rng.choice(_EVAL_FILLER))
+
+
+def _render(
+    entity: _Entity, intro: str, facts: list[tuple[int, str]], closing: str
+) -> tuple[str, tuple[Span, ...]]:
+    """``intro``, the ``(attribute, template)`` facts and ``closing`` joined by spaces, and
+    the character span of each fact's value in that text."""
     parts, spans, offset = [intro], [], len(intro) + 1
     for attribute_index, template in facts:
         start = offset + len(template[: template.index("{v}")].format(e=entity.name))
@@ -308,7 +322,7 @@ def _eval_document(entity: _Entity, rng: random.Random) -> tuple[str, tuple[Span
         sentence = entity.state(attribute_index, template)
         parts.append(sentence)
         offset += len(sentence) + 1
-    parts.append(rng.choice(_EVAL_FILLER))
+    parts.append(closing)
     return " ".join(parts), tuple(spans)
 
 
@@ -344,14 +358,14 @@ def _facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int)
         seed_texts=tuple(" ".join(_canonical_sentences(entity)) for entity in entities),
         recall_prompts=tuple(p for entity in entities for p in _recall_prompts(entity)),
         eval_fact_spans=tuple(spans for _, spans in evals),
-        knowledge_texts=tuple(_public_documents(public, seed)),
+        knowledge=tuple(_public_documents(public, seed)),
     )
 
 
-def _public_documents(entities: list[_Entity], seed: int) -> list[str]:
-    """Training documents about entities no client holds: the ``knowledge`` anchor seed."""
+def _public_documents(entities: list[_Entity], seed: int) -> list[tuple[str, tuple[Span, ...]]]:
+    """Training documents about entities no client holds, with their values' spans."""
     documents = []
     for entity in entities:
         rng = _rng(seed, "facts-public", entity.name)
-        documents += [_training_document(entity, i, rng) for i in range(_DOCS_PER_ENTITY)]
+        documents += [_training_document_spans(entity, i, rng) for i in range(_DOCS_PER_ENTITY)]
     return documents

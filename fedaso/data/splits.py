@@ -94,7 +94,8 @@ class _TextCorpus:
     seed_texts: tuple[str, ...]
     recall_prompts: tuple[RecallPrompt, ...] = ()
     eval_fact_spans: tuple[tuple[Span, ...], ...] = ()  # per eval text: its facts' values
-    knowledge_texts: tuple[str, ...] = ()  # facts about entities no client holds
+    # Documents about public entities no client holds, with their facts' value spans.
+    knowledge: tuple[tuple[str, tuple[Span, ...]], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors and a function: compare by identity
