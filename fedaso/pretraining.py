@@ -19,14 +19,16 @@ import inspect
 import io
 import json
 import math
+import pkgutil
 import random
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -39,7 +41,7 @@ _SKIPPED_MODULES = frozenset(
     {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "lib2to3",
      "ensurepip", "venv", "test", "pydoc_data", "__hello__", "__phello__"}
 )  # fmt: skip
-_MIN_DOCSTRING_CHARS = 200  # shorter class/function docstrings are mostly signatures
+_MIN_DOCSTRING_CHARS = 80  # shorter docstrings are mostly one-line signatures
 _HELD_OUT_EVERY = 20  # every 20th document is held out for perplexity
 METADATA_FILE = "pretrain.json"
 
@@ -59,10 +61,12 @@ class PretrainConfig:
     lr: float = 3e-3  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
     warmup: int = 150  # warm-up steps
     weight_decay: float = 0.1  # AdamW weight decay
+    eval_every: int = 250  # steps between held-out checks; the best checkpoint is kept
     seed: int = 0  # seeds the weights and the order of windows
 
     def __post_init__(self) -> None:
-        for key in ("width", "layers", "heads", "vocab_size", "seq_len", "batch_size", "steps"):
+        positive = ("width", "layers", "heads", "vocab_size", "seq_len", "batch_size", "steps")
+        for key in (*positive, "eval_every"):
             value = getattr(self, key)
             require(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
         require(self.width % self.heads == 0, "width", self.width, "must be divisible by heads")
@@ -95,42 +99,81 @@ class PretrainResult:
     parameters: int  # number of model parameters
     train_tokens: int  # tokens in the training split
     held_out_tokens: int  # tokens in the held-out split
-    held_out_perplexity: float  # exp(mean cross-entropy) on the held-out split after training
+    held_out_perplexity: float  # exp(mean cross-entropy) on the held-out split, best check
     initial_perplexity: float  # the same before training (about the vocabulary size)
+    best_step: int  # the step of the kept checkpoint (the lowest held-out perplexity)
+    curve: tuple[tuple[int, float], ...]  # (step, held-out perplexity) of every check
     seconds: float  # training wall time
     cached: bool  # True when an earlier run with the same settings was reused
 
 
 def pretraining_texts() -> list[str]:
-    """Public English prose shipped with CPython: pydoc topics and stdlib docstrings."""
+    """Public English prose shipped with CPython: pydoc topics and stdlib docstrings.
+
+    Docstrings are those of the standard library's public modules and subpackages, and of
+    their public classes, methods and functions; repeated ones are kept once.
+    """
     from pydoc_data.topics import topics
 
     texts = [topics[name] for name in sorted(topics)]
-    for name in sorted(sys.stdlib_module_names):
-        if name.startswith("_") or name in _SKIPPED_MODULES:
-            continue
-        texts.extend(_module_docstrings(name))
-    return [text for text in texts if text.strip()]
+    for module in _stdlib_modules():
+        texts.extend(_module_docstrings(module))
+    return [text for text in dict.fromkeys(texts) if text.strip()]
 
 
-def _module_docstrings(name: str) -> list[str]:
-    """The docstrings of module ``name`` and of its public classes and functions."""
+def _stdlib_modules() -> list[ModuleType]:
+    """The importable public standard-library modules and their public submodules."""
+    modules = []
+    with _quiet():
+        for name in sorted(sys.stdlib_module_names):
+            if name.startswith("_") or name in _SKIPPED_MODULES:
+                continue
+            module = _import_or_none(name)
+            if module is None:
+                continue
+            modules.append(module)
+            for info in pkgutil.walk_packages(getattr(module, "__path__", []), name + "."):
+                parts = info.name.split(".")
+                if not any(part.startswith("_") or part in ("test", "tests") for part in parts):
+                    submodule = _import_or_none(info.name)
+                    modules += [submodule] if submodule is not None else []
+    return modules
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
     # Importing some modules prints; reading deprecated attributes (typing.io) warns.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
-        try:
-            module = importlib.import_module(name)
-        except Exception:  # platform-specific modules fail to import: skip them
-            return []
-        docs = [inspect.getdoc(module) or ""]
+        yield
+
+
+def _import_or_none(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except Exception:  # platform-specific modules fail to import: skip them
+        return None
+
+
+def _module_docstrings(module: ModuleType) -> list[str]:
+    """The docstrings of ``module`` and of its public classes, methods and functions."""
+    docs = [inspect.getdoc(module) or ""]
+    with _quiet():
         for attribute, value in sorted(vars(module).items()):
-            defined_here = getattr(value, "__module__", None) == name
+            defined_here = getattr(value, "__module__", None) == module.__name__
             if attribute.startswith("_") or not defined_here:
                 continue
-            if inspect.isclass(value) or inspect.isfunction(value):
-                doc = inspect.getdoc(value) or ""
-                docs.append(doc if len(doc) >= _MIN_DOCSTRING_CHARS else "")
-    return docs
+            functions = [value] if inspect.isfunction(value) else []
+            if inspect.isclass(value):
+                docs.append(inspect.getdoc(value) or "")
+                functions += [f for n, f in sorted(vars(value).items()) if inspect.isfunction(f)
+                              and not n.startswith("_")]  # fmt: skip
+            docs += [inspect.cleandoc(f.__doc__ or "") for f in functions]
+    return [doc for doc in docs if len(doc) >= _MIN_DOCSTRING_CHARS]
 
 
 def split_held_out(texts: list[str]) -> tuple[list[str], list[str]]:
@@ -171,7 +214,8 @@ def perplexity(model: torch.nn.Module, windows: torch.Tensor, *, batch_size: int
     return math.exp(total / count)
 
 
-ProgressCallback = Callable[[int, float], None]  # (step done, training loss)
+# (step done, training loss, latest held-out perplexity or NaN before the first check)
+ProgressCallback = Callable[[int, float, float], None]
 
 
 def pretrain(
@@ -184,7 +228,9 @@ def pretrain(
     folder = cache_dir / config.cache_key()
     if (folder / METADATA_FILE).is_file():
         metadata = json.loads((folder / METADATA_FILE).read_text())
-        return PretrainResult(**(metadata["result"] | {"path": str(folder), "cached": True}))
+        result = metadata["result"] | {"path": str(folder), "cached": True}
+        result["curve"] = tuple(tuple(point) for point in result["curve"])
+        return PretrainResult(**result)
     import transformers
     from transformers import AutoModelForCausalLM
 
@@ -212,15 +258,18 @@ def pretrain(
     )
     initial = perplexity(model, held)
     started = time.perf_counter()
-    _train(model, train, config, on_step)
+    curve = _train(model, train, held, config, on_step)
     seconds = time.perf_counter() - started
+    best_step, best = min(curve, key=lambda point: point[1])
     result = PretrainResult(
         path=str(folder),
         parameters=sum(p.numel() for p in model.parameters()),
         train_tokens=train.numel(),
         held_out_tokens=held.numel(),
-        held_out_perplexity=perplexity(model, held),
+        held_out_perplexity=best,
         initial_perplexity=initial,
+        best_step=best_step,
+        curve=tuple(curve),
         seconds=seconds,
         cached=False,
     )
@@ -231,31 +280,47 @@ def pretrain(
 def _train(
     model: torch.nn.Module,
     windows: torch.Tensor,
+    held: torch.Tensor,
     config: PretrainConfig,
     on_step: ProgressCallback | None,
-) -> None:
+) -> list[tuple[int, float]]:
+    """Train; check held-out perplexity every ``eval_every`` steps and at the end.
+
+    The model is left with the weights of the best check (early stopping: the text is
+    small, and later epochs memorize it). Returns every ``(step, perplexity)`` check.
+    """
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
     order = random.Random(config.seed)
     batches: list[int] = []
-    model.train()
-    for step in range(config.steps):
+    curve: list[tuple[int, float]] = []
+    best_state: dict[str, torch.Tensor] = {}
+    latest = math.nan
+    for step in range(1, config.steps + 1):
+        model.train()
         if len(batches) < config.batch_size:  # a new epoch: reshuffle the windows
             batches = list(range(len(windows)))
             order.shuffle(batches)
         rows, batches = batches[: config.batch_size], batches[config.batch_size :]
         batch = windows[rows]  # (B, T+1)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = learning_rate(step - 1, config)
         # HF shifts the labels inside: T + 1 ids give T next-token targets.
         loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            latest = perplexity(model, held)
+            if not curve or latest < min(value for _, value in curve):
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            curve.append((step, latest))
         if on_step is not None:
-            on_step(step + 1, loss.item())
+            on_step(step, loss.item(), latest)
+    model.load_state_dict(best_state)
+    return curve
 
 
 def _save(

@@ -6,6 +6,7 @@
     fedaso forgetting --rounds 15 --out runs/forgetting
     fedaso bench simulation --num-clients 50
     fedaso make-hf-model --arch llama --out models/tiny-llama
+    fedaso pretrain --out models/base
 
 Each sub-command is the same command as its ``python -m simulations.<name>`` form (``bench
 NAME``: ``python -m benchmarks.<name>``), with the same flags; ``fedaso <command> --help``
@@ -41,6 +42,9 @@ COMMANDS = {
     "forgetting": Command("simulations.forgetting", "forgetting across two domains (Table 4)"),
     "make-hf-model": Command(
         "simulations.make_hf_model", "a small random-init Hugging Face model, to try hf:"
+    ),
+    "pretrain": Command(
+        "simulations.pretrain", "a small pretrained base LM (public text), for hf:"
     ),
     "bench": Command("simulations.cli", "performance benchmarks: bench NAME [flags]"),
 }

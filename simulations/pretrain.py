@@ -52,9 +52,9 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
 
     bar = tqdm(total=config.steps, desc="pretraining", unit="step", disable=args.no_progress)
 
-    def on_step(step: int, loss: float) -> None:
+    def on_step(step: int, loss: float, held_out_perplexity: float) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}", held_out_ppl=f"{held_out_perplexity:.1f}")
 
     result = pretrain(config, cache_dir=args.cache_dir, on_step=on_step)
     bar.close()
@@ -63,8 +63,9 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     source = "cached" if result.cached else f"trained in {result.seconds:.0f} s"
     print(
         f"base model ({result.parameters:,} parameters, {source}): held-out perplexity "
-        f"{result.held_out_perplexity:.2f} (untrained {result.initial_perplexity:.0f}), "
-        f"{result.train_tokens:,} training tokens; use model=hf:{args.out}"
+        f"{result.held_out_perplexity:.2f} at step {result.best_step} (untrained "
+        f"{result.initial_perplexity:.0f}), {result.train_tokens:,} training tokens; "
+        f"use model=hf:{args.out}"
     )
     return 0
 

@@ -11,6 +11,7 @@ from fedaso.pretraining import (
     METADATA_FILE,
     PretrainConfig,
     learning_rate,
+    perplexity,
     pretraining_texts,
     split_held_out,
     token_windows,
@@ -18,7 +19,8 @@ from fedaso.pretraining import (
 from simulations.pretrain import main
 
 TINY = ["--width", "16", "--layers", "1", "--heads", "2", "--vocab-size", "300",
-        "--seq-len", "16", "--steps", "4", "--warmup", "1", "--batch-size", "4"]  # fmt: skip
+        "--seq-len", "16", "--steps", "6", "--warmup", "1", "--batch-size", "4",
+        "--eval-every", "2"]  # fmt: skip
 
 
 def test_pretraining_text_is_public_prose_and_never_facts():
@@ -51,15 +53,23 @@ def test_pretrain_writes_a_loadable_model_and_reuses_the_cache(tmp_path, capsys)
     metadata = json.loads((out / METADATA_FILE).read_text())
     assert metadata["config"]["width"] == 16
     result = metadata["result"]
+    assert [step for step, _ in result["curve"]] == [2, 4, 6]
+    best = min(result["curve"], key=lambda point: point[1])
+    assert (result["best_step"], result["held_out_perplexity"]) == tuple(best)
     assert result["held_out_perplexity"] < result["initial_perplexity"]
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
+    # The saved weights are those of the best check (early stopping), not the last step.
+    _, held_texts = split_held_out(pretraining_texts())
+    encoded = tokenizer(held_texts, add_special_tokens=False)["input_ids"]
+    held = token_windows([i for ids in encoded for i in [*ids, tokenizer.eos_token_id]], 16)
+    assert perplexity(model, held) == pytest.approx(result["held_out_perplexity"], rel=1e-4)
     ids = torch.tensor([tokenizer("Return the value")["input_ids"]])
     assert model(input_ids=ids).logits.shape[-1] == len(tokenizer)
     assert main(argv) == 0
     assert "cached" in capsys.readouterr().out
     assert len(list(cache.iterdir())) == 1  # one entry, no partial folder left behind
-    assert main([*argv, "--steps", "5"]) == 0  # other settings: another cache entry
+    assert main([*argv, "--steps", "3"]) == 0  # other settings: another cache entry
     assert len(list(cache.iterdir())) == 2
 
 
