@@ -57,11 +57,11 @@ class PretrainConfig:
     seq_len: int = 128  # tokens per training window
     max_positions: int = 512  # longest input the model accepts later
     batch_size: int = 16  # windows per step
-    steps: int = 3000  # optimizer steps
+    steps: int = 2000  # optimizer steps
     lr: float = 3e-3  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
     warmup: int = 150  # warm-up steps
     weight_decay: float = 0.1  # AdamW weight decay
-    eval_every: int = 250  # steps between held-out checks; the best checkpoint is kept
+    eval_every: int = 200  # steps between held-out checks; the best checkpoint is kept
     seed: int = 0  # seeds the weights and the order of windows
 
     def __post_init__(self) -> None:
