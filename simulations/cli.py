@@ -43,6 +43,7 @@ COMMANDS = {
     "make-hf-model": Command(
         "simulations.make_hf_model", "a small random-init Hugging Face model, to try hf:"
     ),
+    "probe": Command("simulations.probe", "fact vs filler relevance of initial anchors, a grid"),
     "pretrain": Command(
         "simulations.pretrain", "a small pretrained base LM (public text), for hf:"
     ),

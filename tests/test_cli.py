@@ -8,7 +8,7 @@ import pytest
 from simulations import cli
 from simulations.console import CommandParser
 
-SUBCOMMANDS = ["run", "compare", "ablate", "forgetting", "make-hf-model", "pretrain"]
+SUBCOMMANDS = ["run", "compare", "ablate", "forgetting", "make-hf-model", "pretrain", "probe"]
 
 
 def option_blocks(help_text: str) -> dict[str, str]:

@@ -132,3 +132,21 @@ def test_anchor_seed_knowledge_uses_public_documents():
 def test_bad_anchor_seed_is_named(settings, message):
     with pytest.raises(ValueError, match=message):
         DataConfig(**settings)
+
+
+def test_probe_command_prints_and_writes_the_grid(tmp_path, capsys):
+    from simulations.probe import main
+
+    out = tmp_path / "probe.md"
+    argv = ["--set", f"model=hf:{tiny_hf_model('llama')}", "--set", "facts-entities=4",
+            "--anchor-seeds", "generic,knowledge-values", "--num-anchors", "4",
+            "--taus", "0.1,0.5", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "fact / filler" in capsys.readouterr().out
+    rows = out.read_text().splitlines()[2:]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| generic", "4", "0.100"], ["| generic", "4", "0.500"],
+        ["| knowledge-values", "4", "0.100"], ["| knowledge-values", "4", "0.500"],
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--set", "dataset=pydoc", "--anchor-seeds", "knowledge"])
