@@ -335,3 +335,12 @@ def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path):
     assert stream.getvalue() == f"run 1/1 fedavg seed 0: reused from {spec.run.out_dir}\n"
     other = spec.run.replace(lr=0.5)
     assert finished_metrics(type(spec)(spec.variant, spec.seed, other)) is None
+
+
+def test_model_description_names_the_model_that_ran():
+    from fedaso.run_config import RunConfig
+    from simulations.experiment.report import model_description
+
+    assert model_description(RunConfig()) == "model width 64, 2 layers"
+    lora = RunConfig(model="hf:models/base", peft="lora", lora_r=4)
+    assert model_description(lora) == "model hf:models/base with LoRA r=4"

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fedaso.run_config import RunConfig
 from fedaso.tracking import log_files, tracking_of
 from simulations.experiment.plots import plot_curves
 from simulations.experiment.runner import RunResult, RunSpec
@@ -85,6 +86,13 @@ def summary_json(summaries: Sequence[VariantSummary]) -> dict[str, Any]:
     return {s.variant: {k: asdict(v) for k, v in s.figures.items()} for s in summaries}
 
 
+def model_description(run: RunConfig) -> str:
+    """``model width 64, 2 layers`` for the reference model, else its name (and LoRA)."""
+    if run.model == "tinylm":
+        return f"model width {run.model_width}, {run.model_layers} layers"
+    return f"model {run.model}" + (f" with LoRA r={run.lora_r}" if run.peft == "lora" else "")
+
+
 def experiment_header(specs: Sequence[RunSpec], num_clients: int, command: str) -> str:
     """Markdown lines saying what ran: command, clients, rounds, data, seeds."""
     run = specs[0].run
@@ -98,9 +106,8 @@ def experiment_header(specs: Sequence[RunSpec], num_clients: int, command: str) 
             f"{run.num_server_rounds} rounds, dataset `{run.dataset}`, "
             f"partitioner `{run.partitioner}`",
             f"- seeds {', '.join(map(str, seeds))}; figures are mean ± sample std over seeds",
-            f"- model width {run.model_width}, {run.model_layers} layers, "
-            f"seq-len {run.seq_len}, local epochs {run.local_epochs}, batch {run.batch_size}, "
-            f"lr {run.lr}",
+            f"- {model_description(run)}, seq-len {run.seq_len}, "
+            f"local epochs {run.local_epochs}, batch {run.batch_size}, lr {run.lr}",
         ]
     )
 
