@@ -344,3 +344,13 @@ def test_model_description_names_the_model_that_ran():
     assert model_description(RunConfig()) == "model width 64, 2 layers"
     lora = RunConfig(model="hf:models/base", peft="lora", lora_r=4)
     assert model_description(lora) == "model hf:models/base with LoRA r=4"
+
+
+def test_knowledge_plot_sets_fact_against_filler_relevance(tmp_path):
+    rows = metrics_rows(results(tmp_path))
+    for row in rows:
+        if row["variant"] == "fedaso":
+            row["relevance-fact"], row["relevance-filler"] = 0.3, 0.2
+    paths = plot_curves(rows, tmp_path)
+    assert paths[-1].name == "knowledge.png"
+    assert paths[-1].read_bytes()[:4] == b"\x89PNG"

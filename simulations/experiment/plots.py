@@ -15,8 +15,6 @@ PLOTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("retention", (("extra-loss", "loss on the first domain"),
                    ("extra-fact-answer-loss", "fact answer loss on the first domain"),
                    ("extra-fact-recall", "fact recall on the first domain"))),
-    ("knowledge", (("relevance-fact", "relevance of fact-value tokens"),
-                   ("relevance-filler", "relevance of filler tokens"))),
     ("aso", (("mean-relevance", "mean relevance"),
              ("client-relevance-std", "std of client relevance"),
              ("anchor-drift", "anchor drift"),
@@ -80,4 +78,44 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
         figure.savefig(path)
         plt.close(figure)
         written.append(path)
-    return written
+    knowledge = plot_knowledge(rows, out)
+    return written + ([knowledge] if knowledge else [])
+
+
+def plot_knowledge(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
+    """``knowledge.png``: per variant with anchors, fact-token vs filler-token relevance.
+
+    One panel per variant, both curves on the same axes (mean over seeds, +- one std), so
+    that a gap between them, or its absence, shows at a glance. None if no variant has them.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [
+        variant
+        for variant in dict.fromkeys(row["variant"] for row in rows)
+        if any(r["variant"] == variant and r.get("relevance-fact") is not None for r in rows)
+    ]
+    if not variants:
+        return None
+    figure, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.1), dpi=80,
+                                sharey=True)  # fmt: skip
+    for axis, variant in zip(np.atleast_1d(axes), variants, strict=True):
+        own = [row for row in rows if row["variant"] == variant]
+        for key, label, style in (("relevance-fact", "fact-value tokens", "-"),
+                                  ("relevance-filler", "filler tokens", "--")):  # fmt: skip
+            rounds, means, stds = band(own, key)
+            axis.plot(rounds, means, style, color="C0" if style == "-" else "C3", label=label)
+            axis.fill_between(rounds, means - stds, means + stds, alpha=0.2,
+                              color="C0" if style == "-" else "C3")  # fmt: skip
+        axis.set_title(f"{variant}: mean relevance", fontsize=10)
+        axis.set_xlabel("round")
+        axis.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    figure.tight_layout()
+    path = out / "knowledge.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
