@@ -9,17 +9,24 @@ relevance does not tell facts from filler. No federation runs, so the grid takes
     python -m simulations.probe --set model=hf:models/base --set facts-entities=8 \\
         --anchor-seeds generic,knowledge,knowledge-values --num-anchors 16,64,512 \\
         --taus 0.05,0.1,0.5
+
+With ``--run DIR`` (a finished FedASO run's ``out-dir``) it asks instead why relevance
+changed during that run: the probe under the initial and the final model, each with the
+initial and the final anchors, so that a drift of the model is told from one of the anchors.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from fedaso.data import load_central
+from fedaso.initial_files import load_anchors_file, load_model_file
+from fedaso.models import embedding_width_of
 from fedaso.probe import relevance_by_token_kind
 from fedaso.run_config import RunConfig
 from simulations.console import CommandParser
@@ -40,6 +47,7 @@ def build_parser(prog: str = PROG) -> CommandParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config key"
     )
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--run", type=Path, help="a finished FedASO run's out-dir to probe")
     return parser
 
 
@@ -64,11 +72,46 @@ def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
     return rows
 
 
+def probe_run(run_dir: Path) -> list[list[object]]:
+    """Rows ``[model, anchors, fact, filler, ratio]`` for the initial/final model x anchors."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = RunConfig.from_flat({k: v for k, v in metrics["config"].items() if k != "out-dir"})
+    central = load_central(run.data(num_partitions=1))
+    if central.fact_probe is None:
+        raise ValueError(f"--run {run_dir}: dataset={run.dataset!r} has no facts to probe")
+    initial_model, final_model = run.build_model(), run.build_model()
+    load_model_file(str(run_dir / "model.pt"), final_model, key="--run")
+    anchors = {
+        "initial": initial_anchors(initial_model, central, run),
+        "final": load_anchors_file(
+            str(run_dir / "anchors.npy"),
+            num_anchors=run.num_anchors,
+            width=embedding_width_of(final_model),
+            key="--run",
+        ),
+    }
+    rows: list[list[object]] = []
+    for model_name, model in (("initial", initial_model), ("final", final_model)):
+        for anchor_name, anchor_set in anchors.items():
+            result = relevance_by_token_kind(
+                model, central.fact_probe, anchor_set, tau=run.aso_tau, kind=run.relevance
+            )
+            rows.append([model_name, anchor_name, result.fact, result.filler, result.ratio])
+    return rows
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Probe every setting of the grid; print (and with ``--out`` write) the table."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.run is not None:
+        try:
+            rows = probe_run(args.run)
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
+        header = ["model", "anchors", "fact relevance", "filler relevance", "fact / filler"]
+        return _report(header, rows, args.out)
     try:
         base = resolve_run_config(argparse.Namespace(set=args.set))
         seeds = parse_list(args.anchor_seeds, "--anchor-seeds")
@@ -78,13 +121,18 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     except ValueError as error:
         parser.error(str(error))
     header = ["anchor-seed", "M", "tau", "fact relevance", "filler relevance", "fact / filler"]
+    return _report(header, rows, args.out)
+
+
+def _report(header: list[str], rows: list[list[object]], out: Path | None) -> int:
+    """Print the table; with ``out``, also write it as Markdown."""
     print(format_table(header, rows))
-    if args.out is not None:
+    if out is not None:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v)
                                     for v in row) + " |" for row in rows]  # fmt: skip
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines) + "\n")
     return 0
 
 
