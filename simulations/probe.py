@@ -1,4 +1,4 @@
-"""Does relevance find knowledge before any training? A grid of anchor settings, probed.
+"""Does relevance find knowledge? The fact vs filler probe over anchor settings, or a run.
 
 For every anchor seed, number of anchors M and temperature tau, the server's initial
 anchors (k-means over the seed corpus, as a FedASO run starts) score the held-out
@@ -23,6 +23,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from fedaso.data import load_central
 from fedaso.initial_files import load_anchors_file, load_model_file
@@ -79,6 +81,7 @@ def probe_run(run_dir: Path) -> list[list[object]]:
     central = load_central(run.data(num_partitions=1))
     if central.fact_probe is None:
         raise ValueError(f"--run {run_dir}: dataset={run.dataset!r} has no facts to probe")
+    torch.manual_seed(run.seed)  # the ServerApp's seeding: the same initial model
     initial_model, final_model = run.build_model(), run.build_model()
     load_model_file(str(run_dir / "model.pt"), final_model, key="--run")
     anchors = {

@@ -6,6 +6,7 @@ import pytest
 
 from fedaso.run_config import RunConfig
 from simulations.engine import simulate
+from simulations.probe import probe_run
 
 SMALL = {
     "num_server_rounds": 2,
@@ -41,6 +42,18 @@ def test_simulation_trains_and_writes_metrics(tmp_path, strategy):
         # The knowledge diagnostic: fact-value vs filler tokens under the global anchors.
         central = rounds[2]["central"]
         assert 0 <= central["relevance-fact"] <= 1 and 0 <= central["relevance-filler"] <= 1
+        # `fedaso probe --run` rebuilds round 0's figures and reads the final ones back.
+        rows = {
+            (model, anchors): (fact, filler)
+            for model, anchors, fact, filler, _ in probe_run(tmp_path)
+        }
+        initial = rounds[0]["central"]
+        assert rows["initial", "initial"] == pytest.approx(
+            (initial["relevance-fact"], initial["relevance-filler"]), rel=1e-4
+        )
+        assert rows["final", "final"] == pytest.approx(
+            (central["relevance-fact"], central["relevance-filler"]), rel=1e-4
+        )
     else:
         assert "relevance-fact" not in rounds[2]["central"]  # no anchors to score against
     assert metrics["wall-seconds"] > 0
