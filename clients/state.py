@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedaso.durable import write_atomically
 from fedaso.privacy import PrivacyAccount
 
 STATE_DIR_KEY = "state-dir"  # node config key of the state root
@@ -77,10 +78,7 @@ class PartitionState:
             for column, values in account.to_lists().items():
                 arrays[f"account.{name}.{column}"] = np.asarray(values, dtype=np.float64)
         target = self.directory / f"round-{server_round:06d}.npz"
-        temporary = self.directory / f".round-{server_round:06d}.{os.getpid()}.tmp.npz"
-        with temporary.open("wb") as stream:
-            np.savez(stream, allow_pickle=False, **arrays)
-        temporary.replace(target)
+        write_atomically(target, lambda stream: np.savez(stream, allow_pickle=False, **arrays))
         rounds = snapshot_rounds(self.directory)
         kept = [r for r in rounds if r <= server_round][-KEEP_ROUNDS:]
         for stale in set(rounds) - set(kept):

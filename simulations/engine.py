@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedaso.durable import write_text_atomically
 from fedaso.run_config import RunConfig
 from simulations.console import add_output_flags, flower_log, ray_init_args
 
@@ -189,7 +190,7 @@ def simulate(
     metrics = json.loads(metrics_path.read_text())
     metrics["num-clients"] = num_clients
     metrics["wall-seconds"] = time.perf_counter() - started
-    metrics_path.write_text(json.dumps(metrics, indent=2))
+    write_text_atomically(metrics_path, json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedaso.durable import write_text_atomically
 from simulations.compare import strategy_variants
 from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags
@@ -236,9 +237,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             "",
         ]
     )
-    (args.out / "summary.md").write_text(text)
+    write_text_atomically(args.out / "summary.md", text)
     summary = summary_json(summaries) | {f"minus-{args.reference}": summary_json(differences)}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(args.out / "summary.json", json.dumps(summary, indent=2))
     print(text)
     print(outputs_note(args.out, results))
     return 0

@@ -47,6 +47,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 from fedaso.anchors import kmeans_anchors
 from fedaso.config import resolve_device
 from fedaso.data import CentralData, load_central, task_of
+from fedaso.durable import write_atomically, write_text_atomically
 from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
@@ -316,23 +317,19 @@ def write_outputs(
     if model_arrays:
         model = run.build_model()
         load_model_arrays(model, model_arrays)
-        torch.save(
-            {name: torch.from_numpy(np.asarray(array)) for name, array in model_arrays.items()},
-            out_dir / "model.pt",
-        )
+        tensors = {name: torch.from_numpy(np.asarray(a)) for name, a in model_arrays.items()}
+        write_atomically(out_dir / "model.pt", lambda stream: torch.save(tensors, stream))
         if isinstance(model, HFCausalLM):
             log(INFO, "FedASO: wrote %s", model.save(out_dir))
     if anchors is not None:
-        np.save(out_dir / "anchors.npy", anchors)
+        write_atomically(out_dir / "anchors.npy", lambda stream: np.save(stream, anchors))
     rounds = history(result, traffic)
     metrics = {
         "config": run.to_flat(),
         "total-seconds": seconds,
         "rounds": rounds,
     }
-    temporary = out_dir / "metrics.json.tmp"
-    temporary.write_text(json.dumps(metrics, indent=2))
-    temporary.replace(out_dir / "metrics.json")
+    write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
     tracking = tracking_of(run.tracking, run.tracking_dir, str(out_dir))
     if tracking is not None:  # run-config, per-round metrics, files (fedaso/tracking.py)

@@ -40,6 +40,7 @@ from flwr.common import log
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
+from fedaso.durable import sync_directory
 from fedaso.run_config import RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
 
@@ -247,20 +248,6 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint) -> Path:
         temporary.unlink(missing_ok=True)
     sync_directory(target.parent)
     return target
-
-
-def sync_directory(directory: Path) -> None:
-    """Flush the directory entry of a rename to disk (POSIX; a no-op where unsupported)."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def read_checkpoint(location: str | Path) -> Checkpoint:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fedaso.durable import write_text_atomically
 from fedaso.run_config import RunConfig
 from fedaso.tracking import log_files, tracking_of
 from simulations.experiment.plots import plot_curves
@@ -170,14 +171,14 @@ def write_reports(
             "",
         ]
     lines += [*(f"![{path.stem}]({path.name})" for path in plots), ""]
-    (out / "summary.md").write_text("\n".join(lines))
+    write_text_atomically(out / "summary.md", "\n".join(lines))
     summary = {
         "target-loss": target,
         "target-recall": recall_target,
         "variants": summary_json(summaries),
         f"minus-{reference}": summary_json(differences),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(out / "summary.json", json.dumps(summary, indent=2))
     summary_files = [out / "summary.md", out / "summary.json", out / "metrics.csv", *plots]
     track_summary(out, results, summary_files)
     return summaries
