@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable, Mod
 from torch import nn
 
 from clients.faults import fault_injection_mod
@@ -71,7 +72,7 @@ from flower_wire.records import arrays_to_record, metric_record, read_instructio
 # The site policy's mod is outermost, so that no error of the others reaches the server
 # with its details. Faults come next (a testing aid; inert without a fault record), so that
 # a faulty reply still passes through the clipping mod like any other.
-app = ClientApp(mods=[site_policy_mod, fault_injection_mod, update_clipping_mod])
+MODS = (site_policy_mod, fault_injection_mod, update_clipping_mod)
 
 
 def node_partition(node_config: Mapping[str, Any]) -> tuple[int, int]:
@@ -188,7 +189,6 @@ def blend_anchors(own: np.ndarray | None, global_anchors: np.ndarray, blend: flo
     return (1.0 - blend) * own + blend * global_anchors
 
 
-@app.train()
 def train(msg: Message, context: Context) -> Message:
     """Run ASO (or plain) local training on this partition and reply the update."""
     job = load_job(msg, context)
@@ -232,7 +232,6 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.query()
 def query_centroids(msg: Message, context: Context) -> Message:
     """Federated k-means: reply this partition's centroids and cluster fractions."""
     job = load_job(msg, context)
@@ -252,7 +251,6 @@ def query_centroids(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this partition's held-out split."""
     job = load_job(msg, context)
@@ -269,9 +267,36 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({METRICS: metric_record(metrics)}), reply_to=msg)
 
 
-@app.query("partition")
 def report_partition(msg: Message, context: Context) -> Message:
     """Tell the server this node's partition, so that it can sample in partition order."""
     partition_id, num_partitions = node_partition(context.node_config)
     metrics = MetricRecord({PARTITION_ID: partition_id, NUM_PARTITIONS: num_partitions})
     return Message(content=RecordDict({PARTITION: metrics}), reply_to=msg)
+
+
+def node_config_mod(entries: Mapping[str, Any]) -> Mod:
+    """A mod that adds ``entries`` to the node config of every node it runs on."""
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        context.node_config.update(entries)
+        return call_next(msg, context)
+
+    return mod
+
+
+def build_client_app(node_config: Mapping[str, Any] | None = None) -> ClientApp:
+    """The ClientApp; ``node_config`` entries join every node's own config.
+
+    Flower's simulation engine gives its nodes only ``partition-id`` and ``num-partitions``;
+    ``simulations.engine`` adds the site policy of its simulated sites this way.
+    """
+    extra = [node_config_mod(dict(node_config))] if node_config else []
+    built = ClientApp(mods=[*extra, *MODS])
+    built.train()(train)
+    built.evaluate()(evaluate_global)
+    built.query()(query_centroids)
+    built.query("partition")(report_partition)
+    return built
+
+
+app = build_client_app()

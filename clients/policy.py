@@ -390,6 +390,21 @@ def site_policy(node_config: Mapping[str, Any]) -> SitePolicy | None:
     return load_policy(str(path), path.stat().st_mtime_ns)
 
 
+def site_policy_file(named: str) -> str:
+    """Check a ``--site-policy`` value before a simulation starts; return its node config value.
+
+    ``strict`` and ``open`` name themselves; a file is read and validated now, so that a bad
+    one fails before round 1, and named by its absolute path.
+    """
+    if named in (STRICT, OPEN):
+        return named
+    path = Path(named).resolve()
+    if not path.is_file():
+        raise ValueError(f"--site-policy={named!r}: no such file (or 'strict')")
+    load_policy(str(path), path.stat().st_mtime_ns)
+    return str(path)
+
+
 @functools.lru_cache(maxsize=8)
 def load_policy(path: str, modified_ns: int) -> SitePolicy:
     """The policy in file ``path`` (cached until the file changes)."""
