@@ -352,7 +352,8 @@ def test_site_policy_accepts_within_bounds_or_refuses_with_a_generic_line(overri
     event("accepted")
     limits = POLICY.limits
     assert run.model in ("tinylm", "py:custom_models.user_model:build")
-    assert data_path(run.dataset) is None or run.dataset.startswith(f"text:{POLICY_ROOT}/a")
+    inside = (f"text:{POLICY_ROOT}/a", f"file:{POLICY_ROOT}/x.csv")
+    assert data_path(run.dataset) is None or run.dataset in inside
     assert run.seq_len <= limits.max_seq_len and run.batch_size <= limits.max_batch_size
     assert run.local_epochs <= limits.max_local_epochs and run.max_steps <= 500
     assert run.num_anchors <= limits.max_anchors and run.anchor_dp != "central"
