@@ -5,6 +5,7 @@ ClientApp. Each hostile setting must be refused with one line that names the pol
 never a path, and a hostile size must be refused before anything is allocated.
 """
 
+import os
 import resource
 import sys
 import time
@@ -20,6 +21,7 @@ from clients.policy import (
     SiteError,
     SitePolicy,
     count_parameters,
+    hub_offline,
     site_policy,
 )
 from clients.state import load_state, partition_directory, state_root
@@ -205,3 +207,13 @@ def test_a_simulation_under_a_site_policy_refuses_and_allows(tmp_path, capsys):
     assert "refused by site policy: max-local-epochs" in err
     assert cli.main([*argv, "--out", str(tmp_path / "b"), "--set=local-epochs=1"]) == 0
     assert (tmp_path / "b" / "metrics.json").exists()
+
+
+def test_the_hub_is_offline_while_a_policy_forbids_it(monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = constants.HF_HUB_OFFLINE
+    with hub_offline(True):
+        assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert before == constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ
