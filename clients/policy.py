@@ -268,7 +268,10 @@ def under_roots(path: str, roots: tuple[str, ...]) -> bool:
     """
     if not path or not Path(path).is_absolute():
         return False
-    resolved = Path(path).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, ValueError, RuntimeError):  # a null byte, a link loop: not a data path
+        return False
     return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
