@@ -35,7 +35,7 @@ import math
 import os
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +244,8 @@ class SitePolicy:
     def check_parameters(self, run: RunConfig) -> None:
         """Count the model's parameters on the ``meta`` device: no memory is allocated."""
         limit = self.limits.max_parameters
-        refuse_unless(count_parameters(run, limit) <= limit, "max-parameters")
+        counted = count_parameters(run, limit, hub=self.models.hub)
+        refuse_unless(counted <= limit, "max-parameters")
 
 
 def refuse_unless(allowed: bool, key: str) -> None:
@@ -275,17 +276,19 @@ def under_roots(path: str, roots: tuple[str, ...]) -> bool:
     return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
-def count_parameters(run: RunConfig, limit: int) -> int:
+def count_parameters(run: RunConfig, limit: int, *, hub: bool = False) -> int:
     """The number of parameters of ``run``'s model, built on the ``meta`` device.
 
     A reference language model is built with one and with two blocks, and the count
     extrapolated, so that a hostile ``model-layers`` costs nothing; a model whose
-    ``model-layers`` times ``model-width`` already exceeds ``limit`` is not built at all.
+    ``model-layers`` times ``model-width`` already exceeds ``limit`` is not built at all
+    (the number returned is then only known to exceed ``limit``). An ``hf:`` model's config
+    comes from the hub only with ``hub``.
     """
     if run.model.startswith(PY_PREFIX):
         return meta_count(lambda: load_factory(run.model)(run)[0])
     if is_hf(run.model):
-        return hf_parameters(hf_source(run.model))
+        return hf_parameters(hf_source(run.model), hub=hub)
     if task_of(run.dataset) != "lm":
         width = run.model_width
         if width * DIGITS_NUM_FEATURES > limit:
@@ -297,7 +300,7 @@ def count_parameters(run: RunConfig, limit: int) -> int:
     return one + (run.model_layers - 1) * (two - one)
 
 
-def meta_count(build: Any) -> int:
+def meta_count(build: Callable[[], torch.nn.Module]) -> int:
     """Parameters of the module ``build()`` returns when built on the ``meta`` device."""
     try:
         with torch.device("meta"):
@@ -308,13 +311,13 @@ def meta_count(build: Any) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
-def hf_parameters(source: str) -> int:
-    """Parameters of the ``hf:`` model in directory ``source``, from its config alone."""
+def hf_parameters(source: str, *, hub: bool) -> int:
+    """Parameters of the ``hf:`` model ``source``, from its config alone (hub: if allowed)."""
 
     def build() -> torch.nn.Module:
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        config = AutoConfig.from_pretrained(source, local_files_only=True)
+        config = AutoConfig.from_pretrained(source, local_files_only=not hub)
         return AutoModelForCausalLM.from_config(config)
 
     return meta_count(build)
