@@ -95,6 +95,20 @@ def test_an_error_inside_the_roots_reaches_the_server_as_its_type_only(tmp_path)
     assert line.startswith("client error under site policy: ") and "absent" not in line
 
 
+def test_a_files_columns_never_reach_the_server(tmp_path):
+    inside = tmp_path / "site-data"
+    inside.mkdir()
+    rows = "\n".join(f"note {i} about the ward,{i % 3}" for i in range(40))
+    (inside / "notes.csv").write_text("text,diagnosis_code\n" + rows + "\n")
+    policy = write_policy(tmp_path, f'[data]\ndata-roots = ["{inside}"]\n')
+    overrides = {"dataset": f"file:{inside}/notes.csv", "partitioner": "natural:ward"}
+    line = refusal(hostile(overrides), under_policy(context(), policy))
+    assert line == "client error under site policy: ValueError (see the site's log)"
+    # Without a policy the same error names the file's columns.
+    with pytest.raises(ValueError, match="diagnosis_code"):
+        app(hostile(overrides), under_policy(context(), "open"))
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
