@@ -25,6 +25,11 @@ error naming it. The node's ``partition-id`` and ``num-partitions`` come from it
 config. Replies carry the ``partition-id``, which the server keys its per-partition anchor
 store and privacy accounting by (node ids change when a SuperLink restarts).
 ``clients.faults`` (a testing aid, inert unless the server sends a fault) wraps the app.
+
+The node's site policy (``clients.policy``; docs/SITE_POLICY.md) is checked on the parsed
+config before any model is built or data loaded, and its epsilon budget
+(``clients.ledger``) before a reply leaves; ``site_policy_mod``, outermost, keeps every
+error's details on the site.
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ import numpy as np
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable, Mod
 from torch import nn
 
 from clients.faults import fault_injection_mod
+from clients.ledger import Release, SiteLedger, new_releases
+from clients.policy import MessageConfigError, SitePolicy, site_policy, site_policy_mod
 from clients.release import anchor_report, centroid_report, train_metrics, update_clipping_mod
 from clients.state import PartitionState, load_state, partition_directory, state_root
 from fedaso.config import resolve_device
@@ -61,9 +69,10 @@ from fedaso.wire import (
 )
 from flower_wire.records import arrays_to_record, metric_record, read_instruction
 
-# Faults are injected outermost (a testing aid; inert without a fault record), so that a
-# faulty reply still passes through the clipping mod like any other.
-app = ClientApp(mods=[fault_injection_mod, update_clipping_mod])
+# The site policy's mod is outermost, so that no error of the others reaches the server
+# with its details. Faults come next (a testing aid; inert without a fault record), so that
+# a faulty reply still passes through the clipping mod like any other.
+MODS = (site_policy_mod, fault_injection_mod, update_clipping_mod)
 
 
 def node_partition(node_config: Mapping[str, Any]) -> tuple[int, int]:
@@ -98,6 +107,7 @@ class ClientJob:
     model: nn.Module  # the global model, loaded
     global_anchors: np.ndarray | None  # (M, d), present under FedASO only
     node_config: Mapping[str, Any]
+    ledger: SiteLedger | None = None  # the site's epsilon budget, when its policy sets one
 
     @property
     def run(self) -> RunConfig:
@@ -115,24 +125,57 @@ class ClientJob:
         directory = partition_directory(root, self.config.run_key, self.partition_id)
         return load_state(directory, self.config.server_round)
 
+    def charge_budget(self, before: Mapping[str, list[Release]], state: PartitionState) -> None:
+        """Charge this reply's releases to the site's ledger; refuse if over its budget."""
+        if self.ledger is not None:
+            self.ledger.charge(new_releases(before, account_histories(state)))
+
+
+def account_histories(state: PartitionState) -> dict[str, list[Release]]:
+    """A copy of the partition's accountant histories, to see what a round adds."""
+    return {name: list(account.accountant.history) for name, account in state.accounts.items()}
+
 
 def load_job(msg: Message, context: Context) -> ClientJob:
     """Parse the message and load this partition's data and the global model."""
-    record, arrays = read_instruction(msg.content)
-    config = ClientConfig.from_message(dict(record))
+    try:
+        record, arrays = read_instruction(msg.content)
+        config = ClientConfig.from_message(dict(record))
+    except ValueError as error:  # about the message alone: safe to tell its sender
+        raise MessageConfigError(str(error)) from None
     partition_id, num_partitions = node_partition(context.node_config)
+    policy = site_policy(context.node_config)
+    ledger = None
+    if policy is not None:
+        policy.check(config.run)  # before anything is built or loaded
+        ledger = budget_ledger(policy, context.node_config, partition_id, config.run.dataset)
     model = config.run.build_model()
     model_arrays, anchors = split_payload(arrays)
     load_model_arrays(model, model_arrays)
     model.to(resolve_device(config.run.device))
+    data = load_partition(config.run.data(num_partitions=num_partitions), partition_id)
+    if policy is not None:
+        policy.check_steps(config.run, len(data.train))
     return ClientJob(
         config=config,
         partition_id=partition_id,
-        data=load_partition(config.run.data(num_partitions=num_partitions), partition_id),
+        data=data,
         model=model,
         global_anchors=anchors,
         node_config=context.node_config,
+        ledger=ledger,
     )
+
+
+def budget_ledger(
+    policy: SitePolicy, node_config: Mapping[str, Any], partition_id: int, dataset: str
+) -> SiteLedger | None:
+    """The site's ledger when its policy sets a budget, refusing a job once it is spent."""
+    if policy.budget.epsilon_budget == math.inf:
+        return None
+    ledger = SiteLedger.of(policy, node_config, partition_id, dataset)
+    ledger.check_open()
+    return ledger
 
 
 def blend_anchors(own: np.ndarray | None, global_anchors: np.ndarray, blend: float) -> np.ndarray:
@@ -146,11 +189,11 @@ def blend_anchors(own: np.ndarray | None, global_anchors: np.ndarray, blend: flo
     return (1.0 - blend) * own + blend * global_anchors
 
 
-@app.train()
 def train(msg: Message, context: Context) -> Message:
     """Run ASO (or plain) local training on this partition and reply the update."""
     job = load_job(msg, context)
     state = job.state()
+    spent_before = account_histories(state)
     aso = job.run.aso(enabled=job.global_anchors is not None)
     anchors = None
     if job.global_anchors is not None:
@@ -178,6 +221,7 @@ def train(msg: Message, context: Context) -> Message:
             job.global_anchors, state.anchors, privacy, state
         )
         metrics |= anchor_metrics
+    job.charge_budget(spent_before, state)
     state.save(job.config.server_round)
     content = RecordDict(
         {
@@ -188,11 +232,11 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.query()
 def query_centroids(msg: Message, context: Context) -> Message:
     """Federated k-means: reply this partition's centroids and cluster fractions."""
     job = load_job(msg, context)
     state = job.state()
+    spent_before = account_histories(state)
     arrays, metrics = centroid_report(
         embed(job.model, job.data.train),
         num_anchors=job.run.num_anchors,
@@ -200,13 +244,13 @@ def query_centroids(msg: Message, context: Context) -> Message:
         privacy=job.run.privacy(),
         state=state,
     )
+    job.charge_budget(spent_before, state)
     state.save(job.config.server_round)
     metrics[PARTITION_ID] = job.partition_id
     content = RecordDict({CENTROIDS: arrays_to_record(arrays), METRICS: metric_record(metrics)})
     return Message(content=content, reply_to=msg)
 
 
-@app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this partition's held-out split."""
     job = load_job(msg, context)
@@ -223,9 +267,36 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({METRICS: metric_record(metrics)}), reply_to=msg)
 
 
-@app.query("partition")
 def report_partition(msg: Message, context: Context) -> Message:
     """Tell the server this node's partition, so that it can sample in partition order."""
     partition_id, num_partitions = node_partition(context.node_config)
     metrics = MetricRecord({PARTITION_ID: partition_id, NUM_PARTITIONS: num_partitions})
     return Message(content=RecordDict({PARTITION: metrics}), reply_to=msg)
+
+
+def node_config_mod(entries: Mapping[str, Any]) -> Mod:
+    """A mod that adds ``entries`` to the node config of every node it runs on."""
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        context.node_config.update(entries)
+        return call_next(msg, context)
+
+    return mod
+
+
+def build_client_app(node_config: Mapping[str, Any] | None = None) -> ClientApp:
+    """The ClientApp; ``node_config`` entries join every node's own config.
+
+    Flower's simulation engine gives its nodes only ``partition-id`` and ``num-partitions``;
+    ``simulations.engine`` adds the site policy of its simulated sites this way.
+    """
+    extra = [node_config_mod(dict(node_config))] if node_config else []
+    built = ClientApp(mods=[*extra, *MODS])
+    built.train()(train)
+    built.evaluate()(evaluate_global)
+    built.query()(query_centroids)
+    built.query("partition")(report_partition)
+    return built
+
+
+app = build_client_app()

@@ -77,6 +77,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="GPU share reserved per simulated client, e.g. 0.25 runs four clients per GPU",
     )
     parser.add_argument(
+        "--site-policy",
+        default="",
+        metavar="PATH",
+        help="every simulated site runs under this site policy: a TOML file or 'strict' "
+        "(docs/SITE_POLICY.md); default: none, the user owns server and sites alike",
+    )
+    parser.add_argument(
         "--ray-address",
         default="",
         help="run on this existing Ray cluster (e.g. 10.0.0.5:6379 or auto) instead of "
@@ -94,6 +101,7 @@ class EngineOptions:
     client_gpus: float = 0.0  # share of a GPU reserved per simulated client
     ray_address: str = ""  # an existing Ray cluster to join; "" starts a local one
     verbose: bool = False  # show Flower's and the clients' log
+    site_policy: str = ""  # every simulated site's policy (clients.policy); "" = open
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EngineOptions:
@@ -104,6 +112,7 @@ class EngineOptions:
             client_gpus=args.client_gpus,
             ray_address=args.ray_address,
             verbose=args.verbose,
+            site_policy=args.site_policy,
         )
 
 
@@ -145,6 +154,7 @@ def simulate(
     on_round: Callable[[int, Mapping[str, float]], None] | None = None,
     ray_address: str = "",
     verbose: bool = True,
+    site_policy: str = "",
 ) -> dict[str, Any]:
     """Run the federation in-process and return the metrics the ServerApp wrote.
 
@@ -153,11 +163,14 @@ def simulate(
     ``initial-model`` and ``initial-anchors``, and every client's partition of the data,
     are checked before the engine starts. With ``ray_address`` the clients run on that
     Ray cluster; without ``verbose`` Flower's and Ray's log stay off the console.
+    Every simulated node's config names ``site_policy`` (``clients.policy``: a TOML path or
+    ``strict``), or ``open`` without one: the user owns the server and the sites alike.
     """
     # Imported here so that `--help` and config errors answer before Ray and Flower load.
     from flwr.simulation import run_simulation
 
-    from clients.client_app import app as client_app
+    from clients.client_app import build_client_app
+    from clients.policy import OPEN, SITE_POLICY_KEY, site_policy_file
     from simulations.linkstate import indexed_message_lookup
     from strategies.server_app import build_server_app, load_initial_files
 
@@ -172,6 +185,8 @@ def simulate(
         raise ValueError(f"--client-gpus={client_gpus} must be in [0, 1] (a share of one GPU)")
     load_initial_files(run)
     check_partitions(run, num_clients)
+    named = site_policy_file(site_policy) if site_policy else OPEN
+    client_app = build_client_app({SITE_POLICY_KEY: named})
     started = time.perf_counter()
     # Flower's own lookup costs O(N^2) per polling sweep (simulations/linkstate.py)
     with flower_log(verbose), indexed_message_lookup():

@@ -3,9 +3,10 @@
     python -m tests.fuzz_at_scale [EXAMPLES]
 
 runs the strategy's aggregation (``aggregate_train``, ``aggregate_evaluate``), the
-ClientApp's message parsing and the run-config parsers with ``EXAMPLES`` hostile inputs
-each (default 10,000; hypothesis, derandomized so that a run can be repeated), and prints
-hypothesis' statistics: how many inputs each property was tried on and how long it took.
+ClientApp's message parsing, the run-config parsers and the site policy's check
+(``clients.policy``) with ``EXAMPLES`` hostile inputs each (default 10,000; hypothesis,
+derandomized so that a run can be repeated), and prints hypothesis' statistics: how many
+inputs each property was tried on and how long it took.
 docs/RELIABILITY.md records the last run.
 """
 

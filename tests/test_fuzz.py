@@ -6,22 +6,27 @@ Properties:
 - ``aggregate_evaluate`` never raises and returns only finite metrics;
 - the ClientApp's message parsing (``load_job``) either succeeds or raises ``ValueError``;
 - the run-config parser (``RunConfig.from_flat``) either returns a valid config or raises
-  ``ValueError``, and so does a client's parser (``ClientConfig.from_message``).
+  ``ValueError``, and so does a client's parser (``ClientConfig.from_message``);
+- a site policy (``clients.policy``) either accepts a hostile config that lies within all
+  its bounds, or refuses it with one line naming a policy key, without building anything.
 Example counts are modest so that the file runs in seconds; ``python -m tests.fuzz_at_scale``
 runs the same properties with ``FEDASO_FUZZ_EXAMPLES`` (10,000 by default) examples each.
 """
 
+import dataclasses
 import math
 import os
+import time
 
 import numpy as np
 from flwr.app import Array, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from clients.client_app import load_job
+from clients.policy import PolicyRefusalError, SitePolicy, count_parameters, data_path
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
 from fedaso.run_config import ClientConfig, RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
@@ -163,8 +168,7 @@ RUN = RunConfig(
     facts_entities=8,
 )
 MODEL_ARRAYS = model_to_arrays(RUN.build_model())
-# Keys left alone: those that select other data (the partition cache keeps the test fast),
-# and the model's size.
+# Keys left alone: those that select other data (the partition cache keeps the test fast).
 DATA_KEYS = (
     "dataset",
     "seed",
@@ -173,13 +177,11 @@ DATA_KEYS = (
     "test-fraction",
     "window-stride",
     "partitioner",
-    # The model's size: the client builds the model the server names before it can compare
-    # it with the payload, so a hostile size (e.g. model-layers=2**62) exhausts memory or
-    # time rather than raising (found by tests.fuzz_at_scale; docs/RELIABILITY.md).
-    "model-width",
-    "model-layers",
-    "model-heads",
 )
+# The model's size is fuzzed too: the node config names no site policy, so the client runs
+# under the strict default, which refuses a hostile size (e.g. model-layers=2**62) before it
+# builds anything (clients.policy). Without a policy such a size exhausts memory or time
+# (found by tests.fuzz_at_scale; docs/RELIABILITY.md).
 CONFIG_VALUES = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -273,3 +275,85 @@ def test_run_config_parsing_returns_a_valid_config_or_raises_a_value_error(flat,
         return
     assert RunConfig.from_flat(parsed.to_flat()) == parsed  # valid: it round-trips
     assert parsed.subspace_rank < parsed.num_anchors
+
+
+# -- the site policy (clients.policy) against hostile configs ------------------------------
+POLICY_ROOT = "/srv/fedaso-fuzz-site"  # need not exist: the check never reads the data
+POLICY = SitePolicy.from_toml(
+    f"""
+[models]
+py-factories = ["py:custom_models.user_model:build"]
+[data]
+data-roots = ["{POLICY_ROOT}"]
+[limits]
+max-parameters = 2_000_000
+max-seq-len = 256
+max-batch-size = 64
+max-local-epochs = 4
+max-local-steps = 500
+max-anchors = 128
+max-subspace-rank = 32
+max-facts-entities = 100
+[privacy]
+anchor-dp = ["none", "local"]
+min-anchor-noise-multiplier = 0.5
+max-anchor-clip = 20.0
+min-dp-noise-multiplier = 0.5
+max-dp-grad-norm = 5.0
+"""
+)
+POLICY_KEYS = {
+    f.name.replace("_", "-")
+    for section in (POLICY.models, POLICY.data, POLICY.limits, POLICY.privacy)
+    for f in dataclasses.fields(section)
+}
+SIZES = st.sampled_from([1, 2, 3, 8, 64, 1024, 65_536, 2**20, 10_000_000, 2**31, 2**62])
+SIZE_KEYS = ("model-width", "model-layers", "model-heads", "seq-len", "num-anchors")
+SIZE_KEYS += ("subspace-rank", "batch-size", "local-epochs", "max-steps", "facts-entities")
+HOSTILE_MODELS = ("tinylm", "py:custom_models.user_model:build", "py:os:system")
+HOSTILE_MODELS += ("py:evil:build", "hf:gpt2", "hf:/etc", f"hf:{POLICY_ROOT}/m", "hf:../m")
+HOSTILE_DATASETS = ("facts", "facts:a", "digits", "pydoc", "text:/etc", "text:relative")
+HOSTILE_DATASETS += (f"text:{POLICY_ROOT}/a", f"text:{POLICY_ROOT}/../..")
+HOSTILE_DATASETS += (f"file:{POLICY_ROOT}/x.csv",)
+HOSTILE_POLICY_VALUES = {
+    **dict.fromkeys(SIZE_KEYS, SIZES),
+    "model": st.sampled_from(HOSTILE_MODELS),
+    "dataset": st.sampled_from(HOSTILE_DATASETS),
+    "anchor-dp": st.sampled_from(["none", "local", "central"]),
+    "dp-sgd": st.booleans(),
+    "anchor-noise-multiplier": st.sampled_from([0.0, 0.1, 0.5, 1.0, 1e9]),
+    "dp-noise-multiplier": st.sampled_from([0.0, 0.3, 1.0]),
+    "anchor-clip": st.sampled_from([1e-3, 1.0, 20.0, 1e9]),
+    "dp-max-grad-norm": st.sampled_from([0.1, 5.0, 1e9]),
+}
+
+
+@fuzz_settings(60)
+@given(st.fixed_dictionaries({}, optional=HOSTILE_POLICY_VALUES))
+def test_site_policy_accepts_within_bounds_or_refuses_with_a_generic_line(overrides):
+    try:
+        run = ClientConfig.from_message(client_config(RUN) | overrides).run
+    except ValueError:
+        event("not a valid config")  # the parser's property above
+        return
+    started = time.perf_counter()
+    try:
+        POLICY.check(run)
+    except PolicyRefusalError as refusal:
+        line = str(refusal)
+        assert line.startswith("refused by site policy: ") and refusal.key in POLICY_KEYS
+        assert line == f"refused by site policy: {refusal.key}"  # no path, no value
+        assert time.perf_counter() - started < 5.0  # never built: nothing to wait for
+        event(f"refused: {refusal.key}")
+        return
+    event("accepted")
+    limits = POLICY.limits
+    assert run.model in ("tinylm", "py:custom_models.user_model:build")
+    inside = (f"text:{POLICY_ROOT}/a", f"file:{POLICY_ROOT}/x.csv")
+    assert data_path(run.dataset) is None or run.dataset in inside
+    assert run.seq_len <= limits.max_seq_len and run.batch_size <= limits.max_batch_size
+    assert run.local_epochs <= limits.max_local_epochs and run.max_steps <= 500
+    assert run.num_anchors <= limits.max_anchors and run.anchor_dp != "central"
+    assert count_parameters(run, limits.max_parameters) <= limits.max_parameters
+    assert run.anchor_dp != "local" or run.anchor_noise_multiplier >= 0.5
+    assert not run.dp_sgd or run.dp_noise_multiplier >= 0.5

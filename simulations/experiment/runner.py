@@ -268,6 +268,7 @@ def execute(
                     on_round=on_round,
                     ray_address=engine.ray_address,
                     verbose=engine.verbose,
+                    site_policy=engine.site_policy,
                 )
             except BaseException:
                 progress.run_failed()
