@@ -7,6 +7,7 @@ from opacus.accountants import RDPAccountant
 
 from fedaso.run_config import RunConfig
 from simulations.engine import simulate
+from strategies.server_state import read_checkpoint
 
 TINY = {
     "num_server_rounds": 2,
@@ -122,3 +123,28 @@ def test_a_resumed_run_keeps_counting_where_the_clients_left_off(tmp_path):
     assert resumed["client-anchor-epsilon-max"] == pytest.approx(expected)
     assert resumed["client-relevance-epsilon-max"] == pytest.approx(opacus_epsilon([(0.5, 1.0, 2)]))
     assert resumed["client-dp-sgd-epsilon-max"] > first["client-dp-sgd-epsilon-max"]
+
+
+def test_update_dp_keeps_every_accountant_and_the_anchor_store_across_a_resume(tmp_path):
+    # Issue 17: UpdateDPAccounting was not in the checkpoint, and it hid FedASO inside it.
+    private = TINY | {
+        "update_dp": "server-fixed",
+        "update_clip": 5.0,
+        "update_noise_multiplier": 0.5,
+        "aggregation_weight": "uniform",
+        "anchor_staleness_decay": 0.0,
+        "anchor_dp": "local",
+    }
+    first = tmp_path / "a"
+    simulate(RunConfig(out_dir=str(first), **(private | {"num_server_rounds": 1})), num_clients=2)
+    saved = read_checkpoint(first / "checkpoint").components
+    assert saved["strategy"]["update-accountant"] == [[0.5, 1.0, 1]]
+    fedaso_state = saved["strategy.inner.inner"]  # FedASO inside Flower's wrapper
+    assert fedaso_state["local-releases"] == {"partition-0": 1, "partition-1": 1}
+    assert fedaso_state["anchor-store"]["partitions"] == ["partition-0", "partition-1"]
+    resumed = simulate(
+        RunConfig(out_dir=str(tmp_path / "b"), resume=str(first / "checkpoint"), **private),
+        num_clients=2,
+    )["rounds"][2]["train"]
+    assert resumed["update-epsilon"] == pytest.approx(opacus_epsilon([(0.5, 1.0, 2)]))
+    assert resumed["anchor-epsilon"] == pytest.approx(opacus_epsilon([(1.0, 1.0, 2)]))
