@@ -11,7 +11,7 @@ from opacus.validators import ModuleValidator
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
-from fedaso.privacy import DPSGDConfig
+from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
 from fedaso.trainer import (
     EmbeddingCapture,
     _ASOState,
@@ -135,9 +135,10 @@ def test_dp_sgd_rejects_fedprox():
         )
 
 
-def test_ghost_clipping_trains_exactly_as_per_sample_hooks():
+def test_ghost_clipping_trains_exactly_as_per_sample_hooks(monkeypatch):
     """Without noise, Opacus' ghost clipping must take the same steps as its per-sample hooks,
     ASO projection included (the hook fires in both of ghost clipping's backward passes)."""
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")  # both modes must draw the same batches
     inputs, targets = lm_batch(batch=24)
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(4))
@@ -169,7 +170,8 @@ def test_an_unknown_grad_sample_mode_is_named():
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
-def test_dp_sgd_survives_empty_poisson_batches(mode):
+def test_dp_sgd_survives_empty_poisson_batches(mode, monkeypatch):
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")  # a draw known to have empty batches
     inputs, targets = lm_batch(batch=3)
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(5))
@@ -183,3 +185,23 @@ def test_dp_sgd_survives_empty_poisson_batches(mode):
     assert result.num_steps == 30 and result.num_examples < 30
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.isfinite(result.anchors).all()
+
+
+def test_dp_sgd_batches_are_secret_unless_the_site_asks_for_seeded_sampling(monkeypatch):
+    """Issue 17: batches seeded by the run seed, round and partition (all known to the server)
+    would let the server reproduce them, voiding the amplification by subsampling."""
+    inputs, targets = lm_batch(batch=40)
+    data = TensorSplit(inputs=inputs, targets=targets)
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(6))
+    train = TrainConfig(local_epochs=1, batch_size=8, lr=0.05, seed=3, optimizer="sgd")
+    # No noise and no active clip: the weights after training depend on the batches alone.
+    dp_sgd = DPSGDConfig(noise_multiplier=0.0, max_grad_norm=100.0)
+
+    def weights_after_training() -> torch.Tensor:
+        model = tiny_lm()
+        train_local(model, data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp_sgd)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert not torch.equal(weights_after_training(), weights_after_training())
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")
+    torch.testing.assert_close(weights_after_training(), weights_after_training())

@@ -33,6 +33,9 @@ def run_rounds(tmp_path, num_clients=3, **changes):
     rounds = simulate(run, num_clients=num_clients)["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert all(math.isfinite(r["central"]["loss"]) for r in rounds)
+    # Under central DP the sample is secret: metrics.json must not list it (issue 17).
+    listed = ["train-partitions" in r["traffic"] for r in rounds[1:]]
+    assert listed == [not run.privacy().central_dp] * 2
     return [r["train"] for r in rounds[1:]]
 
 
