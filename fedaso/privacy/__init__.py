@@ -13,6 +13,7 @@ from fedaso.privacy.accounting import PrivacyAccount, opacus_import
 from fedaso.privacy.mechanisms import (
     RELEVANCE_FLOOR,
     central_noisy_mean,
+    centroid_sensitivity,
     clip_frobenius,
     fresh_rng,
     gaussian_noise,
@@ -41,6 +42,7 @@ __all__ = [
     "PrivacyAccount",
     "PrivacyConfig",
     "central_noisy_mean",
+    "centroid_sensitivity",
     "clip_frobenius",
     "fresh_rng",
     "gaussian_noise",
