@@ -9,9 +9,10 @@ from opacus.accountants import RDPAccountant
 from opacus.validators import ModuleValidator
 
 from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import TensorSplit
+from fedaso.data import TensorSplit, load_partition
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
+from fedaso.run_config import RunConfig
 from fedaso.trainer import (
     EmbeddingCapture,
     _ASOState,
@@ -205,3 +206,20 @@ def test_dp_sgd_batches_are_secret_unless_the_site_asks_for_seeded_sampling(monk
     assert not torch.equal(weights_after_training(), weights_after_training())
     monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")
     torch.testing.assert_close(weights_after_training(), weights_after_training())
+
+
+def test_under_dp_sgd_one_record_is_one_window_of_text_no_other_window_holds():
+    """Issue 17: overlapping windows put one span of text in several DP-SGD records, so a
+    record-level guarantee would not cover the span. Under DP-SGD windows tile the stream."""
+    run = RunConfig(facts_entities=12, seq_len=32, window_stride=16)
+    overlapping = load_partition(run.data(num_partitions=2), 0).train
+    disjoint = load_partition(run.replace(dp_sgd=True).data(num_partitions=2), 0).train
+    # Windows of T + 1 = 33 tokens every 16 tokens: the stream is the first window, then
+    # each next window's last 16 tokens.
+    windows = torch.cat([overlapping.inputs, overlapping.targets[:, -1:]], dim=1)  # (n, 33)
+    stream = torch.cat([windows[0], windows[1:, -16:].flatten()])
+    tiled = torch.cat([disjoint.inputs, disjoint.targets[:, -1:]], dim=1)  # (m, 33)
+    # The overlapping windows may miss up to 15 tokens at the stream's end.
+    assert len(stream) // 33 <= len(tiled) <= (len(stream) + 15) // 33
+    shared = len(stream) // 33
+    torch.testing.assert_close(tiled[:shared].flatten(), stream[: shared * 33])
