@@ -34,7 +34,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from fedaso.durable import write_atomically, write_text_atomically
 from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
-from fedaso.privacy import sampling_seed
+from fedaso.privacy import sampling_seed, seeded_sampling
 from fedaso.probe import relevance_by_token_kind
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
@@ -230,7 +230,14 @@ def seed_client_sampling(run: RunConfig) -> None:
     knows the run seed can redo the sample, so the seed is secret then
     (``fedaso.privacy.sampling``; ``FEDASO_SEEDED_SAMPLING=1`` restores the run seed).
     """
-    random.seed(sampling_seed(run.seed) if run.privacy().central_dp else run.seed)
+    central_dp = run.privacy().central_dp
+    if central_dp and seeded_sampling():
+        log(
+            WARNING,
+            "FEDASO_SEEDED_SAMPLING=1: the client sample follows the run seed, so "
+            "central DP's amplification by sampling does not hold (docs/PRIVACY.md)",
+        )
+    random.seed(sampling_seed(run.seed) if central_dp else run.seed)
 
 
 def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = None) -> Result:
