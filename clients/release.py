@@ -171,6 +171,7 @@ def centroid_report(
             fractions,
             clip=privacy.anchor_init_clip,
             noise_multiplier=privacy.anchor_noise_multiplier,
+            replace_one=True,  # the server sees this answer
             rng=fresh_rng(),
         )
         metrics = anchor_release_metrics(privacy, state)

@@ -331,7 +331,12 @@ class RunConfig:
         )
 
     def data(self, *, num_partitions: int) -> DataConfig:
-        """Data settings for a federation of ``num_partitions`` partitions."""
+        """Data settings for a federation of ``num_partitions`` partitions.
+
+        Under DP-SGD training windows are disjoint (stride 0), whatever ``window-stride``
+        says: its unit of privacy is one window, which protects a span of text only if no
+        other window holds it too (docs/PRIVACY.md).
+        """
         return DataConfig(
             dataset=self.dataset,
             partitioner=self.partitioner,
@@ -340,7 +345,7 @@ class RunConfig:
             test_fraction=self.test_fraction,
             seed=self.seed,
             facts_entities=self.facts_entities,
-            window_stride=self.window_stride,
+            window_stride=0 if self.dp_sgd else self.window_stride,
             tokenizer=hf_source(self.model) if is_hf(self.model) else "",
             anchor_seed=self.anchor_seed,
         )

@@ -19,10 +19,11 @@ update and of the mean relevance and token count that the client reports. The lo
 and the subspace stay in fp32 (the embeddings are cast up before scoring).
 
 With a :class:`fedaso.privacy.DPSGDConfig` the same loop runs under Opacus (record-level
-DP-SGD): Poisson-sampled batches, per-sample gradients clipped and noised by Opacus'
-``DPOptimizer``. The ASO projection hook sits on the embedding point's output, upstream of
-Opacus' per-sample capture for every parameter below it, so the per-sample gradients that
-Opacus clips are the projected ones (see ``fedaso.models`` and tests/test_dp_sgd.py).
+DP-SGD): Poisson-sampled batches drawn from a secret seed (``fedaso.privacy.sampling``),
+per-sample gradients clipped and noised by Opacus' ``DPOptimizer``. The ASO projection
+hook sits on the embedding point's output, upstream of Opacus' per-sample capture for
+every parameter below it, so the per-sample gradients that Opacus clips are the projected
+ones (see ``fedaso.models`` and tests/test_dp_sgd.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from fedaso.anchors import ema_update_towards
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit
 from fedaso.models import embedding_point_of, embedding_width_of
-from fedaso.privacy import DPSGDConfig, opacus_import
+from fedaso.privacy import DPSGDConfig, opacus_import, sampling_seed
 from fedaso.projection import projection_hook, semantic_subspace
 from fedaso.relevance import score_tokens
 from fedaso.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
@@ -244,7 +245,10 @@ def train_local(
     proximal = None
     if train.proximal_mu:
         proximal = (train.proximal_mu, [p.detach().clone() for p in trainable_parameters(model)])
-    loader = make_loader(data, batch_size=train.batch_size, seed=train.seed, shuffle=True)
+    # DP-SGD's amplification by Poisson sampling holds against the server only if the server
+    # cannot regenerate the batches from the seed it knows: their seed is secret then.
+    batch_seed = train.seed if dp_sgd is None else sampling_seed(train.seed)
+    loader = make_loader(data, batch_size=train.batch_size, seed=batch_seed, shuffle=True)
     forward: nn.Module = model
     engine: Any = None  # Opacus' PrivacyEngine under DP-SGD
     reduce_loss: LossReduction = mean_loss

@@ -155,6 +155,7 @@ def central_centroid_release(
         np.clip(fractions, 0.0, None) / np.clip(fractions, 0.0, None).sum(),
         clip=run.anchor_init_clip,
         noise_multiplier=run.anchor_noise_multiplier,
+        replace_one=False,  # the trusted server's own release: add/remove of a client
         rng=fresh_rng(),
     )
 

@@ -88,7 +88,9 @@ class FedASO(FedAvg):
         Anchor release mode (``none``, ``local``, ``central``), clip, noise and delta.
     max_update_norm_ratio : float (default: 0.0, off)
         Drop a reply whose model update or anchor change is longer than this many times
-        the round's median (``fedaso.robust``); 0 turns the bound off.
+        the round's median (``fedaso.robust``); 0 turns the bound off. Always off under
+        central DP (``PrivacyConfig.central_dp``), where one client's reply must not decide
+        whether another's counts (docs/PRIVACY.md).
     """
 
     # pylint: disable=too-many-arguments
@@ -131,6 +133,11 @@ class FedASO(FedAvg):
         self.sampled_count = 0  # clients sampled this round: central mode's fixed denominator
         self.sample_rate = 1.0  # sampled / connected nodes this round
         self.max_update_norm_ratio = max_update_norm_ratio
+        if self.privacy.central_dp and max_update_norm_ratio:
+            # A bound relative to the round's median lets one client's data decide whether
+            # another's reply counts, which central DP's sensitivity does not allow.
+            log(INFO, "FedASO: the median-relative update-norm bound is off under central DP")
+            self.max_update_norm_ratio = 0.0
 
     def summary(self) -> None:
         """Log summary configuration of the strategy."""

@@ -186,7 +186,8 @@ class MeteredGrid(GridProxy):
     """Tallies per server round the bytes of arrays sent and received, and local steps.
 
     With ``partition_of`` (node id -> partition id or None), it also lists the partitions
-    that were sent a training instruction each round (sorted).
+    that were sent a training instruction each round (sorted); without it the metrics carry
+    no ``train-partitions`` (under central DP the sample must stay secret).
     """
 
     def __init__(
@@ -263,7 +264,12 @@ class MeteredGrid(GridProxy):
     def traffic(self, server_round: int) -> dict[str, int | list[int]]:
         """The metrics of ``server_round``; empty if nothing was sent in it (round 0)."""
         tally = self.rounds.get(server_round)
-        return {} if tally is None else tally.as_metrics()
+        if tally is None:
+            return {}
+        metrics = tally.as_metrics()
+        if self.partition_of is None:
+            del metrics["train-partitions"]
+        return metrics
 
 
 def reported_steps(content: RecordDict) -> int:

@@ -22,7 +22,8 @@ run continues after the checkpoint's round.
 A run can start from a previous run's ``model.pt`` and ``anchors.npy`` (``initial-model``,
 ``initial-anchors``) and be evaluated each round on a second dataset as well
 (``extra-eval-dataset``): this is how forgetting is measured. Clients are sampled in
-partition order, so one seed samples the same partitions under every strategy, and each
+partition order, so one seed samples the same partitions under every strategy (except
+under central DP, where the sample's seed is secret: ``fedaso.privacy.sampling``), and each
 round's bytes of model and anchors sent and received are metered (``strategies.grids``).
 """
 
@@ -33,7 +34,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from fedaso.durable import write_atomically, write_text_atomically
 from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
+from fedaso.privacy import sampling_seed, seeded_sampling
 from fedaso.probe import relevance_by_token_kind
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
@@ -220,11 +222,29 @@ def starting_point(
     return model, anchors
 
 
+def seed_client_sampling(run: RunConfig) -> None:
+    """Seed the global ``random``, with which Flower samples nodes (and k-means queries).
+
+    From the run seed, so that one seed samples the same partitions in every run, except
+    under central DP: its epsilon is amplified by sampling, which holds only if nobody who
+    knows the run seed can redo the sample, so the seed is secret then
+    (``fedaso.privacy.sampling``; ``FEDASO_SEEDED_SAMPLING=1`` restores the run seed).
+    """
+    central_dp = run.privacy().central_dp
+    if central_dp and seeded_sampling():
+        log(
+            WARNING,
+            "FEDASO_SEEDED_SAMPLING=1: the client sample follows the run seed, so "
+            "central DP's amplification by sampling does not hold (docs/PRIVACY.md)",
+        )
+    random.seed(sampling_seed(run.seed) if central_dp else run.seed)
+
+
 def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = None) -> Result:
     """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``.
 
-    Clients are sampled in partition order (reproducible per seed) and every round's
-    traffic is metered (see ``strategies.grids``).
+    Clients are sampled in partition order (reproducible per seed, except under central DP,
+    whose sample is secret) and every round's traffic is metered (see ``strategies.grids``).
     """
     started = time.perf_counter()
     check_backend_installed(run.tracking)  # before round 1, not when the outputs are written
@@ -237,13 +257,15 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
             run.num_anchors,
             run.subspace_rank,
         )
-    random.seed(run.seed)  # Flower samples nodes with the global `random`
+    seed_client_sampling(run)
     torch.manual_seed(run.seed)
     central = load_central(run.data(num_partitions=1))
     model, anchors = starting_point(run, central)
     evaluator = CentralEvaluator(run, central, on_round)
     ordered = PartitionOrderedGrid(PromptGrid(grid))  # replies as they come (polling.py)
-    metered = MeteredGrid(ordered, partition_of=ordered.partition_of.get)
+    # Under central DP the sampled partitions are not published: the epsilon assumes them secret.
+    listed = None if run.privacy().central_dp else ordered.partition_of.get
+    metered = MeteredGrid(ordered, partition_of=listed)
     grid = FaultPlanGrid(metered, run, ordered.partition_of.get) if run.fault_plan else metered
     checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
     identity = RunIdentity()

@@ -4,7 +4,10 @@
   ``...ClientSideFixedClipping`` around any strategy, FedASO included, unchanged.
 - ``UpdateDPAccounting``: a thin outer strategy that keeps the wrapper's
   ``num_sampled_clients`` equal to the number actually sampled each round and adds
-  ``update-epsilon`` (Opacus' RDP accountant) to every round's metrics.
+  ``update-epsilon`` (Opacus' RDP accountant) to every round's metrics. Its accountant is
+  part of the server's checkpoint (``state_dict``), and it exposes the wrapper as
+  ``.strategy``, so the checkpoint also reaches FedASO's anchor store and accountants
+  inside the wrapper (``strategies.server_state.strategy_components``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from logging import INFO, WARNING
+from typing import Any
 
 from flwr.app import (
     ArrayRecord,
@@ -83,6 +87,9 @@ class UpdateDPAccounting(Strategy):
 
     def __init__(self, wrapped: DifferentialPrivacyFixedClippingBase, run: RunConfig) -> None:
         self.wrapped = wrapped
+        # Named like Flower's wrappers' own ``.strategy``, so that the checkpoint's walk
+        # through the wrappers (``strategy_components``) reaches the strategy inside.
+        self.strategy = wrapped
         self.noise_multiplier = run.update_noise_multiplier
         self.delta = run.anchor_delta
         self.calibrated = update_dp_calibrated(run)
@@ -130,6 +137,17 @@ class UpdateDPAccounting(Strategy):
             / self.wrapped.num_sampled_clients,
         }
         return arrays, MetricRecord(dict(metrics or {}) | extra)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's history, for a checkpoint: a resumed run keeps counting."""
+        return {"update-accountant": [list(release) for release in self.account.accountant.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the accountant saved by :meth:`state_dict`."""
+        self.account.accountant.history = [
+            (float(noise), float(rate), int(steps))
+            for noise, rate, steps in state["update-accountant"]
+        ]
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

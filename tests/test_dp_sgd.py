@@ -9,9 +9,10 @@ from opacus.accountants import RDPAccountant
 from opacus.validators import ModuleValidator
 
 from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import TensorSplit
+from fedaso.data import TensorSplit, load_partition
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
-from fedaso.privacy import DPSGDConfig
+from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
+from fedaso.run_config import RunConfig
 from fedaso.trainer import (
     EmbeddingCapture,
     _ASOState,
@@ -135,9 +136,10 @@ def test_dp_sgd_rejects_fedprox():
         )
 
 
-def test_ghost_clipping_trains_exactly_as_per_sample_hooks():
+def test_ghost_clipping_trains_exactly_as_per_sample_hooks(monkeypatch):
     """Without noise, Opacus' ghost clipping must take the same steps as its per-sample hooks,
     ASO projection included (the hook fires in both of ghost clipping's backward passes)."""
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")  # both modes must draw the same batches
     inputs, targets = lm_batch(batch=24)
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(4))
@@ -169,7 +171,8 @@ def test_an_unknown_grad_sample_mode_is_named():
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
-def test_dp_sgd_survives_empty_poisson_batches(mode):
+def test_dp_sgd_survives_empty_poisson_batches(mode, monkeypatch):
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")  # a draw known to have empty batches
     inputs, targets = lm_batch(batch=3)
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(5))
@@ -183,3 +186,40 @@ def test_dp_sgd_survives_empty_poisson_batches(mode):
     assert result.num_steps == 30 and result.num_examples < 30
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.isfinite(result.anchors).all()
+
+
+def test_dp_sgd_batches_are_secret_unless_the_site_asks_for_seeded_sampling(monkeypatch):
+    """Issue 17: batches seeded by the run seed, round and partition (all known to the server)
+    would let the server reproduce them, voiding the amplification by subsampling."""
+    inputs, targets = lm_batch(batch=40)
+    data = TensorSplit(inputs=inputs, targets=targets)
+    anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(6))
+    train = TrainConfig(local_epochs=1, batch_size=8, lr=0.05, seed=3, optimizer="sgd")
+    # No noise and no active clip: the weights after training depend on the batches alone.
+    dp_sgd = DPSGDConfig(noise_multiplier=0.0, max_grad_norm=100.0)
+
+    def weights_after_training() -> torch.Tensor:
+        model = tiny_lm()
+        train_local(model, data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp_sgd)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert not torch.equal(weights_after_training(), weights_after_training())
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")
+    torch.testing.assert_close(weights_after_training(), weights_after_training())
+
+
+def test_under_dp_sgd_one_record_is_one_window_of_text_no_other_window_holds():
+    """Issue 17: overlapping windows put one span of text in several DP-SGD records, so a
+    record-level guarantee would not cover the span. Under DP-SGD windows tile the stream."""
+    run = RunConfig(facts_entities=12, seq_len=32, window_stride=16)
+    overlapping = load_partition(run.data(num_partitions=2), 0).train
+    disjoint = load_partition(run.replace(dp_sgd=True).data(num_partitions=2), 0).train
+    # Windows of T + 1 = 33 tokens every 16 tokens: the stream is the first window, then
+    # each next window's last 16 tokens.
+    windows = torch.cat([overlapping.inputs, overlapping.targets[:, -1:]], dim=1)  # (n, 33)
+    stream = torch.cat([windows[0], windows[1:, -16:].flatten()])
+    tiled = torch.cat([disjoint.inputs, disjoint.targets[:, -1:]], dim=1)  # (m, 33)
+    # The overlapping windows may miss up to 15 tokens at the stream's end.
+    assert len(stream) // 33 <= len(tiled) <= (len(stream) + 15) // 33
+    shared = len(stream) // 33
+    torch.testing.assert_close(tiled[:shared].flatten(), stream[: shared * 33])

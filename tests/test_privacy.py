@@ -15,6 +15,7 @@ from fedaso.privacy import (
     PrivacyAccount,
     PrivacyConfig,
     central_noisy_mean,
+    centroid_sensitivity,
     clip_frobenius,
     local_release,
     noisy_relevance,
@@ -41,7 +42,8 @@ def test_clipping_bounds_every_norm_and_keeps_small_changes():
     np.testing.assert_array_equal(clip_frobenius(np.zeros((2, 2)), 1.0), np.zeros((2, 2)))
 
 
-def test_local_release_noise_has_std_sigma_c():
+def test_local_release_noise_has_std_sigma_2c():
+    # Replace-one sensitivity 2C (issue 17): the server sees every report.
     rng = np.random.default_rng(1)
     delta = 50.0 * np.ones((40, 50))  # norm far above C: clipped to C
     clip, sigma = 3.0, 0.7
@@ -52,7 +54,7 @@ def test_local_release_noise_has_std_sigma_c():
     ]
     noise = np.concatenate(noises).ravel()  # 20,000 draws
     assert abs(noise.mean()) < 0.05 * sigma * clip
-    assert noise.std() == pytest.approx(sigma * clip, rel=STD_TOLERANCE)
+    assert noise.std() == pytest.approx(sigma * 2 * clip, rel=STD_TOLERANCE)
 
 
 def test_central_noisy_mean_has_std_sigma_c_over_n_and_a_fixed_denominator():
@@ -78,23 +80,36 @@ def test_central_noisy_mean_has_std_sigma_c_over_n_and_a_fixed_denominator():
         central_noisy_mean(deltas, clip=clip, noise_multiplier=1.0, expected_count=1, rng=rng)
 
 
-def test_centroid_release_is_one_gaussian_mechanism_of_multiplier_sigma():
+@pytest.mark.parametrize(("replace_one", "factor"), [(False, 2.0), (True, 6.0)])
+def test_centroid_release_is_one_gaussian_mechanism_of_multiplier_sigma(replace_one, factor):
     rng = np.random.default_rng(3)
     centroids, fractions = np.zeros((100, 100)), np.full(100, 0.01)
     clip, sigma = 4.0, 0.5
-    noisy, noisy_fractions = release_centroids(
-        centroids, fractions, clip=clip, noise_multiplier=sigma, rng=rng
+    release = {"clip": clip, "noise_multiplier": sigma, "replace_one": replace_one, "rng": rng}
+    noisy, noisy_fractions = release_centroids(centroids, fractions, **release)
+    # (Z, C f) has norm <= sqrt(2) C (add/remove, the trusted server's release); two such
+    # vectors differ by <= sqrt(6) C (replace-one, a client's own release).
+    sensitivity = math.sqrt(factor) * clip
+    assert noisy.std() == pytest.approx(sigma * sensitivity, rel=STD_TOLERANCE)
+    many = [release_centroids(centroids, fractions, **release)[1] for _ in range(300)]
+    assert (np.concatenate(many) - 0.01).std() == pytest.approx(
+        sigma * sensitivity / clip, rel=0.03
     )
-    # (Z, C f) has norm <= sqrt(2) C: noise sqrt(2) sigma C on Z, sqrt(2) sigma on f.
-    assert noisy.std() == pytest.approx(math.sqrt(2) * sigma * clip, rel=STD_TOLERANCE)
-    many = [
-        release_centroids(centroids, fractions, clip=clip, noise_multiplier=sigma, rng=rng)[1]
-        for _ in range(300)
-    ]
-    assert (np.concatenate(many) - 0.01).std() == pytest.approx(math.sqrt(2) * sigma, rel=0.03)
     assert noisy_fractions.shape == (100,)
     with pytest.raises(ValueError, match="sum to 1"):
-        release_centroids(centroids, fractions * 2, clip=clip, noise_multiplier=sigma, rng=rng)
+        release_centroids(centroids, fractions * 2, **release)
+
+
+def test_replace_one_centroid_sensitivity_bounds_two_extreme_answers():
+    clip = 3.0
+    z = np.zeros((2, 2))
+    z[0, 0] = clip
+    f, f_other = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    farthest = np.sqrt(np.sum((z - -z) ** 2) + np.sum((clip * f - clip * f_other) ** 2))
+    assert farthest == pytest.approx(centroid_sensitivity(clip, replace_one=True))
+    assert np.sqrt(np.sum(z**2) + np.sum((clip * f) ** 2)) == pytest.approx(
+        centroid_sensitivity(clip, replace_one=False)
+    )
 
 
 def test_noisy_relevance_stays_a_usable_weight():
@@ -209,7 +224,12 @@ def test_federated_kmeans_recovers_separated_clusters(noise_multiplier):
         assert fractions.sum() == pytest.approx(1.0) and centroids.shape == (5, 8)
         if noise_multiplier:
             centroids, fractions = release_centroids(
-                centroids, fractions, clip=100.0, noise_multiplier=noise_multiplier, rng=rng
+                centroids,
+                fractions,
+                clip=100.0,
+                noise_multiplier=noise_multiplier,
+                replace_one=True,
+                rng=rng,
             )
         centroid_sets.append(centroids)
         fraction_sets.append(fractions)

@@ -1,6 +1,7 @@
 """Server-side privacy glue: Flower's DP wrappers around FedASO, sample sizes, accounting."""
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -12,11 +13,13 @@ from flwr.serverapp.strategy import (
 from opacus.accountants import RDPAccountant
 
 from fedaso.payload import ANCHORS_KEY
+from fedaso.privacy import SEEDED_SAMPLING_ENV
 from fedaso.run_config import RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer, usable_centroids, wait_for_nodes
 from strategies.fedaso import FedASO
-from strategies.server_app import build_strategy
+from strategies.grids import MeteredGrid, RoundTraffic
+from strategies.server_app import build_strategy, seed_client_sampling
 from strategies.update_dp import (
     UpdateDPAccounting,
     build_update_dp,
@@ -145,3 +148,36 @@ def test_waiting_for_nodes_times_out_with_a_clear_error():
     assert wait_for_nodes(grid, 1, timeout=0.1) == nodes
     with pytest.raises(TimeoutError, match=r"only 1 node\(s\) connected after 0.2 s.*2"):
         wait_for_nodes(grid, 2, timeout=0.2, poll=0.05)
+
+
+def sample_after_seeding(run: RunConfig) -> list[int]:
+    seed_client_sampling(run)
+    return random.sample(range(1000), 5)  # how Flower samples nodes
+
+
+@pytest.mark.parametrize(
+    "central", [{"anchor_dp": "central"}, {"update_dp": "server-fixed"}], ids=["anchor", "update"]
+)
+def test_central_dp_samples_clients_from_a_secret_seed(central, monkeypatch):
+    """Issue 17: a sample drawn from the public run seed can be redone by anyone knowing it,
+    which voids central DP's amplification by sampling."""
+    assert sample_after_seeding(RunConfig()) == sample_after_seeding(RunConfig())
+    run = RunConfig(**central)
+    assert sample_after_seeding(run) != sample_after_seeding(run)
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")  # the documented switch for exact reruns
+    assert sample_after_seeding(run) == sample_after_seeding(RunConfig())
+
+
+def test_a_grid_without_partition_lookup_publishes_no_sampled_partitions():
+    listed, unlisted = MeteredGrid(None, partition_of={}.get), MeteredGrid(None)
+    for grid in (listed, unlisted):
+        grid.rounds = {1: RoundTraffic(messages=2, train_partitions=[])}
+    assert listed.traffic(1)["train-partitions"] == []
+    assert "train-partitions" not in unlisted.traffic(1)
+    assert unlisted.traffic(1)["messages"] == 2
+
+
+def test_seeded_sampling_accepts_only_0_or_1(monkeypatch):
+    monkeypatch.setenv(SEEDED_SAMPLING_ENV, "yes")
+    with pytest.raises(ValueError, match=r"FEDASO_SEEDED_SAMPLING='yes' must be 0 or 1"):
+        seed_client_sampling(RunConfig(anchor_dp="central"))

@@ -7,6 +7,7 @@ from opacus.accountants import RDPAccountant
 
 from fedaso.run_config import RunConfig
 from simulations.engine import simulate
+from strategies.server_state import read_checkpoint
 
 TINY = {
     "num_server_rounds": 2,
@@ -32,6 +33,9 @@ def run_rounds(tmp_path, num_clients=3, **changes):
     rounds = simulate(run, num_clients=num_clients)["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert all(math.isfinite(r["central"]["loss"]) for r in rounds)
+    # Under central DP the sample is secret: metrics.json must not list it (issue 17).
+    listed = ["train-partitions" in r["traffic"] for r in rounds[1:]]
+    assert listed == [not run.privacy().central_dp] * 2
     return [r["train"] for r in rounds[1:]]
 
 
@@ -85,17 +89,20 @@ def test_server_epsilon_is_the_clients_and_opacus_despite_rejected_and_outlier_r
     tmp_path, anchor_dp, anchor_init
 ):
     # Issue 12, defect 1: partition 1 replies NaN (rejected), partition 2 an outlier update.
+    # Under central DP no median-relative outlier filter runs (issue 17), so there the
+    # outlier is left out of the plan: nothing would drop its 10^4-times update.
+    central = anchor_dp == "central"
     train = run_rounds(
         tmp_path,
         num_clients=4,
         anchor_dp=anchor_dp,
         anchor_init=anchor_init,
-        fault_plan="1:nan,2:norm",
+        fault_plan="1:nan" if central else "1:nan,2:norm",
         max_update_norm_ratio=10.0,
     )
     initialization = 1 if anchor_init == "federated" else 0
     for server_round, metrics in enumerate(train, start=1):
-        assert (metrics["num-replies"], metrics["num-rejected"]) == (2, 2)
+        assert (metrics["num-replies"], metrics["num-rejected"]) == ((3, 1) if central else (2, 2))
         expected = opacus_epsilon([(1.0, 1.0, initialization + server_round)])
         assert metrics["anchor-epsilon"] == pytest.approx(expected)
         if anchor_dp == "local":  # every client, accepted or not, counted the same releases
@@ -122,3 +129,28 @@ def test_a_resumed_run_keeps_counting_where_the_clients_left_off(tmp_path):
     assert resumed["client-anchor-epsilon-max"] == pytest.approx(expected)
     assert resumed["client-relevance-epsilon-max"] == pytest.approx(opacus_epsilon([(0.5, 1.0, 2)]))
     assert resumed["client-dp-sgd-epsilon-max"] > first["client-dp-sgd-epsilon-max"]
+
+
+def test_update_dp_keeps_every_accountant_and_the_anchor_store_across_a_resume(tmp_path):
+    # Issue 17: UpdateDPAccounting was not in the checkpoint, and it hid FedASO inside it.
+    private = TINY | {
+        "update_dp": "server-fixed",
+        "update_clip": 5.0,
+        "update_noise_multiplier": 0.5,
+        "aggregation_weight": "uniform",
+        "anchor_staleness_decay": 0.0,
+        "anchor_dp": "local",
+    }
+    first = tmp_path / "a"
+    simulate(RunConfig(out_dir=str(first), **(private | {"num_server_rounds": 1})), num_clients=2)
+    saved = read_checkpoint(first / "checkpoint").components
+    assert saved["strategy"]["update-accountant"] == [[0.5, 1.0, 1]]
+    fedaso_state = saved["strategy.inner.inner"]  # FedASO inside Flower's wrapper
+    assert fedaso_state["local-releases"] == {"partition-0": 1, "partition-1": 1}
+    assert fedaso_state["anchor-store"]["partitions"] == ["partition-0", "partition-1"]
+    resumed = simulate(
+        RunConfig(out_dir=str(tmp_path / "b"), resume=str(first / "checkpoint"), **private),
+        num_clients=2,
+    )["rounds"][2]["train"]
+    assert resumed["update-epsilon"] == pytest.approx(opacus_epsilon([(0.5, 1.0, 2)]))
+    assert resumed["anchor-epsilon"] == pytest.approx(opacus_epsilon([(1.0, 1.0, 2)]))

@@ -189,3 +189,22 @@ def test_local_mode_counts_the_releases_of_rejected_and_outlier_replies():
     reference = RDPAccountant()
     reference.history = [(1.0, 1.0, 3)]  # partition 1 released in all three rounds
     assert agg["anchor-epsilon"] == pytest.approx(reference.get_epsilon(delta=1e-5))
+
+
+@pytest.mark.parametrize("privacy", [{"anchor_dp": "central"}, {"update_dp": "server-fixed"}])
+def test_central_dp_lets_no_reply_decide_whether_another_counts(privacy):
+    # Issue 17: a median-relative outlier filter makes one client's inclusion depend on the
+    # others' data, which central DP's sensitivity C / n does not cover: it is off there.
+    strategy = configured(
+        FedASO(privacy=PrivacyConfig(**privacy), max_update_norm_ratio=10.0),
+        payload(0.0, 0.0),
+        sampled=4,
+    )
+    assert strategy.max_update_norm_ratio == 0.0
+    replies = [train_reply(k, payload(1.0 + k / 10, 0.1), metrics(0.5)) for k in (1, 2, 3)]
+    _, agg = strategy.aggregate_train(
+        1, [*replies, train_reply(4, payload(1e6, 0.1), metrics(0.5))]
+    )
+    assert (agg["num-replies"], agg["num-norm-outliers"]) == (4, 0)
+    local = FedASO(privacy=PrivacyConfig(anchor_dp="local"), max_update_norm_ratio=10.0)
+    assert local.max_update_norm_ratio == 10.0

@@ -1,5 +1,6 @@
 """Server checkpoints: round trip, atomic writes, corrupt files, resumability checks."""
 
+import json
 import math
 import random
 
@@ -30,6 +31,7 @@ from strategies.server_state import (
     strategy_components,
     write_checkpoint,
 )
+from strategies.update_dp import build_update_dp
 from tests.flower_helpers import metrics, payload, train_reply
 
 
@@ -160,6 +162,21 @@ def test_strategy_components_reach_through_wrappers():
     )
     assert strategy_components(wrapped) == {"strategy.inner": inner}
     assert isinstance(strategy_components(FedAdam())["strategy"], FedOptState)
+
+
+def test_update_dp_accounting_is_saved_and_reaches_fedaso_inside_the_wrapper():
+    run = RunConfig(update_dp="server-fixed", update_noise_multiplier=0.5)
+    inner = FedASO()
+    outer = build_update_dp(inner, run, num_sampled=2)
+    outer.account.record(noise_multiplier=0.5, sample_rate=0.2, steps=3)
+    components = strategy_components(outer)
+    assert components == {"strategy": outer, "strategy.inner.inner": inner}
+    arrays: list[np.ndarray] = []
+    state = decode(json.loads(json.dumps(encode(outer.state_dict(), arrays))), arrays)
+    fresh = build_update_dp(FedASO(), run, num_sampled=2)
+    fresh.load_state_dict(state)
+    assert fresh.account.accountant.history == [(0.5, 0.2, 3)]
+    assert fresh.account.epsilon(1e-5) == outer.account.epsilon(1e-5)
 
 
 def test_checkpoints_restore_refuses_a_checkpoint_without_a_component(tmp_path):

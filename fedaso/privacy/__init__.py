@@ -1,9 +1,10 @@
-"""Differential privacy of FedASO (spec section 7; docs/PRIVACY.md), in three files:
+"""Differential privacy of FedASO (spec section 7; docs/PRIVACY.md), in four files:
 
 - ``settings``: the privacy run-config keys as frozen dataclasses (``PrivacyConfig``,
   ``DPSGDConfig``) and the allowed modes;
 - ``mechanisms``: the Gaussian mechanisms of anchor, centroid and relevance releases;
-- ``accounting``: Opacus' RDP accountant (``PrivacyAccount``) and its quiet import.
+- ``accounting``: Opacus' RDP accountant (``PrivacyAccount``) and its quiet import;
+- ``sampling``: secret seeds for the samples that amplification relies on.
 
 Their public names are importable from ``fedaso.privacy`` itself.
 """
@@ -12,6 +13,7 @@ from fedaso.privacy.accounting import PrivacyAccount, opacus_import
 from fedaso.privacy.mechanisms import (
     RELEVANCE_FLOOR,
     central_noisy_mean,
+    centroid_sensitivity,
     clip_frobenius,
     fresh_rng,
     gaussian_noise,
@@ -19,6 +21,7 @@ from fedaso.privacy.mechanisms import (
     noisy_relevance,
     release_centroids,
 )
+from fedaso.privacy.sampling import SEEDED_SAMPLING_ENV, sampling_seed, seeded_sampling
 from fedaso.privacy.settings import (
     ANCHOR_DP_MODES,
     ANCHOR_INITS,
@@ -33,11 +36,13 @@ __all__ = [
     "ANCHOR_INITS",
     "DP_GRAD_SAMPLE_MODES",
     "RELEVANCE_FLOOR",
+    "SEEDED_SAMPLING_ENV",
     "UPDATE_DP_MODES",
     "DPSGDConfig",
     "PrivacyAccount",
     "PrivacyConfig",
     "central_noisy_mean",
+    "centroid_sensitivity",
     "clip_frobenius",
     "fresh_rng",
     "gaussian_noise",
@@ -45,4 +50,6 @@ __all__ = [
     "noisy_relevance",
     "opacus_import",
     "release_centroids",
+    "sampling_seed",
+    "seeded_sampling",
 ]

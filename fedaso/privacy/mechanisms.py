@@ -4,15 +4,20 @@ Spec section 7, on plain NumPy:
 
 - **Local anchor release** (``anchor-dp = local``). A client clips its anchor change
   ``Delta_k = A_k_after - A_global_received`` to Frobenius norm ``C`` and adds
-  ``N(0, (sigma C)^2)`` to every entry before the report leaves the client.
+  ``N(0, (2 sigma C)^2)`` to every entry before the report leaves the client. The server
+  sees every report, so the neighbouring report is a *replaced* one, not a missing one: two
+  clipped changes differ by up to ``2C`` (replace-one sensitivity), and noise ``2 sigma C``
+  keeps ``sigma`` the noise multiplier that the accountant is told.
 - **Central anchor release** (``anchor-dp = central``, DP-FedAvg, McMahan et al. 2018). The
   trusted server clips every fresh ``Delta_k``, sums them, adds ``N(0, (sigma C)^2)`` once and
   divides by the fixed expected count ``n``: each client moves the mean by at most ``C / n``
   and the noise has standard deviation ``sigma C / n``.
 - **Federated anchor initialization**: a client's k-means centroids ``Z`` (clipped to
   ``C_init``) and its cluster fractions ``f`` (``||f||_2 <= 1``) form one vector
-  ``(Z, C_init f)`` of norm at most ``sqrt(2) C_init``, released with
-  ``N(0, 2 (sigma C_init)^2)`` noise: one Gaussian mechanism of noise multiplier ``sigma``.
+  ``(Z, C_init f)``. The trusted server (central mode) noises it with add/remove
+  sensitivity, its norm, at most ``sqrt(2) C_init``; a client (local mode) with replace-one
+  sensitivity, the distance between two such vectors, at most ``sqrt(6) C_init``
+  (:func:`centroid_sensitivity`). Either way one Gaussian mechanism of multiplier ``sigma``.
 - **Relevance**: a client's mean relevance in [0, 1] plus ``N(0, noise^2)``.
 
 Noise must come from fresh entropy (``fresh_rng``), never from the run seed: anyone who knows
@@ -55,9 +60,13 @@ def gaussian_noise(shape: tuple[int, ...], std: float, rng: np.random.Generator)
 def local_release(
     delta: np.ndarray, *, clip: float, noise_multiplier: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Clip ``delta`` to ``clip`` and add ``N(0, (noise_multiplier * clip)^2)`` entrywise."""
+    """Clip ``delta`` to ``clip`` and add ``N(0, (noise_multiplier * 2 clip)^2)`` entrywise.
+
+    Replace-one sensitivity ``2 clip``: the server sees each report, so two data sets of
+    one client are neighbours through the two reports they would give.
+    """
     clipped = clip_frobenius(delta, clip)
-    return clipped + gaussian_noise(clipped.shape, noise_multiplier * clip, rng)
+    return clipped + gaussian_noise(clipped.shape, noise_multiplier * 2.0 * clip, rng)
 
 
 def central_noisy_mean(
@@ -83,23 +92,36 @@ def central_noisy_mean(
     return total / expected_count
 
 
+def centroid_sensitivity(clip: float, *, replace_one: bool) -> float:
+    """L2 sensitivity of a k-means answer ``(clip(Z), clip f)``, ``f`` on the simplex.
+
+    Add/remove (the trusted server noises the answer): the vector's norm, at most
+    ``sqrt(C^2 + C^2 ||f||^2) <= sqrt(2) C``. Replace-one (the client noises it, and the
+    server sees every answer): two answers differ by ``||Z - Z'|| <= 2C`` and
+    ``||f - f'|| <= sqrt(2)``, so by at most ``sqrt(4 C^2 + 2 C^2) = sqrt(6) C``.
+    """
+    return math.sqrt(6.0 if replace_one else 2.0) * clip
+
+
 def release_centroids(
     centroids: np.ndarray,
     fractions: np.ndarray,
     *,
     clip: float,
     noise_multiplier: float,
+    replace_one: bool,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Privatize a client's k-means centroids ``(k, d)`` and cluster fractions ``(k,)``.
 
-    The vector ``(clip(Z), C f)`` has norm at most ``sqrt(2) C``; it gets noise of standard
-    deviation ``sigma sqrt(2) C`` per entry, so one release is a Gaussian mechanism of noise
-    multiplier ``sigma``. Returns the noisy centroids and the noisy fractions.
+    The vector ``(clip(Z), C f)`` gets noise of standard deviation ``sigma`` times its
+    sensitivity (:func:`centroid_sensitivity`: ``replace_one`` for a client's own release)
+    per entry, so one release is a Gaussian mechanism of noise multiplier ``sigma``.
+    Returns the noisy centroids and the noisy fractions.
     """
     if not np.isclose(fractions.sum(), 1.0) or (fractions < 0).any():
         raise ValueError("cluster fractions must be non-negative and sum to 1")
-    std = noise_multiplier * math.sqrt(2.0) * clip
+    std = noise_multiplier * centroid_sensitivity(clip, replace_one=replace_one)
     noisy = clip_frobenius(centroids, clip) + gaussian_noise(centroids.shape, std, rng)
     noisy_fractions = fractions + gaussian_noise(fractions.shape, std / clip, rng)
     return noisy, noisy_fractions

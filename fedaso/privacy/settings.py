@@ -76,6 +76,17 @@ class PrivacyConfig:
         """True when anchor releases are noised (local or central)."""
         return self.anchor_dp != "none"
 
+    @property
+    def central_dp(self) -> bool:
+        """True when a trusted server privatizes its outputs, amplified by client sampling.
+
+        That is central anchor DP or update DP. Their epsilon assumes that who was sampled
+        stays secret (``fedaso.privacy.sampling``; the run's outputs do not list it) and that
+        no client's inclusion depends on another client's data (no median-relative outlier
+        filter).
+        """
+        return self.anchor_dp == "central" or self.update_dp != "none"
+
     def dp_sgd_config(self) -> DPSGDConfig | None:
         """The DP-SGD settings of local training, or None when DP-SGD is off."""
         if not self.dp_sgd:
