@@ -23,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 
 from clients.client_app import load_job
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
+from fedaso.robust import ReplyBounds
 from fedaso.run_config import ClientConfig, RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
@@ -110,7 +111,7 @@ def replies(draw):
 
 
 def fresh_strategy(ratio: float) -> FedASO:
-    strategy = FedASO(max_update_norm_ratio=ratio, anchor_staleness_decay=0.5)
+    strategy = FedASO(bounds=ReplyBounds(max_update_norm_ratio=ratio), anchor_staleness_decay=0.5)
     strategy.global_arrays = {k: v.copy() for k, v in GLOBAL.items()}
     return strategy
 

@@ -13,7 +13,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from clients.faults import NORM_FACTOR, spoil
 from fedaso.aggregation import weighted_average
 from fedaso.faults import FAULT_KINDS, parse_fault_plan
-from fedaso.robust import norm_outliers, update_norm
+from fedaso.robust import ReplyBounds, norm_outliers, update_norm
 from flower_wire.records import record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
@@ -58,7 +58,7 @@ def test_weighted_average_survives_weights_near_the_float_maximum():
 
 @pytest.mark.parametrize("kind", sorted(set(FAULT_KINDS) - {"raise", "delay"}))
 def test_every_spoiled_reply_is_dropped_and_the_others_aggregated(kind):
-    strategy = configured(max_update_norm_ratio=10.0)
+    strategy = configured(bounds=ReplyBounds(max_update_norm_ratio=10.0))
     replies = [good(0, 1.0), good(1, 1.0), good(2, 1.0)]
     spoiled = replies[2]
     content = spoil(kind, spoiled.content, GLOBAL)
