@@ -135,7 +135,9 @@ def capped_shares(weights: Sequence[float], max_share: float) -> tuple[np.ndarra
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or w.size == 0 or not (np.isfinite(w).all() and (w > 0).all()):
         raise ValueError(f"weights {list(weights)} must be one or more finite numbers > 0")
-    w = w / w.max()  # weights near the float maximum cannot overflow their sum
+    # Scaled by the largest, weights near the float maximum cannot overflow their sum; the
+    # floor keeps weights over 1e308 times smaller than the largest from reaching 0.
+    w = np.maximum(w / w.max(), np.finfo(np.float64).tiny)
     if w.size * max_share < 1.0:
         return np.full(w.size, max_share), 1.0 - w.size * max_share
     order = np.argsort(-w, kind="stable")  # largest first
