@@ -57,7 +57,8 @@ from fedaso.robust import ReplyBounds, capped_shares, norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
 from fedaso.wire import ANCHOR_EPSILON, CLIENT_EPSILONS, join_payload, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
-from strategies.partitions import PartitionRegistry, partition_index
+from strategies.grids import GridProxy
+from strategies.partitions import PartitionRegistry, partition_index, partition_key_of
 from strategies.replies import (
     ClientUpdate,
     evaluate_reply_problem,
@@ -188,10 +189,25 @@ class FedASO(FedAvg):
             raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
         nodes = list(grid.get_node_ids())
         self.partitions.observe(nodes)
+        self.bind_reported_partitions(grid, nodes)
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self.sampled_count = len(messages)
         self.sample_rate = min(1.0, len(messages) / len(nodes)) if nodes else 1.0
         return messages
+
+    def bind_reported_partitions(self, grid: Grid, nodes: Iterable[int]) -> None:
+        """Bind each connected node to the partition it reported to the partition query.
+
+        Those answers come from the nodes' own config before any training, so a training
+        reply cannot take a partition whose node answered first.
+        """
+        known = grid.known_partitions() if isinstance(grid, GridProxy) else {}
+        for node in nodes:
+            if node not in known:
+                continue
+            problem = self.partitions.claim(node, partition_key_of(known[node]))
+            if problem is not None:
+                log(WARNING, "FedASO: node %s's partition query answer refused: %s", node, problem)
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Return the reply's update, or a string saying why it cannot be aggregated."""
@@ -424,7 +440,8 @@ class FedASO(FedAvg):
                 self.anchor_store.record(update.partition, report)
             merged = self.anchor_store.merge(server_round, max_share=cap, previous=previous)
         merged = previous if merged is None else merged
-        drift = float(np.linalg.norm(merged - previous, axis=1).mean())
+        change = merged.astype(np.float64) - previous.astype(np.float64)  # float32 may overflow
+        drift = float(np.linalg.norm(change, axis=1).mean())
         model = capped_average(
             model_sets,
             [u.weight for u in updates],

@@ -8,7 +8,9 @@ the checkpoint grow without bound). :class:`PartitionRegistry` therefore binds
 
 - each anchor-store key (``partition-K``, or ``node-N`` for a reply without a partition
   id) to the node that first reported it, and each node to that one key: a node that
-  claims a key bound to another connected node, or that switches keys, is refused;
+  claims a key bound to another connected node, or that switches keys, is refused. The
+  first report is the node's answer to the partition query (``strategies.grids``), read
+  from its node config before any training, where there is one;
 - partition ids to the federation's size: ``K`` must be below the largest number of nodes
   seen connected at once, and keys without a partition id are at most that many.
 
@@ -25,6 +27,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 PARTITION_PREFIX = "partition-"
+
+
+def partition_key_of(index: int) -> str:
+    """The anchor-store key of partition ``index``."""
+    return f"{PARTITION_PREFIX}{index}"
 
 
 def partition_index(key: str) -> int | None:

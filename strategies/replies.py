@@ -32,6 +32,7 @@ from fedaso.wire import (
     REQUIRED_TRAIN_METRICS,
 )
 from flower_wire.records import record_to_arrays
+from strategies.partitions import partition_key_of
 
 
 def parse_train_reply(
@@ -168,7 +169,7 @@ def partition_key(node_id: int, reported: object) -> str | None:
         return f"node-{node_id}"
     if not isinstance(reported, int | float) or not float(reported).is_integer() or reported < 0:
         return None
-    return f"partition-{int(reported)}"
+    return partition_key_of(int(reported))
 
 
 def released_partition(msg: Message) -> str | None:

@@ -2,7 +2,8 @@
 
     python -m tests.fuzz_at_scale [EXAMPLES]
 
-runs the strategy's aggregation (``aggregate_train``, ``aggregate_evaluate``), the
+runs the strategy's aggregation (``aggregate_train``, ``aggregate_evaluate``, and lying
+but well-formed replies against the share cap and the partition binding), the
 ClientApp's message parsing and the run-config parsers with ``EXAMPLES`` hostile inputs
 each (default 10,000; hypothesis, derandomized so that a run can be repeated), and prints
 hypothesis' statistics: how many inputs each property was tried on and how long it took.
