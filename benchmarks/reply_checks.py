@@ -23,6 +23,7 @@ decoding) / aggregation.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from collections.abc import Callable
@@ -93,10 +94,19 @@ def aggregate(run: RunConfig, global_payload: dict[str, np.ndarray], screening: 
 
 
 def timed(call: Callable[[], object]) -> float:
-    """Seconds one call of ``call`` takes."""
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
+    """Seconds one call of ``call`` takes, with the garbage collector paused (as ``timeit``).
+
+    A collection over the round's many live messages would otherwise land in whichever call
+    happens to trigger it.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        call()
+        return time.perf_counter() - started
+    finally:
+        gc.enable()
 
 
 def decode(reply: Message) -> dict[str, np.ndarray]:

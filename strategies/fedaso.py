@@ -78,6 +78,7 @@ class Screening:
     updates: list[ClientUpdate] = field(default_factory=list)  # in partition order
     messages: list[Message] = field(default_factory=list)  # the replies of ``updates``
     model_norms: list[float] = field(default_factory=list)  # of ``updates``' model updates
+    anchor_norms: list[float] = field(default_factory=list)  # of ``updates``' anchor changes
     failures: int = 0  # error replies
     rejected: int = 0  # unusable replies, norm outliers included
     outliers: int = 0  # replies above a norm bound
@@ -242,7 +243,8 @@ class FedASO(FedAvg):
         updates = screening.updates
         new_arrays, drift = self._aggregate(server_round, updates)
         metrics = round_metrics(updates, self.bounds.max_client_share) | counts
-        metrics["update-norm-max"] = max(screening.model_norms)
+        metrics["update-norm-max"] = max(screening.model_norms)  # to choose max-update-norm
+        metrics["anchor-change-norm-max"] = max(screening.anchor_norms)
         metrics["anchor-drift"] = drift
         metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
         metrics |= self.privacy_metrics()
@@ -368,11 +370,12 @@ class FedASO(FedAvg):
                     ratio,
                 )
                 continue
-            kept.append((update.partition, update, msg, norms[0]))
+            kept.append((update.partition, update, msg, norms))
         kept.sort(key=lambda entry: entry[0])
         screening.updates = [update for _, update, _, _ in kept]
         screening.messages = [msg for _, _, msg, _ in kept]
-        screening.model_norms = [norm for _, _, _, norm in kept]
+        screening.model_norms = [norms[0] for *_, norms in kept]
+        screening.anchor_norms = [norms[1] for *_, norms in kept]
         dropped = len(flags) - len(kept)
         screening.outliers += dropped
         screening.rejected += dropped

@@ -75,9 +75,10 @@ class PartitionRegistry:
                     f"{key} is beyond the federation's size: at most {self.federation_size} "
                     "nodes have been connected at once"
                 )
-            unnumbered = sum(partition_index(k) is None for k in self.node_of)
-            if index is None and unnumbered >= self.federation_size:
-                return f"already {unnumbered} nodes without a partition-id; {key} is one more"
+            if index is None:
+                unnumbered = sum(partition_index(k) is None for k in self.node_of)
+                if unnumbered >= self.federation_size:
+                    return f"already {unnumbered} nodes without a partition-id; {key} is one more"
         return None
 
     def is_connected(self, node_id: int) -> bool:
