@@ -505,7 +505,7 @@ def round_metrics(updates: Sequence[ClientUpdate], max_share: float) -> dict[str
         "client-relevance-min": float(relevance.min()),
         "client-relevance-max": float(relevance.max()),
         "client-relevance-std": float(relevance.std()),
-        "client-weight-share-max": float(capped_shares(weights, max_share)[0].max()),
+        "client-weight-share-max": float(capped_shares(list(weights), max_share)[0].max()),
     } | {
         f"client-{key}-max": float(np.nanmax(column(key)))
         for key in CLIENT_EPSILONS
