@@ -404,8 +404,10 @@ class FedASO(FedAvg):
         return super().aggregate_evaluate(server_round, usable) if usable else None
 
     def state_dict(self) -> dict[str, Any]:
-        """The strategy's state across rounds, for a checkpoint: anchor store, partition
-        binding and privacy."""
+        """The strategy's state across rounds, for a checkpoint.
+
+        The anchor store, the partition binding, and the anchor privacy accounting.
+        """
         return {
             "anchor-store": self.anchor_store.state_dict(),
             "partition-binding": self.partitions.state_dict(),
