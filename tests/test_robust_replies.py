@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +22,11 @@ from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer
 from strategies.fedaso import FedASO
+from strategies.grids import PartitionOrderedGrid
 from strategies.replies import ClientUpdate
 from strategies.server_state import decode, encode
 from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
+from tests.test_linkstate import populated_state, server_task_identity  # noqa: F401
 from tests.test_privacy_server import accounted
 
 GLOBAL = payload(0.0, 0.0)
@@ -351,3 +353,18 @@ def test_kmeans_answers_are_checked_for_width_and_their_fractions_normalized():
     negative = centroids_reply(4, np.ones((2, 3), np.float32), np.array([-1.0, -3.0], np.float32))
     _, fractions = centroid_answer(negative, 4, noised=True, width=3)
     np.testing.assert_allclose(fractions, [0.5, 0.5])
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_the_partition_query_answers_bind_partitions_before_any_training():
+    _, nodes, grid = populated_state(num_nodes=3, per_node=0)
+    ordered = PartitionOrderedGrid(grid)
+    ordered.partition_of = {node: k for k, node in enumerate(nodes)}  # as the query answered
+    strategy = FedASO(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
+    messages = strategy.configure_train(1, arrays_to_record(GLOBAL), ConfigRecord(), ordered)
+    assert len(list(messages)) == 3
+    assert strategy.partitions.node_of == {f"partition-{k}": node for k, node in enumerate(nodes)}
+    # The first training reply is a thief's: partition 0 is its node's all the same.
+    _, agg = strategy.aggregate_train(1, [liar(nodes[2], 0, 1.0), liar(nodes[0], 0, 1.0)])
+    assert (agg["num-replies"], agg["num-rejected"]) == (1, 1)
+    assert strategy.partitions.node_of["partition-0"] == nodes[0]
