@@ -209,5 +209,7 @@ def test_central_dp_lets_no_reply_decide_whether_another_counts(privacy):
         1, [*replies, train_reply(4, payload(1e6, 0.1), metrics(0.5))]
     )
     assert (agg["num-replies"], agg["num-norm-outliers"]) == (4, 0)
-    local = FedASO(privacy=PrivacyConfig(anchor_dp="local"), max_update_norm_ratio=10.0)
-    assert local.max_update_norm_ratio == 10.0
+    local = FedASO(
+        privacy=PrivacyConfig(anchor_dp="local"), bounds=ReplyBounds(max_update_norm_ratio=10.0)
+    )
+    assert local.bounds.max_update_norm_ratio == 10.0
