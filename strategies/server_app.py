@@ -121,7 +121,8 @@ def central_metrics(
 
     Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
     Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
-    the mean relevance of fact and filler tokens (``fedaso.probe``).
+    the mean relevance of fact and filler tokens and the AUROC of relevance for fact
+    tokens against the others (``fedaso.probe``).
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -137,6 +138,7 @@ def central_metrics(
         )
         metrics["relevance-fact"] = relevance.fact
         metrics["relevance-filler"] = relevance.filler
+        metrics["relevance-auroc"] = relevance.auroc
     return metrics
 
 

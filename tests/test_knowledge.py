@@ -10,7 +10,8 @@ from fedaso.data import DataConfig, load_central
 from fedaso.data.corpora import _fact_probe, _text_corpus
 from fedaso.data.facts import _facts_world, _world
 from fedaso.models import build_model
-from fedaso.probe import relevance_by_token_kind
+from fedaso.probe import auroc, relevance_by_token_kind
+from fedaso.relevance import relevance_scores
 from fedaso.run_config import SERVER_ONLY_KEYS, RunConfig
 from fedaso.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
 from fedaso.trainer import embed
@@ -105,6 +106,39 @@ def test_relevance_by_token_kind_matches_a_per_token_reference():
     assert result.filler == pytest.approx(
         _relevance_reference(embed(model, central.fact_probe.filler), anchors, 0.3), rel=1e-4
     )
+    fact_scores, other_scores = (
+        relevance_scores(embeddings=torch.from_numpy(embed(model, split)),
+                         anchors=torch.from_numpy(anchors), tau=0.3).numpy()
+        for split in (central.fact_probe.fact, central.fact_probe.filler)
+    )  # fmt: skip
+    assert result.auroc == pytest.approx(_pairwise_auroc(fact_scores, other_scores), abs=1e-9)
+    assert result.weight_ratio(2.0) == pytest.approx(
+        (1 + 2 * result.fact) / (1 + 2 * result.filler)
+    )
+
+
+def _pairwise_auroc(positive, negative):
+    """The AUROC by definition: fact > other pairs over all pairs, a tie counting half."""
+    wins = sum((p > q) + 0.5 * (p == q) for p in positive.tolist() for q in negative.tolist())
+    return wins / (len(positive) * len(negative))
+
+
+@pytest.mark.parametrize("levels", [None, 4])  # continuous scores, or few values: many ties
+def test_auroc_matches_pairwise_counting_and_scikit_learn(levels):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(levels or 0)
+    positive, negative = rng.normal(0.3, 1.0, size=37), rng.normal(0.0, 1.0, size=53)
+    if levels:
+        positive, negative = np.round(positive * levels), np.round(negative * levels)
+    expected = _pairwise_auroc(positive, negative)
+    assert auroc(positive, negative) == pytest.approx(expected, abs=1e-12)
+    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    sklearn = roc_auc_score(labels, np.r_[positive, negative])
+    assert auroc(positive, negative) == pytest.approx(sklearn, abs=1e-12)
+    assert auroc(np.ones(3), np.zeros(2)) == 1.0 and auroc(np.ones(3), np.ones(2)) == 0.5
+    with pytest.raises(ValueError, match="0 positive"):
+        auroc(np.array([]), negative)
 
 
 def test_anchor_seed_knowledge_uses_public_documents():
@@ -142,7 +176,8 @@ def test_probe_command_prints_and_writes_the_grid(tmp_path, capsys):
             "--anchor-seeds", "generic,knowledge-values", "--num-anchors", "4",
             "--taus", "0.1,0.5", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    assert "fact / filler" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fact / filler" in printed and "weight ratio" in printed and "AUROC" in printed
     rows = out.read_text().splitlines()[2:]
     assert [row.split(" | ")[:3] for row in rows] == [
         ["| generic", "4", "0.100"], ["| generic", "4", "0.500"],
