@@ -12,7 +12,7 @@ from typing import TypeGuard
 
 import torch
 
-from fedaso.relevance import RELEVANCE_KINDS
+from fedaso.relevance import RELEVANCE_KINDS, RELEVANCE_SOURCES
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,6 +44,7 @@ class ASOConfig:
     project_gradients: bool = True  # Eq. 5 on/off (ablation switch)
     update_anchors: bool = True  # Eq. 1 on/off; False keeps anchors static (ablation switch)
     subspace_refresh_steps: int = 0  # recompute U every K local steps; 0 = once per round
+    relevance_source: str = "anchors"  # where s comes from: one of RELEVANCE_SOURCES
 
     def __post_init__(self) -> None:
         require(
@@ -82,6 +83,12 @@ class ASOConfig:
             "relevance",
             self.relevance,
             f"must be one of {', '.join(RELEVANCE_KINDS)}",
+        )
+        require(
+            self.relevance_source in RELEVANCE_SOURCES,
+            "relevance-source",
+            self.relevance_source,
+            f"must be one of {', '.join(RELEVANCE_SOURCES)}",
         )
         require(
             isinstance(self.subspace_refresh_steps, int) and self.subspace_refresh_steps >= 0,

@@ -30,6 +30,10 @@ import torch
 import torch.nn.functional as F
 
 RELEVANCE_KINDS = ("max", "entropy")
+# Where local training's s comes from (spec section 13). "anchors": this module's score
+# against the anchors (Eq. 1's, the default). "oracle": the data's true fact-token
+# indicator, research only: it needs the facts dataset's spans and is never deployable.
+RELEVANCE_SOURCES = ("anchors", "oracle")
 
 
 def cosine_similarities(*, embeddings: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from fedaso.data import (
     DATASETS_ALLOWED,
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
+    FACTS_DOMAINS,
     VOCAB_SIZE,
     DataConfig,
     is_dataset_name,
@@ -102,6 +103,7 @@ class RunConfig:
     project_gradients: bool = True  # Eq. 5 on/off
     update_anchors: bool = True  # Eq. 1 on/off
     subspace_refresh_steps: int = 0  # refresh U every K local steps, 0 = once per round
+    relevance_source: str = "anchors"  # anchors | oracle (research only: facts' true spans)
     anchor_blend: float = 0.5  # share of the received global anchors in a client's own set
     # FedASO server (spec sections 5-6)
     aggregation_weight: str = "relevance"  # relevance | relevance-x-examples | examples
@@ -233,6 +235,12 @@ class RunConfig:
             self.proximal_mu,
             "must be a finite number >= 0",
         )
+        require(
+            self.relevance_source != "oracle" or self.dataset in FACTS_DOMAINS,
+            "relevance-source",
+            self.relevance_source,
+            f"needs the fact spans of a facts dataset (dataset={self.dataset!r} has none)",
+        )
         self.check_reliability()
         self._check_continuation()
         # The component configs validate their own fields, naming the same keys.
@@ -309,6 +317,7 @@ class RunConfig:
             project_gradients=self.project_gradients,
             update_anchors=self.update_anchors,
             subspace_refresh_steps=self.subspace_refresh_steps,
+            relevance_source=self.relevance_source,
         )
 
     def privacy(self) -> PrivacyConfig:

@@ -4,7 +4,8 @@ One local step of ASO (spec sections 2-5) on a batch:
 
 1. forward; a forward hook keeps the embedding-point output ``e`` ``(N, d)``;
 2. ``c = cos(e, A)`` once, from the detached ``e``, block by block of tokens: each block
-   gives its tokens' relevance ``s`` and each anchor's most similar token so far;
+   gives its tokens' relevance ``s`` and each anchor's most similar token so far (with
+   ``relevance-source = oracle``, research only, ``s`` is the batch's fact-token indicator);
 3. loss ``(1/N) sum_i (1 + lambda s_i) l_i``;
 4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5) during backward;
 5. optimizer step; anchors move by Eq. 1 towards the tokens found in step 2.
@@ -100,10 +101,24 @@ class EvalResult:
     num_tokens: int
 
 
-def make_loader(data: TensorSplit, *, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
-    """Return a DataLoader whose order depends only on ``seed``."""
+def make_loader(
+    data: TensorSplit, *, batch_size: int, seed: int, shuffle: bool, fact_targets: bool = False
+) -> DataLoader:
+    """Return a DataLoader whose order depends only on ``seed``.
+
+    Its batches are ``(inputs, targets)``, and with ``fact_targets`` also the batch's rows
+    of ``data.fact_targets`` (the oracle's indicator), drawn in the same order.
+    """
     generator = torch.Generator().manual_seed(seed)
-    dataset = TensorDataset(data.inputs, data.targets)
+    tensors = [data.inputs, data.targets]
+    if fact_targets:
+        if data.fact_targets is None:
+            raise ValueError(
+                "relevance-source='oracle' needs the training split's fact targets, which only "
+                "the facts dataset under a codec with token offsets has"
+            )
+        tensors.append(data.fact_targets)
+    dataset = TensorDataset(*tensors)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
@@ -164,12 +179,19 @@ class _ASOState:
         return semantic_subspace(anchors=self.anchors, rank=self.aso.subspace_rank)  # (d, R)
 
     def weight_losses(
-        self, embedding: torch.Tensor, losses: torch.Tensor, scored: torch.Tensor
+        self,
+        embedding: torch.Tensor,
+        losses: torch.Tensor,
+        scored: torch.Tensor,
+        fact_targets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score tokens, hook the projection onto ``embedding``; return (weighted losses, s).
 
         Both are per token, ``(N,)``: Eq. 4's ``(1 + lambda s_i) l_i`` and ``s_i``. Only the
         ``scored`` tokens ``(N,)`` are scored and may move an anchor; the others get s = 0.
+        Given the oracle's ``fact_targets`` (any shape of N bools), they replace the anchors'
+        ``s`` in Eq. 4 and Eq. 5 (and so in the mean relevance that weights Eq. 7); the
+        anchors still move by Eq. 1.
         """
         flat = embedding.detach().reshape(-1, embedding.shape[-1]).float()  # (N, d), fp32
         every_token = bool(scored.all())
@@ -181,6 +203,8 @@ class _ASOState:
         relevance = scores.relevance  # (N,) when every token is scored (no padding)
         if not every_token:
             relevance = flat.new_zeros(scored.shape[0]).masked_scatter_(scored, relevance)
+        if fact_targets is not None:
+            relevance = (fact_targets.reshape(-1) & scored).float()  # (N,): 1 on a fact's value
         if self.basis is not None and embedding.requires_grad:
             embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
         self._pending = (flat, scores.nearest_token)
@@ -248,7 +272,10 @@ def train_local(
     # DP-SGD's amplification by Poisson sampling holds against the server only if the server
     # cannot regenerate the batches from the seed it knows: their seed is secret then.
     batch_seed = train.seed if dp_sgd is None else sampling_seed(train.seed)
-    loader = make_loader(data, batch_size=train.batch_size, seed=batch_seed, shuffle=True)
+    oracle = state is not None and aso.relevance_source == "oracle"
+    loader = make_loader(
+        data, batch_size=train.batch_size, seed=batch_seed, shuffle=True, fact_targets=oracle
+    )
     forward: nn.Module = model
     engine: Any = None  # Opacus' PrivacyEngine under DP-SGD
     reduce_loss: LossReduction = mean_loss
@@ -296,13 +323,14 @@ def train_local(
             # fires on its output, which is all it needs, and torch warns about it each step.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(train.local_epochs):
-                for inputs, targets in loader:
+                for inputs, targets, *fact_targets in loader:
                     if train.max_steps and totals["steps"] >= train.max_steps:
                         break
                     if ghost_clipping and inputs.shape[0] == 0:
                         step = noise_only_step(optimizer)
                     else:
-                        step = step_context.step(inputs, targets, capture)
+                        oracle_batch = fact_targets[0] if fact_targets else None
+                        step = step_context.step(inputs, targets, capture, oracle_batch)
                     for key, value in step.items():
                         totals[key] += value
     finally:
@@ -336,9 +364,16 @@ class _StepContext:
     scaler: torch.amp.GradScaler  # enabled for fp16 only
 
     def step(
-        self, inputs: torch.Tensor, targets: torch.Tensor, capture: EmbeddingCapture
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        capture: EmbeddingCapture,
+        fact_targets: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """One local step on a batch; returns the step's contribution to the round's totals."""
+        """One local step on a batch; returns the step's contribution to the round's totals.
+
+        ``fact_targets`` (the oracle's indicator, shaped as ``targets``) replaces relevance.
+        """
         inputs = inputs.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
         totals: dict[str, float] = {"examples": inputs.shape[0], "steps": 1}
@@ -353,7 +388,11 @@ class _StepContext:
             embedding = capture.output
             if embedding is None:
                 raise RuntimeError("the embedding point produced no output in the forward pass")
-            token_losses, relevance = self.state.weight_losses(embedding, losses, scored)
+            if fact_targets is not None:
+                fact_targets = fact_targets.to(self.device, non_blocking=True)
+            token_losses, relevance = self.state.weight_losses(
+                embedding, losses, scored, fact_targets
+            )
             totals["rel"] = relevance.sum().item()
             totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
         loss = self.reduce_loss(token_losses, targets)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedaso.data import DataConfig, load_central
-from fedaso.data.corpora import _fact_probe, _text_corpus
+from fedaso.data.corpora import _fact_probe, _lm_corpus, _text_corpus
 from fedaso.data.facts import _facts_world, _world
 from fedaso.models import build_model
 from fedaso.probe import auroc, relevance_by_token_kind
@@ -43,15 +43,15 @@ def test_eval_fact_spans_cover_exactly_the_values():
     assert stated == answers
 
 
-def _reference_fact_mask(texts, spans_per_text, seq_len):
+def _reference_fact_mask(texts, spans_per_text, seq_len, stride=None):
     """Byte codec only (ASCII text): which windowed targets fall inside a value span."""
     flags = []
     for index, (text, spans) in enumerate(zip(texts, spans_per_text, strict=True)):
         if index:
             flags.append(False)  # the joining newline
         flags += [any(a <= c < b for a, b in spans) for c in range(len(text))]
-    count = len(flags) // (seq_len + 1)
-    return torch.tensor(flags[: count * (seq_len + 1)]).reshape(count, seq_len + 1)[:, 1:]
+    starts = range(0, len(flags) - seq_len, stride or seq_len + 1)
+    return torch.tensor([flags[start + 1 : start + seq_len + 1] for start in starts])
 
 
 def test_fact_probe_splits_targets_like_a_character_reference():
@@ -63,6 +63,28 @@ def test_fact_probe_splits_targets_like_a_character_reference():
     assert torch.equal(probe.fact.inputs, probe.filler.inputs)
     central = load_central(DataConfig(facts_entities=4, seq_len=32))
     assert torch.equal(probe.fact.inputs, central.eval.inputs)
+
+
+@pytest.mark.parametrize("stride", [8, 33])
+def test_training_windows_carry_fact_targets_like_a_character_reference(stride):
+    corpus = _text_corpus("facts", 0, 4)
+    rows = [1, 4, 5, 9]
+    train = _lm_corpus(corpus, 32, BYTES).rows_to_split(rows, stride)
+    documents = [corpus.pool[row] for row in rows]
+    expected = _reference_fact_mask(
+        [d.text for d in documents], [d.fact_spans for d in documents], 32, stride
+    )
+    assert torch.equal(train.fact_targets, expected)
+    values = "".join(chr(t) for t in train.targets[train.fact_targets].tolist())
+    assert expected.any() and values.isalpha()  # value letters only, never a space or a dot
+
+
+def test_relevance_source_oracle_needs_facts():
+    assert RunConfig(relevance_source="oracle").aso().relevance_source == "oracle"
+    with pytest.raises(ValueError, match=r"relevance-source='oracle'.*dataset='pydoc'"):
+        RunConfig(relevance_source="oracle", dataset="pydoc")
+    with pytest.raises(ValueError, match="relevance-source='labels'"):
+        RunConfig(relevance_source="labels")
 
 
 def test_fact_probe_with_a_bpe_tokenizer_marks_the_value_words():

@@ -18,12 +18,20 @@ class TensorSplit:
 
     inputs: torch.Tensor  # LM: (n, seq_len) int64 byte ids; classify: (n, 64) float32
     targets: torch.Tensor  # LM: (n, seq_len) int64 next-byte ids; classify: (n,) int64
+    # facts' training windows only: (n, seq_len) bool, True where the target is part of a
+    # fact's value. Research only (relevance-source = oracle); no deployment has it.
+    fact_targets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.shape[0] != self.targets.shape[0]:
             raise ValueError(
                 f"inputs has {self.inputs.shape[0]} rows but targets has "
                 f"{self.targets.shape[0]}; they must match"
+            )
+        if self.fact_targets is not None and self.fact_targets.shape != self.targets.shape:
+            raise ValueError(
+                f"fact_targets has shape {tuple(self.fact_targets.shape)}, but targets has "
+                f"{tuple(self.targets.shape)}; they must match"
             )
 
     def __len__(self) -> int:
@@ -83,6 +91,7 @@ class _Document:
     text: str
     group: str  # natural partition id
     label: int  # Dirichlet class
+    fact_spans: tuple[Span, ...] = ()  # facts only: [start, end) of each fact's value
 
 
 @dataclass(frozen=True)
