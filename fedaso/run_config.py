@@ -125,7 +125,7 @@ class RunConfig:
     model_heads: int = 4  # attention heads (LM)
     # Privacy (spec section 7; docs/PRIVACY.md)
     anchor_dp: str = "none"  # none | local | central
-    anchor_clip: float = 8.0  # C: Frobenius bound of an anchor change (0 = none, anchor-dp=none)
+    anchor_clip: float = 2.0  # c: per-row bound of an anchor change under anchor DP (C = c sqrt M)
     anchor_noise_multiplier: float = 1.0  # sigma of anchor releases
     anchor_delta: float = 1e-5  # delta of the reported anchor epsilon
     anchor_init: str = "server"  # server (seed corpus k-means) | federated (federated k-means)

@@ -353,7 +353,7 @@ class FedASO(FedAvg):
         deltas = [anchors_of(u.arrays).astype(np.float64) - previous for u in updates]
         noisy_mean = central_noisy_mean(
             deltas,
-            clip=self.privacy.anchor_clip,
+            clip=self.privacy.anchor_change_bound(len(previous)),
             noise_multiplier=self.privacy.anchor_noise_multiplier,
             expected_count=max(self.sampled_count, len(deltas)),
             rng=fresh_rng(),
