@@ -45,6 +45,7 @@ class ASOConfig:
     update_anchors: bool = True  # Eq. 1 on/off; False keeps anchors static (ablation switch)
     subspace_refresh_steps: int = 0  # recompute U every K local steps; 0 = once per round
     relevance_source: str = "anchors"  # where s comes from: one of RELEVANCE_SOURCES
+    project_low_relevance: bool = False  # Eq. 5 on low-relevance tokens: weight 1 - s, not s
 
     def __post_init__(self) -> None:
         require(

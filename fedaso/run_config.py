@@ -104,6 +104,7 @@ class RunConfig:
     update_anchors: bool = True  # Eq. 1 on/off
     subspace_refresh_steps: int = 0  # refresh U every K local steps, 0 = once per round
     relevance_source: str = "anchors"  # anchors | oracle (research only: facts' true spans)
+    project_low_relevance: bool = False  # variant: project g by 1 - s (irrelevant tokens)
     anchor_blend: float = 0.5  # share of the received global anchors in a client's own set
     # FedASO server (spec sections 5-6)
     aggregation_weight: str = "relevance"  # relevance | relevance-x-examples | examples
@@ -318,6 +319,7 @@ class RunConfig:
             update_anchors=self.update_anchors,
             subspace_refresh_steps=self.subspace_refresh_steps,
             relevance_source=self.relevance_source,
+            project_low_relevance=self.project_low_relevance,
         )
 
     def privacy(self) -> PrivacyConfig:

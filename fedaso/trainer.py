@@ -47,7 +47,7 @@ from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit
 from fedaso.models import embedding_point_of, embedding_width_of
 from fedaso.privacy import DPSGDConfig, opacus_import, sampling_seed
-from fedaso.projection import projection_hook, semantic_subspace
+from fedaso.projection import projection_hook, projection_weights, semantic_subspace
 from fedaso.relevance import score_tokens
 from fedaso.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
 
@@ -206,7 +206,8 @@ class _ASOState:
         if fact_targets is not None:
             relevance = (fact_targets.reshape(-1) & scored).float()  # (N,): 1 on a fact's value
         if self.basis is not None and embedding.requires_grad:
-            embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
+            weights = projection_weights(relevance, low_relevance=self.aso.project_low_relevance)
+            embedding.register_hook(projection_hook(basis=self.basis, relevance=weights))
         self._pending = (flat, scores.nearest_token)
         return (1.0 + self.aso.aso_lambda * relevance) * losses, relevance
 
