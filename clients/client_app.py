@@ -4,14 +4,16 @@
 ArrayRecord (``fedaso.wire``); it keeps its partition's own anchor set across rounds
 (``clients.state``, on the node's disk, so that it survives a resume), blends the received
 global set into it, runs ASO local training, and replies model + its anchor set in one
-ArrayRecord and its metrics in one MetricRecord. Without anchors in the message (FedAvg,
+ArrayRecord and its metrics in one MetricRecord; under ``relevance-source = anchors-refit``
+it trains against the received set as is and replies the model alone (the server owns the
+anchors: ``strategies.refit``). Without anchors in the message (FedAvg,
 FedProx, FedAdam) it trains plainly. ``evaluate`` reports loss and accuracy (and perplexity
 for language models) on the partition's held-out split. ``query`` answers the federated
 k-means of anchor initialization (spec section 5b) with this partition's centroids and
 cluster fractions.
 
-Everything that leaves the client passes through ``clients.release`` first: the anchor
-change is clipped (and noised under ``anchor-dp = local``), the reply's metrics are built
+Everything that leaves the client passes through ``clients.release`` first: under
+``anchor-dp = local`` the anchor change is clipped and noised, the reply's metrics are built
 from released values only (the relevance weight noised on request), DP-SGD's epsilon is
 reported, and under ``update-dp = client-fixed`` Flower's ``fixedclipping_mod`` clips the
 whole reply (model and anchors) last.
@@ -197,7 +199,8 @@ def train(msg: Message, context: Context) -> Message:
     aso = job.run.aso(enabled=job.global_anchors is not None)
     anchors = None
     if job.global_anchors is not None:
-        blended = blend_anchors(state.anchors, job.global_anchors, job.run.anchor_blend)
+        own = state.anchors if aso.clients_move_anchors else None  # refit: the server's only
+        blended = blend_anchors(own, job.global_anchors, job.run.anchor_blend)
         anchors = torch.from_numpy(blended.astype(np.float32))
     # Flower's FedProx sends its proximal weight in the config. The run-config's own
     # `proximal-mu` key travels in every config too, so it only counts under FedProx.
@@ -213,9 +216,10 @@ def train(msg: Message, context: Context) -> Message:
     )
     metrics = train_metrics(result, privacy, state)
     reply_anchors = None
-    if job.global_anchors is not None and result.anchors is not None:
+    if job.global_anchors is not None:
         metrics[PARTITION_ID] = job.partition_id
-        # The partition keeps its own, raw set; only the clipped (noised) change leaves.
+    if job.global_anchors is not None and result.anchors is not None and aso.clients_move_anchors:
+        # The partition keeps its own, raw set; only its change (noised under anchor DP) leaves.
         state.anchors = result.anchors.numpy()
         reply_anchors, anchor_metrics = anchor_report(
             job.global_anchors, state.anchors, privacy, state

@@ -98,6 +98,11 @@ class ASOConfig:
             "must be an integer >= 0",
         )
 
+    @property
+    def clients_move_anchors(self) -> bool:
+        """Whether clients move anchors by Eq. 1 and send them up (not under anchors-refit)."""
+        return self.relevance_source != "anchors-refit"
+
     def check_width(self, width: int) -> None:
         """Raise if the subspace rank exceeds the model's embedding width ``d``."""
         require(

@@ -31,9 +31,11 @@ import torch.nn.functional as F
 
 RELEVANCE_KINDS = ("max", "entropy")
 # Where local training's s comes from (spec section 13). "anchors": this module's score
-# against the anchors (Eq. 1's, the default). "oracle": the data's true fact-token
-# indicator, research only: it needs the facts dataset's spans and is never deployable.
-RELEVANCE_SOURCES = ("anchors", "oracle")
+# against the anchors, which clients move by Eq. 1 (the default). "anchors-refit": the same
+# score, against anchors the server re-fits by k-means each round and clients never move
+# or send. "oracle": the data's true fact-token indicator, research only: it needs the
+# facts dataset's spans and is never deployable.
+RELEVANCE_SOURCES = ("anchors", "anchors-refit", "oracle")
 
 
 def cosine_similarities(*, embeddings: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:

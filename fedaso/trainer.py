@@ -219,7 +219,8 @@ class _ASOState:
             raise RuntimeError("after_step() without weight_losses() in the same step")
         flat, nearest_token = pending
         # An empty Poisson batch (DP-SGD), or one with no scored token, moves no anchor.
-        if self.aso.update_anchors and nearest_token is not None:
+        moves = self.aso.update_anchors and self.aso.clients_move_anchors
+        if moves and nearest_token is not None:
             self.anchors = ema_update_towards(
                 anchors=self.anchors,
                 embeddings=flat,

@@ -45,7 +45,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
-from fedaso.anchors import kmeans_anchors
+from fedaso.anchors import kmeans_anchors, refit_anchors
 from fedaso.config import resolve_device
 from fedaso.data import CentralData, load_central, task_of
 from fedaso.durable import write_atomically, write_text_atomically
@@ -66,6 +66,7 @@ from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
 from strategies.polling import PromptGrid
+from strategies.refit import AnchorRefitFedASO
 from strategies.rounds import RoundPlan, run_rounds
 from strategies.server_state import Checkpoints, RunIdentity
 from strategies.update_dp import build_update_dp, expected_sample_size
@@ -73,8 +74,12 @@ from strategies.update_dp import build_update_dp, expected_sample_size
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
 
-def build_strategy(run: RunConfig) -> Strategy:
-    """Return the strategy named by ``run.strategy``, configured from the run-config."""
+def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strategy:
+    """Return the strategy named by ``run.strategy``, configured from the run-config.
+
+    ``relevance-source = anchors-refit`` needs the server's ``central`` data: its seed
+    corpus is what the anchors are re-fitted over each round.
+    """
     sampling: dict[str, Any] = {
         "fraction_train": run.fraction_train,
         "fraction_evaluate": run.fraction_evaluate,
@@ -83,13 +88,17 @@ def build_strategy(run: RunConfig) -> Strategy:
         "min_available_nodes": run.min_train_nodes,
     }
     if run.strategy == "fedaso":
-        return FedASO(
-            **sampling,
-            aggregation_weight=run.aggregation_weight,
-            anchor_staleness_decay=run.anchor_staleness_decay,
-            privacy=run.privacy(),
-            max_update_norm_ratio=run.max_update_norm_ratio,
-        )
+        settings: dict[str, Any] = {
+            "aggregation_weight": run.aggregation_weight,
+            "anchor_staleness_decay": run.anchor_staleness_decay,
+            "privacy": run.privacy(),
+            "max_update_norm_ratio": run.max_update_norm_ratio,
+        }
+        if run.relevance_source != "anchors-refit":
+            return FedASO(**sampling, **settings)
+        if central is None:
+            raise ValueError("relevance-source='anchors-refit' needs the server's seed corpus")
+        return AnchorRefitFedASO(**sampling, **settings, refit=SeedCorpusRefit(run, central))
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
     if run.strategy == "fedadam":
@@ -97,13 +106,34 @@ def build_strategy(run: RunConfig) -> Strategy:
     return FedAvg(**sampling)
 
 
-def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
-    """k-means anchors over the seed corpus' embeddings under the initial model."""
+def seed_embeddings(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """The seed corpus' embeddings ``(n, d)`` under ``model``, at most ``MAX_KMEANS_TOKENS``."""
     embeddings = embed(model, central.seed_corpus)  # (n, d)
     if len(embeddings) > MAX_KMEANS_TOKENS:
         rows = np.random.default_rng(run.seed).choice(len(embeddings), MAX_KMEANS_TOKENS, False)
         embeddings = embeddings[np.sort(rows)]
+    return embeddings
+
+
+def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """k-means anchors over the seed corpus' embeddings under the initial model."""
+    embeddings = seed_embeddings(model, central, run)
     return kmeans_anchors(embeddings=embeddings, num_anchors=run.num_anchors, seed=run.seed)
+
+
+class SeedCorpusRefit:
+    """``anchors-refit``'s re-fit: k-means over the seed corpus under the new global model,
+    warm-started from the last anchors (``fedaso.anchors.refit_anchors``)."""
+
+    def __init__(self, run: RunConfig, central: CentralData) -> None:
+        self.run = run
+        self.central = central
+        self.model = run.build_model().to(resolve_device(run.device))
+
+    def __call__(self, model_arrays: dict[str, np.ndarray], previous: np.ndarray) -> np.ndarray:
+        load_model_arrays(self.model, model_arrays)
+        embeddings = seed_embeddings(self.model, self.central, self.run)
+        return refit_anchors(embeddings=embeddings, previous=previous, seed=self.run.seed)
 
 
 RoundCallback = Callable[[int, Mapping[str, float]], None]
@@ -273,7 +303,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     identity = RunIdentity()
     checkpoints.register("run-identity", identity, restore_now=True)
     client_config = ConfigRecord(run.client_view() | {RUN_KEY: identity.key})
-    strategy = build_strategy(run)
+    strategy = build_strategy(run, central)
     if isinstance(strategy, FedASO) and anchors is None and checkpoints.resumed is None:
         anchors = federated_initial_anchors(
             grid, run, model_to_arrays(model), strategy, client_config

@@ -1,0 +1,77 @@
+"""FedASO with server-fitted anchors: ``relevance-source = anchors-refit`` (spec section 13).
+
+Fine-tuning rotates the states at the embedding point, so anchors that clients move by
+Eq. 1 from a fixed start lose the tokens they stood for. Under ``anchors-refit`` the server
+instead re-fits the anchor set after every round: k-means over its public seed corpus,
+embedded by the new global model, warm-started from the last centroids
+(``fedaso.anchors.refit_anchors``). The anchors travel down only: clients score relevance
+and project against them but neither move nor send them (``clients.client_app``), so a
+reply is the model's arrays alone, the section 5 merge is unused, and a round's upload
+carries no anchor bytes. A reply that does carry anchors is rejected like any reply whose
+arrays differ from what was asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.app import Message
+
+from fedaso.aggregation import weighted_average
+from fedaso.privacy import PrivacyConfig
+from fedaso.wire import join_payload, split_payload
+from strategies.fedaso import FedASO
+from strategies.replies import ClientUpdate, parse_train_reply
+
+# (the new global model's arrays, the last anchors (M, d)) -> the re-fitted anchors (M, d)
+AnchorFit = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
+
+
+class AnchorRefitFedASO(FedASO):
+    """FedASO whose anchors the server re-fits each round; clients send models only.
+
+    Parameters
+    ----------
+    refit : AnchorFit
+        The server's re-fit: given the round's aggregated model arrays and the anchors it
+        sent, the anchors to send next (``strategies.server_app.SeedCorpusRefit``).
+    **kwargs
+        As for :class:`strategies.fedaso.FedASO`.
+    """
+
+    def __init__(
+        self, *, refit: AnchorFit, privacy: PrivacyConfig | None = None, **kwargs: Any
+    ) -> None:
+        if privacy is not None and privacy.anchors_private:
+            raise ValueError(
+                f"anchor_dp={privacy.anchor_dp!r}: anchors-refit sends no anchors up, so "
+                "there is nothing to privatize; use anchor_dp='none'"
+            )
+        super().__init__(privacy=privacy, **kwargs)
+        self.refit = refit
+
+    def parse_reply(self, msg: Message) -> ClientUpdate | str:
+        """Check the reply against the model's arrays alone (no anchors may come up).
+
+        The usable update is given the anchors that were sent, so that the strategy's
+        anchor-change bound sees a change of zero.
+        """
+        model_arrays, anchors = split_payload(self.global_arrays)
+        parsed = parse_train_reply(msg, model_arrays, self.aggregation_weight)
+        if isinstance(parsed, str):
+            return parsed
+        return dataclasses.replace(parsed, arrays=join_payload(parsed.arrays, anchors))
+
+    def _aggregate(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """The weighted model and the anchors re-fitted under it; the anchors' mean row move."""
+        model_sets = [split_payload(update.arrays)[0] for update in updates]
+        model = weighted_average(model_sets, [u.weight for u in updates])
+        previous = self.anchors()
+        refitted = self.refit(model, previous).astype(previous.dtype)
+        drift = float(np.linalg.norm(refitted - previous, axis=1).mean())
+        return join_payload(model, refitted), drift
