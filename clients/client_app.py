@@ -6,7 +6,8 @@ ArrayRecord (``fedaso.wire``); it keeps its partition's own anchor set across ro
 global set into it, runs ASO local training, and replies model + its anchor set in one
 ArrayRecord and its metrics in one MetricRecord; under ``relevance-source = anchors-refit``
 it trains against the received set as is and replies the model alone (the server owns the
-anchors: ``strategies.refit``). Without anchors in the message (FedAvg,
+anchors: ``strategies.refit``); under ``relevance-source = probe`` it scores relevance
+with the probe ``(w, b)`` the message carries. Without anchors in the message (FedAvg,
 FedProx, FedAdam) it trains plainly. ``evaluate`` reports loss and accuracy (and perplexity
 for language models) on the partition's held-out split. ``query`` answers the federated
 k-means of anchor initialization (spec section 5b) with this partition's centroids and
@@ -56,6 +57,7 @@ from clients.state import PartitionState, load_state, partition_directory, state
 from fedaso.config import resolve_device
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.payload import load_model_arrays, model_to_arrays
+from fedaso.relevance import RelevanceProbe
 from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.trainer import embed, evaluate, train_local
 from fedaso.wire import (
@@ -67,6 +69,7 @@ from fedaso.wire import (
     PARTITION,
     PARTITION_ID,
     join_payload,
+    probe_of,
     split_payload,
 )
 from flower_wire.records import arrays_to_record, metric_record, read_instruction
@@ -109,6 +112,7 @@ class ClientJob:
     model: nn.Module  # the global model, loaded
     global_anchors: np.ndarray | None  # (M, d), present under FedASO only
     node_config: Mapping[str, Any]
+    relevance_probe: RelevanceProbe | None = None  # the server's, under relevance-source=probe
     ledger: SiteLedger | None = None  # the site's epsilon budget, when its policy sets one
 
     @property
@@ -153,6 +157,7 @@ def load_job(msg: Message, context: Context) -> ClientJob:
         ledger = budget_ledger(policy, context.node_config, partition_id, config.run.dataset)
     model = config.run.build_model()
     model_arrays, anchors = split_payload(arrays)
+    probe = probe_of(arrays)
     load_model_arrays(model, model_arrays)
     model.to(resolve_device(config.run.device))
     data = load_partition(config.run.data(num_partitions=num_partitions), partition_id)
@@ -166,6 +171,7 @@ def load_job(msg: Message, context: Context) -> ClientJob:
         global_anchors=anchors,
         node_config=context.node_config,
         ledger=ledger,
+        relevance_probe=RelevanceProbe(*probe) if probe is not None else None,
     )
 
 
@@ -213,6 +219,7 @@ def train(msg: Message, context: Context) -> Message:
         aso=aso,
         train=job.run.train(seed=job.seed, proximal_mu=proximal_mu),
         dp_sgd=privacy.dp_sgd_config(),
+        relevance_probe=job.relevance_probe,
     )
     metrics = train_metrics(result, privacy, state)
     reply_anchors = None

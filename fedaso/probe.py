@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fedaso.data import FactProbe
-from fedaso.relevance import relevance_scores
+from fedaso.relevance import RelevanceProbe, relevance_scores
 from fedaso.trainer import embed
 
 
@@ -66,13 +66,24 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 def relevance_by_token_kind(
-    model: nn.Module, probe: FactProbe, anchors: np.ndarray, *, tau: float, kind: str = "max"
+    model: nn.Module,
+    probe: FactProbe,
+    anchors: np.ndarray,
+    *,
+    tau: float,
+    kind: str = "max",
+    relevance_probe: RelevanceProbe | None = None,
 ) -> FactRelevance:
-    """Relevance under ``anchors`` ``(M, d)`` of the probe's fact and filler tokens."""
+    """Relevance of the probe's fact and filler tokens under ``anchors`` ``(M, d)``.
+
+    With a ``relevance_probe`` (``relevance-source = probe``) its scores are the relevance.
+    """
     anchor_tensor = torch.as_tensor(anchors, dtype=torch.float32)  # (M, d)
 
     def token_relevance(split_embeddings: np.ndarray) -> np.ndarray:
         embeddings = torch.from_numpy(split_embeddings)  # (N, d)
+        if relevance_probe is not None:
+            return relevance_probe.scores(embeddings).numpy()  # (N,)
         scores = relevance_scores(embeddings=embeddings, anchors=anchor_tensor, tau=tau, kind=kind)
         return scores.numpy()  # (N,)
 

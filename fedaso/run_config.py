@@ -103,7 +103,7 @@ class RunConfig:
     project_gradients: bool = True  # Eq. 5 on/off
     update_anchors: bool = True  # Eq. 1 on/off
     subspace_refresh_steps: int = 0  # refresh U every K local steps, 0 = once per round
-    relevance_source: str = "anchors"  # anchors | anchors-refit | oracle (research only)
+    relevance_source: str = "anchors"  # anchors | anchors-refit | probe | oracle (research)
     project_low_relevance: bool = False  # variant: project g by 1 - s (irrelevant tokens)
     anchor_blend: float = 0.5  # share of the received global anchors in a client's own set
     # FedASO server (spec sections 5-6)
@@ -241,6 +241,20 @@ class RunConfig:
             "relevance-source",
             self.relevance_source,
             f"needs the fact spans of a facts dataset (dataset={self.dataset!r} has none)",
+        )
+        require(
+            self.relevance_source != "probe" or self.dataset in FACTS_DOMAINS,
+            "relevance-source",
+            self.relevance_source,
+            f"needs the public documents with fact spans of a facts dataset "
+            f"(dataset={self.dataset!r} has none)",
+        )
+        require(
+            self.relevance_source not in ("anchors-refit", "probe") or self.update_dp == "none",
+            "relevance-source",
+            self.relevance_source,
+            f"sends the server's own arrays that replies do not echo, which update-dp="
+            f"{self.update_dp!r}'s wrappers cannot clip against; use update-dp=none",
         )
         require(
             self.relevance_source != "anchors-refit" or self.anchor_dp == "none",

@@ -48,7 +48,7 @@ from fedaso.data import RecallPrompt, TensorSplit
 from fedaso.models import embedding_point_of, embedding_width_of
 from fedaso.privacy import DPSGDConfig, opacus_import, sampling_seed
 from fedaso.projection import projection_hook, projection_weights, semantic_subspace
-from fedaso.relevance import score_tokens
+from fedaso.relevance import RelevanceProbe, score_tokens
 from fedaso.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
 
 HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
@@ -164,8 +164,11 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 class _ASOState:
     """Anchors and subspace basis carried across the steps of one round."""
 
-    def __init__(self, anchors: torch.Tensor, aso: ASOConfig) -> None:
+    def __init__(
+        self, anchors: torch.Tensor, aso: ASOConfig, probe: RelevanceProbe | None = None
+    ) -> None:
         self.aso = aso
+        self.probe = probe  # relevance-source = probe: s from it, not from the anchors
         self.anchors = anchors.detach().clone()  # (M, d)
         self.basis = self._basis()
         self.steps = 0
@@ -200,7 +203,8 @@ class _ASOState:
         scores = score_tokens(
             embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
         )
-        relevance = scores.relevance  # (N,) when every token is scored (no padding)
+        # (N,) when every token is scored (no padding)
+        relevance = scores.relevance if self.probe is None else self.probe.scores(flat)
         if not every_token:
             relevance = flat.new_zeros(scored.shape[0]).masked_scatter_(scored, relevance)
         if fact_targets is not None:
@@ -240,6 +244,7 @@ def train_local(
     aso: ASOConfig,
     train: TrainConfig,
     dp_sgd: DPSGDConfig | None = None,
+    relevance_probe: RelevanceProbe | None = None,
 ) -> LocalTrainResult:
     """Run one round of local training (ASO or plain, per ``aso.enabled``) in place.
 
@@ -256,6 +261,8 @@ def train_local(
         Hyperparameters.
     dp_sgd : DPSGDConfig or None
         Run the round as DP-SGD under Opacus; its accountant history is returned.
+    relevance_probe : RelevanceProbe or None
+        The server's probe, required under ``relevance-source = probe``: it gives ``s``.
     """
     if len(data) == 0:
         raise ValueError("the training split is empty: nothing to train on")
@@ -266,7 +273,10 @@ def train_local(
         if anchors is None:
             raise ValueError("ASO is enabled but no anchors were given")
         check_anchors(anchors, aso=aso, width=embedding_width_of(model))
-        state = _ASOState(anchors.float().to(device), aso)
+        probe = relevance_probe if aso.relevance_source == "probe" else None
+        if aso.relevance_source == "probe" and probe is None:
+            raise ValueError("relevance-source='probe' but no relevance probe was given")
+        state = _ASOState(anchors.float().to(device), aso, probe)
     optimizer = make_optimizer(model, train)
     proximal = None
     if train.proximal_mu:

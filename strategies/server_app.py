@@ -54,11 +54,13 @@ from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
 from fedaso.privacy import sampling_seed, seeded_sampling
 from fedaso.probe import relevance_by_token_kind
+from fedaso.relevance import RelevanceProbe
+from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
 from fedaso.tracking import check_backend_installed, log_run, tracking_of
 from fedaso.trainer import embed, evaluate, fact_recall
-from fedaso.wire import RUN_KEY, join_payload, split_payload
+from fedaso.wire import RUN_KEY, join_payload, probe_of, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
 from strategies.failures import RunFailedError
@@ -66,7 +68,7 @@ from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
 from strategies.polling import PromptGrid
-from strategies.refit import AnchorRefitFedASO
+from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from strategies.rounds import RoundPlan, run_rounds
 from strategies.server_state import Checkpoints, RunIdentity
 from strategies.update_dp import build_update_dp, expected_sample_size
@@ -94,10 +96,14 @@ def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strate
             "privacy": run.privacy(),
             "max_update_norm_ratio": run.max_update_norm_ratio,
         }
-        if run.relevance_source != "anchors-refit":
+        if run.relevance_source not in ("anchors-refit", "probe"):
             return FedASO(**sampling, **settings)
         if central is None:
-            raise ValueError("relevance-source='anchors-refit' needs the server's seed corpus")
+            raise ValueError(
+                f"relevance-source={run.relevance_source!r} needs the server's central data"
+            )
+        if run.relevance_source == "probe":
+            return ProbeFedASO(**sampling, **settings, fit_probe=PublicDocumentProbe(run, central))
         return AnchorRefitFedASO(**sampling, **settings, refit=SeedCorpusRefit(run, central))
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
@@ -136,6 +142,25 @@ class SeedCorpusRefit:
         return refit_anchors(embeddings=embeddings, previous=previous, seed=self.run.seed)
 
 
+class PublicDocumentProbe:
+    """``probe``'s fit: a logistic probe on the public documents' fact and other tokens
+    under the global model (``fedaso.relevance_probe``)."""
+
+    def __init__(self, run: RunConfig, central: CentralData) -> None:
+        if central.public_fact_probe is None:
+            raise ValueError(
+                f"relevance-source='probe' needs public documents with fact spans mapped to "
+                f"tokens, which dataset={run.dataset!r} under this tokenizer does not give"
+            )
+        self.public = central.public_fact_probe
+        self.seed = run.seed
+        self.model = run.build_model().to(resolve_device(run.device))
+
+    def __call__(self, model_arrays: dict[str, np.ndarray]) -> RelevanceProbe:
+        load_model_arrays(self.model, model_arrays)
+        return fit_relevance_probe(self.model, self.public, seed=self.seed)
+
+
 RoundCallback = Callable[[int, Mapping[str, float]], None]
 
 
@@ -146,13 +171,14 @@ def central_metrics(
     codec: TextCodec,
     anchors: np.ndarray | None = None,
     run: RunConfig | None = None,
+    relevance_probe: RelevanceProbe | None = None,
 ) -> dict[str, float]:
     """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any.
 
     Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
     Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
     the mean relevance of fact and filler tokens and the AUROC of relevance for fact
-    tokens against the others (``fedaso.probe``).
+    tokens against the others (``fedaso.probe``), scored by ``relevance_probe`` if given.
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -164,8 +190,9 @@ def central_metrics(
         metrics["fact-answer-loss"] = recall.answer_loss
     if central.fact_probe is not None and anchors is not None and run is not None:
         relevance = relevance_by_token_kind(
-            model, central.fact_probe, anchors, tau=run.aso_tau, kind=run.relevance
-        )
+            model, central.fact_probe, anchors, tau=run.aso_tau, kind=run.relevance,
+            relevance_probe=relevance_probe,
+        )  # fmt: skip
         metrics["relevance-fact"] = relevance.fact
         metrics["relevance-filler"] = relevance.filler
         metrics["relevance-auroc"] = relevance.auroc
@@ -197,11 +224,15 @@ class CentralEvaluator:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         start = time.perf_counter()
-        model_arrays, anchors = split_payload(record_to_arrays(arrays))
+        payload = record_to_arrays(arrays)
+        model_arrays, anchors = split_payload(payload)
+        probe = probe_of(payload)
+        relevance_probe = RelevanceProbe(*probe) if probe is not None else None
         load_model_arrays(self.model, model_arrays)
         metrics = central_metrics(
-            self.model, self.central, self.run.dataset, self.codec, anchors, self.run
-        )
+            self.model, self.central, self.run.dataset, self.codec, anchors, self.run,
+            relevance_probe,
+        )  # fmt: skip
         if self.extra is not None:
             extra = central_metrics(
                 self.model, self.extra, self.run.extra_eval_dataset, self.codec, anchors, self.run
@@ -318,10 +349,13 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
         evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=evaluator,
     )
+    initial = join_payload(model_to_arrays(model), anchors)
+    if isinstance(strategy, ProbeFedASO):  # round 1's relevance: the probe of the initial model
+        initial = strategy.with_probe(initial)
     result = run_rounds(
         strategy,
         plan,
-        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        initial_arrays=arrays_to_record(initial),
         num_rounds=run.num_server_rounds,
         checkpoints=checkpoints,
     )

@@ -1,17 +1,25 @@
-"""Relevance sources as named variants (spec section 13): anchors-refit, oracle."""
+"""Relevance sources as named variants (spec section 13): anchors-refit and probe."""
 
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from fedaso.anchors import refit_anchors
+from fedaso.config import ASOConfig, TrainConfig
+from fedaso.data import load_central
 from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import PrivacyConfig
+from fedaso.probe import auroc
+from fedaso.relevance import RelevanceProbe
+from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
+from fedaso.trainer import embed, train_local
+from fedaso.wire import PROBE_BIAS_KEY, PROBE_WEIGHT_KEY, probe_of, with_probe
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
-from strategies.refit import AnchorRefitFedASO
+from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from tests.flower_helpers import metrics, payload, train_reply
 from tests.test_simulation import SMALL
 
@@ -81,3 +89,96 @@ def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(tmp_pat
     assert trained["train"]["anchor-drift"] > 0  # re-fitted under the new model
     assert 0 < trained["train"]["mean-relevance"] < 1
     assert 0 <= trained["central"]["relevance-auroc"] <= 1
+
+
+def tiny_probe_setting():
+    """A tiny LM run on facts, its central data and model."""
+    run = RunConfig(**SMALL | {"facts_entities": 4})
+    central = load_central(run.data(num_partitions=1))
+    torch.manual_seed(0)
+    return run, central, run.build_model()
+
+
+def test_probe_fit_on_public_documents_tells_their_fact_tokens_apart():
+    _, central, model = tiny_probe_setting()
+    public = central.public_fact_probe
+    probe = fit_relevance_probe(model, public, seed=0)
+    fact, other = (embed(model, split) for split in (public.fact, public.filler))
+    assert probe.weight.shape == (fact.shape[1],)
+    # s = sigmoid(w . e + b), by hand.
+    by_hand = 1 / (1 + np.exp(-(fact[:5].astype(np.float64) @ probe.weight + probe.bias)))
+    np.testing.assert_allclose(probe.scores(torch.from_numpy(fact[:5])), by_hand, rtol=1e-5)
+    scores = [probe.scores(torch.from_numpy(rows)).numpy() for rows in (fact, other)]
+    # In-sample, on the documents it was fitted on. A fresh byte model's embedding point
+    # barely tells a value's letters from others' (0.60 here), but the fit finds that.
+    assert auroc(*scores) > 0.55
+    flipped = RelevanceProbe(weight=-probe.weight, bias=-probe.bias)
+    assert auroc(*(flipped.scores(torch.from_numpy(rows)).numpy() for rows in (fact, other))) < 0.45
+    with pytest.raises(ValueError, match="finite"):
+        RelevanceProbe(weight=np.array([np.nan], dtype=np.float32), bias=0.0)
+
+
+def test_probe_travels_under_its_reserved_keys_and_only_down():
+    weight = np.arange(3, dtype=np.float32)
+    sent = with_probe(payload(0.0, 1.0), weight, -0.5)
+    assert sent[PROBE_BIAS_KEY].tolist() == [-0.5]
+    found_weight, found_bias = probe_of(sent)
+    np.testing.assert_array_equal(found_weight, weight)
+    assert found_bias == -0.5 and probe_of(payload(0.0, 1.0)) is None
+    fitted = RelevanceProbe(weight=np.full(2, 0.5, dtype=np.float32), bias=0.25)
+    strategy = ProbeFedASO(fit_probe=lambda model_arrays: fitted, anchor_staleness_decay=0.0)
+    strategy.global_arrays = with_probe(payload(0.0, 1.0), weight, -0.5)
+    replies = [
+        train_reply(1, payload(2.0, 3.0), metrics(relevance=0.5)),
+        train_reply(2, sent, metrics(relevance=0.5)),  # echoes the probe: not a reply's shape
+    ]
+    arrays, agg = strategy.aggregate_train(1, replies)
+    out = record_to_arrays(arrays)
+    assert agg["num-replies"] == 1 and agg["num-rejected"] == 1
+    np.testing.assert_allclose(out["w"], 2.0)
+    np.testing.assert_allclose(out[ANCHORS_KEY], 3.0)  # anchors merged as usual
+    np.testing.assert_array_equal(out[PROBE_WEIGHT_KEY], fitted.weight)
+    assert out[PROBE_BIAS_KEY].tolist() == [0.25]
+
+
+def test_probe_scores_are_the_relevance_of_local_training():
+    run, central, model = tiny_probe_setting()
+    probe = fit_relevance_probe(model, central.public_fact_probe, seed=0)
+    data = central.eval
+    before = probe.scores(torch.from_numpy(embed(model, data))).mean().item()
+    aso = ASOConfig(num_anchors=16, subspace_rank=4, relevance_source="probe")
+    one_step = TrainConfig(local_epochs=1, batch_size=len(data), lr=0.01)
+    anchors = torch.randn(16, run.model_width)
+    result = train_local(model, data, anchors=anchors, aso=aso, train=one_step,
+                         relevance_probe=probe)  # fmt: skip
+    assert result.mean_relevance == pytest.approx(before, rel=1e-5)
+    with pytest.raises(ValueError, match="relevance-source='probe'"):
+        train_local(model, data, anchors=anchors, aso=aso, train=one_step)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"dataset": "pydoc"}, r"relevance-source='probe'.*dataset='pydoc'"),
+        ({"update_dp": "server-fixed"}, r"relevance-source='probe'.*update-dp='server-fixed'"),
+    ],
+)
+def test_probe_source_is_refused_where_it_cannot_work(settings, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(relevance_source="probe", **settings)
+
+
+def test_probe_federation_scores_with_the_servers_probe(tmp_path):
+    run = RunConfig(
+        out_dir=str(tmp_path), relevance_source="probe", **SMALL | {"num_server_rounds": 1}
+    )
+    simulate(run, num_clients=2)
+    rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    trained = rounds[1]
+    assert trained["train"]["num-replies"] == 2
+    assert trained["traffic"]["anchor-bytes-up"] > 0  # the anchors still travel up (for U)
+    # The central probe scores with the round's probe: well above chance on held-out facts?
+    # Not asserted (a 1-round tiny model); it is there and is an AUROC.
+    for record in rounds:
+        assert 0 <= record["central"]["relevance-auroc"] <= 1
+    assert 0 < trained["train"]["mean-relevance"] < 1

@@ -92,10 +92,9 @@ def _knowledge_seed(
     only the tokens of their facts' values, so that k-means (over scored tokens only)
     places every anchor among the embeddings of knowledge itself.
     """
-    texts = [text for text, _ in corpus.knowledge]
     if anchor_seed == "knowledge":
-        return _lm_windows(texts, seq_len, codec=codec)
-    split = _split_by_spans(texts, [spans for _, spans in corpus.knowledge], seq_len, codec)
+        return _lm_windows([text for text, _ in corpus.knowledge], seq_len, codec=codec)
+    split = _public_fact_probe(corpus, seq_len, codec)
     if split is None:
         raise ValueError(
             f"anchor-seed={anchor_seed!r} needs token offsets, which this model's tokenizer "
@@ -138,12 +137,19 @@ def _lm_corpus(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> _Corpus:
         eval=_lm_windows(corpus.eval_texts, seq_len, codec=codec),
         recall_prompts=corpus.recall_prompts,
         fact_probe=_fact_probe(corpus, seq_len, codec) if corpus.eval_fact_spans else None,
+        public_fact_probe=_public_fact_probe(corpus, seq_len, codec) if corpus.knowledge else None,
     )
 
 
 def _fact_probe(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> FactProbe | None:
     """``corpus.eval`` windows split by target: fact values vs the rest (None: no offsets)."""
     return _split_by_spans(corpus.eval_texts, corpus.eval_fact_spans, seq_len, codec)
+
+
+def _public_fact_probe(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> FactProbe | None:
+    """The public entities' documents split by target: fact values vs the rest."""
+    texts = [text for text, _ in corpus.knowledge]
+    return _split_by_spans(texts, [spans for _, spans in corpus.knowledge], seq_len, codec)
 
 
 def _split_by_spans(

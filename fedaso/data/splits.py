@@ -78,6 +78,9 @@ class CentralData:
     eval: TensorSplit  # held-out central evaluation set
     recall_prompts: tuple[RecallPrompt, ...]  # facts only; empty otherwise
     fact_probe: FactProbe | None = None  # facts only: fact vs filler tokens of ``eval``
+    # facts only: the public entities' documents split by their value spans, on which the
+    # server fits relevance-source = probe's logistic probe (None: no token offsets)
+    public_fact_probe: FactProbe | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,3 +122,4 @@ class _Corpus:
     eval: TensorSplit
     recall_prompts: tuple[RecallPrompt, ...] = ()
     fact_probe: FactProbe | None = None
+    public_fact_probe: FactProbe | None = None  # the public documents split by value spans
