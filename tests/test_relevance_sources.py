@@ -1,4 +1,4 @@
-"""Relevance sources as named variants (spec section 13): anchors-refit and probe."""
+"""Relevance sources as named variants (spec section 13): anchors-refit, probe, oracle."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 
 from fedaso.anchors import refit_anchors
 from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import load_central
+from fedaso.data import load_central, load_partition
 from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import PrivacyConfig
 from fedaso.probe import auroc
@@ -182,3 +182,20 @@ def test_probe_federation_scores_with_the_servers_probe(tmp_path):
     for record in rounds:
         assert 0 <= record["central"]["relevance-auroc"] <= 1
     assert 0 < trained["train"]["mean-relevance"] < 1
+
+
+def test_oracle_federation_weights_by_the_true_fact_tokens(tmp_path):
+    run = RunConfig(
+        out_dir=str(tmp_path), relevance_source="oracle", project_low_relevance=True,
+        **SMALL | {"num_server_rounds": 1},
+    )  # fmt: skip
+    simulate(run, num_clients=2)
+    trained = json.loads((tmp_path / "metrics.json").read_text())["rounds"][1]["train"]
+    # Both clients train on every window each epoch: the token-weighted mean relevance is
+    # the share of fact-value targets in their training splits.
+    splits = [load_partition(run.data(num_partitions=2), k).train for k in (0, 1)]
+    facts = sum(int(split.fact_targets.sum()) for split in splits)
+    tokens = sum(split.targets.numel() for split in splits)
+    assert trained["num-replies"] == 2
+    assert trained["mean-relevance"] == pytest.approx(facts / tokens, rel=1e-6)
+    assert 0 < trained["mean-relevance"] < 0.5
