@@ -7,7 +7,8 @@ filler tokens (``fedaso.probe``), beside the AUROC of relevance for fact tokens 
 all others and Eq. 4's relative weight ``(1 + lambda s_fact) / (1 + lambda s_other)``
 (with the run's ``aso-lambda``). An AUROC near 0.5 or a weight ratio near 1 means Eq. 4
 cannot emphasize knowledge: relevance does not tell facts from filler. No federation
-runs, so the grid takes seconds.
+runs, so the grid takes seconds. With ``--set relevance-source=probe`` a last row scores
+the logistic probe the server would fit on the public documents (spec section 13).
 
     python -m simulations.probe --set model=hf:models/base --set facts-entities=8 \\
         --anchor-seeds generic,knowledge,knowledge-values --num-anchors 16,64,512 \\
@@ -27,12 +28,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from fedaso.data import load_central
 from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import embedding_width_of
 from fedaso.probe import FactRelevance, relevance_by_token_kind
+from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
 from simulations.console import CommandParser
 from simulations.engine import format_table, resolve_run_config
@@ -87,7 +91,21 @@ def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
                     model, central.fact_probe, initial, tau=tau, kind=run.relevance
                 )
                 rows.append([anchor_seed, num_anchors, tau, *_figures(result, run)])
+    if base.relevance_source == "probe":
+        rows.append(["(probe)", "-", "-", *_figures(logistic_probe_relevance(model, base), base)])
     return rows
+
+
+def logistic_probe_relevance(model: nn.Module, run: RunConfig) -> FactRelevance:
+    """The held-out probe scored by ``relevance-source = probe``'s logistic probe, fitted
+    on the public documents under ``model`` as the server would."""
+    central = load_central(run.data(num_partitions=1))
+    if central.fact_probe is None or central.public_fact_probe is None:
+        raise ValueError(f"dataset={run.dataset!r} has no facts to probe: use facts")
+    fitted = fit_relevance_probe(model, central.public_fact_probe, seed=run.seed)
+    empty = np.zeros((2, embedding_width_of(model)), dtype=np.float32)  # unused by the probe
+    return relevance_by_token_kind(model, central.fact_probe, empty, tau=run.aso_tau,
+                                   relevance_probe=fitted)  # fmt: skip
 
 
 def probe_run(run_dir: Path) -> list[list[object]]:
@@ -116,6 +134,10 @@ def probe_run(run_dir: Path) -> list[list[object]]:
                 model, central.fact_probe, anchor_set, tau=run.aso_tau, kind=run.relevance
             )
             rows.append([model_name, anchor_name, *_figures(result, run)])
+        if run.relevance_source == "probe":  # the probe the server fitted under this model
+            rows.append(
+                [model_name, "(probe)", *_figures(logistic_probe_relevance(model, run), run)]
+            )
     return rows
 
 

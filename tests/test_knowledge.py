@@ -207,3 +207,17 @@ def test_probe_command_prints_and_writes_the_grid(tmp_path, capsys):
     ]  # fmt: skip
     with pytest.raises(SystemExit):
         main(["--set", "dataset=pydoc", "--anchor-seeds", "knowledge"])
+
+
+def test_probe_command_adds_the_logistic_probe_row(tmp_path):
+    from simulations.probe import main
+
+    out = tmp_path / "probe.md"
+    argv = ["--set", "relevance-source=probe", "--set", "facts-entities=4",
+            "--set", "model-width=16", "--set", "model-heads=2", "--set", "seq-len=32",
+            "--anchor-seeds", "generic", "--num-anchors", "16", "--taus", "0.1",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = [row.strip("| ").split(" | ") for row in out.read_text().splitlines()[2:]]
+    assert [row[0] for row in rows] == ["generic", "(probe)"]
+    assert all(0 <= float(row[-1]) <= 1 for row in rows)  # the AUROC column

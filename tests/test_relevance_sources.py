@@ -19,6 +19,7 @@ from fedaso.trainer import embed, train_local
 from fedaso.wire import PROBE_BIAS_KEY, PROBE_WEIGHT_KEY, probe_of, with_probe
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
+from simulations.probe import probe_run
 from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from tests.flower_helpers import metrics, payload, train_reply
 from tests.test_simulation import SMALL
@@ -182,6 +183,11 @@ def test_probe_federation_scores_with_the_servers_probe(tmp_path):
     for record in rounds:
         assert 0 <= record["central"]["relevance-auroc"] <= 1
     assert 0 < trained["train"]["mean-relevance"] < 1
+    # `fedaso probe --run` re-fits the server's probe under the final model: same figures.
+    rows = {(model, anchors): figures for model, anchors, *figures in probe_run(tmp_path)}
+    assert rows["final", "(probe)"][-1] == pytest.approx(
+        trained["central"]["relevance-auroc"], abs=1e-6
+    )
 
 
 def test_oracle_federation_weights_by_the_true_fact_tokens(tmp_path):
