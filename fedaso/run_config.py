@@ -236,33 +236,7 @@ class RunConfig:
             self.proximal_mu,
             "must be a finite number >= 0",
         )
-        require(
-            self.relevance_source != "oracle" or self.dataset in FACTS_DOMAINS,
-            "relevance-source",
-            self.relevance_source,
-            f"needs the fact spans of a facts dataset (dataset={self.dataset!r} has none)",
-        )
-        require(
-            self.relevance_source != "probe" or self.dataset in FACTS_DOMAINS,
-            "relevance-source",
-            self.relevance_source,
-            f"needs the public documents with fact spans of a facts dataset "
-            f"(dataset={self.dataset!r} has none)",
-        )
-        require(
-            self.relevance_source not in ("anchors-refit", "probe") or self.update_dp == "none",
-            "relevance-source",
-            self.relevance_source,
-            f"sends the server's own arrays that replies do not echo, which update-dp="
-            f"{self.update_dp!r}'s wrappers cannot clip against; use update-dp=none",
-        )
-        require(
-            self.relevance_source != "anchors-refit" or self.anchor_dp == "none",
-            "relevance-source",
-            self.relevance_source,
-            f"sends no anchors up, so anchor-dp={self.anchor_dp!r} has nothing to protect; "
-            "use anchor-dp=none",
-        )
+        self._check_relevance_source()
         self.check_reliability()
         self._check_continuation()
         # The component configs validate their own fields, naming the same keys.
@@ -292,6 +266,29 @@ class RunConfig:
             "dp-sgd",
             privacy.dp_sgd,
             "cannot be combined with strategy='fedprox' (its proximal term is not per-sample)",
+        )
+
+    def _check_relevance_source(self) -> None:
+        """Validate ``relevance-source`` against what its variant needs (spec section 13)."""
+        require(
+            self.relevance_source not in ("oracle", "probe") or self.dataset in FACTS_DOMAINS,
+            "relevance-source",
+            self.relevance_source,
+            f"needs the fact spans of a facts dataset (dataset={self.dataset!r} has none)",
+        )
+        require(
+            self.relevance_source not in ("anchors-refit", "probe") or self.update_dp == "none",
+            "relevance-source",
+            self.relevance_source,
+            f"sends the server's own arrays that replies do not echo, which update-dp="
+            f"{self.update_dp!r}'s wrappers cannot clip against; use update-dp=none",
+        )
+        require(
+            self.relevance_source != "anchors-refit" or self.anchor_dp == "none",
+            "relevance-source",
+            self.relevance_source,
+            f"sends no anchors up, so anchor-dp={self.anchor_dp!r} has nothing to protect; "
+            "use anchor-dp=none",
         )
 
     def _check_continuation(self) -> None:
