@@ -5,10 +5,13 @@ One local step of ASO (spec sections 2-5) on a batch:
 1. forward; a forward hook keeps the embedding-point output ``e`` ``(N, d)``;
 2. ``c = cos(e, A)`` once, from the detached ``e``, block by block of tokens: each block
    gives its tokens' relevance ``s`` and each anchor's most similar token so far (with
-   ``relevance-source = oracle``, research only, ``s`` is the batch's fact-token indicator);
+   ``relevance-source = probe`` ``s = sigmoid(w . e + b)`` from the server's probe; with
+   ``oracle``, research only, ``s`` is the batch's fact-token indicator);
 3. loss ``(1/N) sum_i (1 + lambda s_i) l_i``;
-4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5) during backward;
-5. optimizer step; anchors move by Eq. 1 towards the tokens found in step 2.
+4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5, by ``s``, or by ``1 - s``
+   with ``project-low-relevance``) during backward;
+5. optimizer step; anchors move by Eq. 1 towards the tokens found in step 2 (not under
+   ``relevance-source = anchors-refit``, whose anchors the server fits).
 
 With ASO disabled the same loop is plain training, so that both paths share every line
 that matters for a fair comparison.
