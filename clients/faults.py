@@ -22,17 +22,24 @@ from fedaso.faults import FAULT_KINDS
 from fedaso.wire import (
     ANCHORS_KEY,
     ARRAYS,
+    CONFIG,
     FAULT,
     FAULT_DELAY,
     FAULT_KIND,
+    HIGH_RELEVANCE_FRACTION,
     MEAN_RELEVANCE,
     METRICS,
+    NUM_EXAMPLES,
+    NUM_TOKENS,
+    PARTITION_ID,
+    SERVER_ROUND,
     TRAIN,
     split_payload,
 )
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 
 NORM_FACTOR = 1e4  # the "norm" fault multiplies the model update by this
+FRESH_PARTITION = 10**6  # the "fresh-partition" fault claims this + the round
 
 
 def fault_injection_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -57,11 +64,17 @@ def fault_injection_mod(msg: Message, context: Context, call_next: ClientAppCall
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    content = spoil(kind, reply.content, record_to_arrays(msg.content.array_records[ARRAYS]))
+    sent = record_to_arrays(msg.content.array_records[ARRAYS])
+    server_round = msg.content.config_records[CONFIG].get(SERVER_ROUND, 0)
+    if not isinstance(server_round, int):
+        raise ValueError(f"{SERVER_ROUND}={server_round!r} must be an integer")
+    content = spoil(kind, reply.content, sent, server_round=server_round)
     return Message(content=content, reply_to=msg)
 
 
-def spoil(kind: str, content: RecordDict, sent: dict[str, np.ndarray]) -> RecordDict:
+def spoil(
+    kind: str, content: RecordDict, sent: dict[str, np.ndarray], *, server_round: int = 0
+) -> RecordDict:
     """Return the reply ``content`` spoiled as ``kind`` says (``sent``: the global arrays)."""
     arrays = record_to_arrays(content.array_records[ARRAYS])
     metrics = dict(content.metric_records[METRICS])
@@ -81,6 +94,14 @@ def spoil(kind: str, content: RecordDict, sent: dict[str, np.ndarray]) -> Record
         arrays[ANCHORS_KEY] = arrays[ANCHORS_KEY][:-1]
     elif kind == "weight":
         metrics[MEAN_RELEVANCE] = -1.0
+    elif kind == "relevance":
+        metrics |= {MEAN_RELEVANCE: 1e6, NUM_EXAMPLES: 1e308, NUM_TOKENS: 1e308}
+    elif kind == "list-metric":
+        metrics[HIGH_RELEVANCE_FRACTION] = [0.5, 0.5]
+    elif kind == "steal-partition":
+        metrics[PARTITION_ID] = 0
+    elif kind == "fresh-partition":
+        metrics[PARTITION_ID] = FRESH_PARTITION + server_round
     record = arrays_to_record(arrays)
     if kind == "garbage":
         record[first] = Array(dtype="float32", shape=(7, 7), stype="numpy.ndarray", data=b"junk")

@@ -9,6 +9,8 @@ or with ``w_k = sum_i s_i`` ("relevance-x-examples"), ``w_k = n_k`` ("examples",
 Anchor sets are merged per partition (spec section 5): the server keeps each partition's
 latest report and the round it came from, and the next global set is their weighted average
 with weights decayed by ``gamma ** age``, so partitions not sampled this round still count.
+Both averages can cap any one contributor's share of the result (``capped_average``,
+``fedaso.robust.capped_shares``): what a cap leaves over stays with the previous state.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fedaso.robust import capped_shares
 from fedaso.run_config import AGGREGATION_WEIGHTS
 
 
@@ -66,6 +69,25 @@ def weighted_average(
             accumulator += (weight / total) * client_arrays[key]
         averaged[key] = accumulator.astype(first.dtype, copy=False)
     return averaged
+
+
+def capped_average(
+    arrays: Sequence[Mapping[str, np.ndarray]],
+    weights: Sequence[float],
+    *,
+    max_share: float,
+    previous: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The weighted average of ``arrays`` in which none holds more than ``max_share``.
+
+    The shares come from :func:`fedaso.robust.capped_shares`; when the arrays are too few
+    to carry the whole result under the cap, ``previous`` (the state before this round)
+    holds the share left over.
+    """
+    shares, leftover = capped_shares(weights, max_share)
+    if leftover > 0:
+        return weighted_average([*arrays, previous], [*shares, leftover])
+    return weighted_average(arrays, list(shares))
 
 
 @dataclass(frozen=True)
@@ -126,12 +148,26 @@ class PartitionAnchorStore:
                 weights[partition] = decay * report.weight
         return weights
 
-    def merge(self, server_round: int) -> np.ndarray | None:
-        """Return the decayed weighted average of stored anchor sets, or None if none count."""
+    def merge(
+        self, server_round: int, *, max_share: float = 1.0, previous: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Return the decayed weighted average of stored anchor sets, or None if none count.
+
+        With ``max_share < 1`` no partition holds more than that share of the result, and
+        ``previous`` (the global set before this round) holds what the cap leaves over.
+        """
         weights = self.decayed_weights(server_round)
         if not weights:
             return None
         anchor_sets = [{"anchors": self.reports[p].anchors} for p in weights]
+        if max_share < 1.0:
+            if previous is None:
+                raise ValueError(f"max_share={max_share} < 1 needs the previous anchor set")
+            kept = {"anchors": previous}
+            merged = capped_average(
+                anchor_sets, list(weights.values()), max_share=max_share, previous=kept
+            )
+            return merged["anchors"]
         return weighted_average(anchor_sets, list(weights.values()))["anchors"]
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Run-config ``fault-plan`` names, per partition, one way its training replies go wrong, e.g.
 ``"1:raise,2:nan,3:delay"``. ``clients.faults`` applies the plan to real replies of real
 ClientApps, so that tests (and a cautious site operator) can watch FedASO drop bad replies,
-count failures and time-outs, and carry on with the others. An empty plan (the default)
+count failures and time-outs, and carry on with the others, and bound replies that lie
+(``LYING_KINDS``). An empty plan (the default)
 changes nothing. This module only parses and validates plans; it never imports Flower.
 """
 
@@ -24,7 +25,15 @@ FAULT_KINDS: Mapping[str, str] = {
     "no-metrics": "the reply has no MetricRecord",
     "anchors-shape": "the anchor set lacks its last row",
     "weight": "a negative mean-relevance (aggregation weight)",
+    # Well-formed lies (issue 17): the reply trains honestly but claims what it should not.
+    "relevance": "claims a mean-relevance of 10^6 and 10^308 examples and tokens",
+    "list-metric": "sends high-relevance-fraction as a list where one number belongs",
+    "steal-partition": "claims partition-id 0, another site's",
+    "fresh-partition": "claims a new partition-id every round (10^6 + the round)",
 }
+# The lies above: each is well-formed, so the server bounds or refuses what it claims
+# (docs/RELIABILITY.md) rather than failing to read it.
+LYING_KINDS = frozenset({"relevance", "list-metric", "steal-partition", "fresh-partition"})
 
 
 def parse_fault_plan(plan: str) -> dict[int, str]:

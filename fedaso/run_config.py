@@ -36,6 +36,7 @@ from fedaso.faults import parse_fault_plan
 from fedaso.models import LoraSettings, ModelSpec, build_model, embedding_width_of, is_hf
 from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
+from fedaso.robust import ReplyBounds
 from fedaso.tracking import check_tracking
 from fedaso.wire import RUN_KEY, SERVER_ROUND
 
@@ -62,6 +63,9 @@ SERVER_ONLY_KEYS = frozenset(
         "out-dir",
         "round-timeout",
         "max-update-norm-ratio",
+        "max-update-norm",
+        "max-client-share",
+        "max-reported-count",
         "checkpoint-dir",
         "resume",
         "fault-plan",  # a testing aid; the server tells only the faulty node (strategies.faults)
@@ -145,6 +149,9 @@ class RunConfig:
     # Reliability (docs/RELIABILITY.md)
     round_timeout: float = 3600.0  # seconds the server waits for a round's replies
     max_update_norm_ratio: float = 10.0  # drop updates > ratio x the round's median norm; 0 off
+    max_update_norm: float = 1000.0  # drop model updates longer than this; 0 off
+    max_client_share: float = 0.5  # no reply holds more of a round's aggregate; 1 = no cap
+    max_reported_count: int = 10**9  # a reply's num-examples / num-tokens are capped here
     checkpoint_dir: str = ""  # checkpoint every round here; "" = out-dir/checkpoint (if out-dir)
     resume: str = ""  # continue the run saved in this checkpoint directory
     fault_plan: str = ""  # TESTING AID: "PARTITION:KIND,..." makes partitions misbehave
@@ -456,13 +463,7 @@ class RunConfig:
             self.round_timeout,
             "must be a finite number of seconds > 0",
         )
-        require(
-            is_finite_number(self.max_update_norm_ratio)
-            and (self.max_update_norm_ratio == 0 or self.max_update_norm_ratio > 1),
-            "max-update-norm-ratio",
-            self.max_update_norm_ratio,
-            "must be 0 (off) or a finite number > 1 (a multiple of the round's median norm)",
-        )
+        self.reply_bounds()  # validates the norm bounds, the share cap and the count cap
         require(
             is_finite_number(self.fault_delay) and self.fault_delay >= 0,
             "fault-delay",
@@ -470,6 +471,15 @@ class RunConfig:
             "must be a finite number of seconds >= 0",
         )
         parse_fault_plan(self.fault_plan)
+
+    def reply_bounds(self) -> ReplyBounds:
+        """What the server allows one training reply (``fedaso.robust``), validated."""
+        return ReplyBounds(
+            max_update_norm_ratio=self.max_update_norm_ratio,
+            max_update_norm=self.max_update_norm,
+            max_client_share=self.max_client_share,
+            max_reported_count=self.max_reported_count,
+        )
 
     def checkpoint_path(self) -> str:
         """Where checkpoints go: ``checkpoint-dir``, else ``out-dir/checkpoint``, else ``""``."""

@@ -55,6 +55,7 @@ BENCHMARKS = {
     "dp": Command("benchmarks.dp", "DP-SGD's local step over ASO's"),
     "linkstate": Command("benchmarks.linkstate", "Flower's message lookup vs the indexed one"),
     "deployment": Command("benchmarks.deployment", "seconds per round on the Deployment Engine"),
+    "reply-checks": Command("benchmarks.reply_checks", "the server's reply checks vs averaging"),
 }
 
 

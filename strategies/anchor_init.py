@@ -1,9 +1,11 @@
 """Federated anchor initialization (spec section 5b): k-means over the clients' centroids.
 
 Before the first round, ``federated_initial_anchors`` sends a ``query`` message with the
-initial model to a sample of the connected nodes, checks each answer like a training reply,
-privatizes the answers in central mode (local mode: they arrive privatized), accounts the
-release in the strategy, and runs weighted k-means over what arrived.
+initial model to a sample of the connected nodes, checks each answer like a training reply
+(shapes, the model's embedding width, finite values, fractions that count tokens, which are
+then normalized so that every answer weighs the same in k-means), privatizes the answers in
+central mode (local mode: they arrive privatized), accounts the release in the strategy,
+and runs weighted k-means over what arrived.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def federated_initial_anchors(
     model_arrays: dict[str, np.ndarray],
     strategy: FedASO,
     client_config: ConfigRecord,
+    width: int,
 ) -> np.ndarray:
     """Federated k-means (spec section 5b): sampled clients send centroids, server merges.
 
@@ -55,7 +58,8 @@ def federated_initial_anchors(
     logged and skipped), privatizes the answers on receipt in central mode (in local mode
     they arrive privatized), accounts the release in ``strategy``, and runs weighted k-means
     over all centroids, each weighing its cluster fraction. ``client_config`` is what every
-    client message carries (``fedaso.run_config.ClientConfig`` less the server round).
+    client message carries (``fedaso.run_config.ClientConfig`` less the server round);
+    ``width`` is the model's embedding width, which every centroid must have.
 
     Raises
     ------
@@ -75,7 +79,9 @@ def federated_initial_anchors(
         for node in sampled
     ]
     replies = list(grid.send_and_receive(messages, timeout=run.round_timeout))
-    answers = usable_centroids(replies, run.num_anchors, noised=run.anchor_dp == "local")
+    answers = usable_centroids(
+        replies, run.num_anchors, noised=run.anchor_dp == "local", width=width
+    )
     if run.anchor_dp == "local":  # every answer that arrived was released, usable or not
         strategy.record_local_releases(
             key for key in map(released_partition, replies) if key is not None
@@ -101,12 +107,12 @@ def federated_initial_anchors(
 
 
 def usable_centroids(
-    replies: Iterable[Message], num_anchors: int, *, noised: bool
+    replies: Iterable[Message], num_anchors: int, *, noised: bool, width: int | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ``(centroids, fractions)`` of every usable k-means answer; others are logged."""
     answers = []
     for reply in replies:
-        parsed = centroid_answer(reply, num_anchors, noised=noised)
+        parsed = centroid_answer(reply, num_anchors, noised=noised, width=width)
         if isinstance(parsed, str):
             log(WARNING, "anchor-init: dropped node %s: %s", reply.metadata.src_node_id, parsed)
             continue
@@ -115,13 +121,16 @@ def usable_centroids(
 
 
 def centroid_answer(
-    reply: Message, num_anchors: int, *, noised: bool
+    reply: Message, num_anchors: int, *, noised: bool, width: int | None = None
 ) -> tuple[np.ndarray, np.ndarray] | str:
     """A k-means answer's centroids ``(k, d)`` and fractions ``(k,)``, or why it is unusable.
 
-    Raw fractions (``noised`` False) must be a distribution over the client's tokens; noised
-    ones (local mode) may be anything finite, since noise can push them below 0
-    (``fedaso.anchors.federated_kmeans`` floors the weights).
+    Centroids must have the model's embedding ``width`` (None skips that check).
+    Raw fractions (``noised`` False) must count the client's tokens (non-negative, a
+    positive sum); noised ones (local mode) may be anything finite, since noise can push
+    them below 0, and are clipped at 0 first. Either way the fractions returned are
+    normalized to sum to 1 (uniform when none is positive), so that no answer outweighs
+    another however large the numbers it sends.
     """
     if reply.has_error():
         return f"client error: {reply.error.reason}"
@@ -137,13 +146,29 @@ def centroid_answer(
         return f"expected arrays {CENTROID_ARRAYS!r} and {FRACTION_ARRAYS!r}, got {sorted(arrays)}"
     if centroids.ndim != 2 or not 1 <= len(centroids) <= num_anchors:
         return f"centroids have shape {centroids.shape}, expected (k <= {num_anchors}, d)"
+    if width is not None and centroids.shape[1] != width:
+        return f"centroids have width {centroids.shape[1]}, expected the model's {width}"
     if fractions.shape != (len(centroids),):
         return f"fractions have shape {fractions.shape}, expected ({len(centroids)},)"
     if not (np.isfinite(centroids).all() and np.isfinite(fractions).all()):
         return "centroids or fractions hold non-finite values"
+    fractions = fractions.astype(np.float64)
     if not noised and ((fractions < 0).any() or float(fractions.sum()) <= 0):
         return f"the cluster fractions {fractions.tolist()} do not count tokens (sum > 0)"
-    return centroids.astype(np.float64), fractions.astype(np.float64)
+    return centroids.astype(np.float64), normalized(np.clip(fractions, 0.0, None))
+
+
+def normalized(fractions: np.ndarray) -> np.ndarray:
+    """Non-negative ``fractions`` scaled to sum to 1; uniform when their sum is 0.
+
+    Divided by their largest first, so that fractions near the float maximum cannot
+    overflow their sum.
+    """
+    largest = float(fractions.max())
+    if largest <= 0:
+        return np.full(len(fractions), 1.0 / len(fractions))
+    scaled = fractions / largest
+    return scaled / scaled.sum()
 
 
 def central_centroid_release(
@@ -152,7 +177,7 @@ def central_centroid_release(
     """Central mode: the trusted server privatizes a raw k-means answer on receipt."""
     return release_centroids(
         centroids,
-        np.clip(fractions, 0.0, None) / np.clip(fractions, 0.0, None).sum(),
+        fractions,  # normalized by centroid_answer
         clip=run.anchor_init_clip,
         noise_multiplier=run.anchor_noise_multiplier,
         replace_one=False,  # the trusted server's own release: add/remove of a client

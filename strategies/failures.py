@@ -5,11 +5,14 @@ settings) would otherwise "complete" with an untrained model and exit 0. After e
 round's training exchange, :class:`FailureWatch` ends the run with :class:`RunFailedError`
 
 - when every reply of the round is an error, or
-- when one same error has come back in each of the run's rounds, ``REPEATED_ERROR_ROUNDS``
-  rounds in a row from its first: a setting that fails every time, not a passing fault.
+- when at least half the replies failed in each of the run's rounds,
+  ``REPEATED_ERROR_ROUNDS`` rounds in a row from its first, and one same error was among
+  them every time: a setting that fails every time, not a passing fault.
 
-Replies that simply failed sometimes, or nodes that timed out, are left to the round's
-metrics (``num-failures``, ``num-timeouts``) as before.
+A minority of failing replies never stops a run, however often one client repeats its
+error (one client in ten failing every round is that client's problem, not the run's):
+they, and nodes that timed out, are left to the round's metrics (``num-failures``,
+``num-timeouts``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class FailureWatch:
                 f"first error: {errors[0]}"
             )
         self.rounds += 1
-        self.common = set(errors) if self.common is None else self.common & set(errors)
+        failing = 2 * len(errors) >= len(replies)  # at least half the replies failed
+        seen = set(errors) if failing else set()
+        self.common = seen if self.common is None else self.common & seen
         if self.common and self.rounds >= REPEATED_ERROR_ROUNDS:
             raise RunFailedError(
                 f"the same client error came back in each of the {self.rounds} rounds up to "

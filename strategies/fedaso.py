@@ -9,16 +9,21 @@ decay into the next global set.
 
 Unlike Flower's built-in reply check, which fails the whole round on one inconsistent
 reply, FedASO checks each reply on its own (``strategies.replies``): a reply with an error,
-a missing record or key, wrong array names, shapes or dtypes, non-finite values, a
-non-positive weight, or an update whose norm exceeds ``max_update_norm_ratio`` times the
-round's median (``fedaso.robust``) is logged, counted in the round's metrics and left out;
-the others are aggregated, in partition order so that the result does not depend on the
-order replies arrive in. A round with no
-usable reply keeps the previous global state. Anchor reports are stored under the partition
-the client reports (``partition-id``), so the store survives a restart in which every node
-gets a new id (``state_dict``/``load_state_dict`` checkpoint it). Because the anchors ride
-inside the model's ArrayRecord, Flower's DP wrappers clip and noise model and anchors together
-without knowing about ASO.
+a missing record or key, wrong array names, shapes or dtypes, non-finite values, a metric
+that is not one finite number, a non-positive weight, a ``partition-id`` it may not speak
+for (``strategies.partitions``), or an update whose norm exceeds ``max-update-norm`` or
+``max-update-norm-ratio`` times the round's median (``fedaso.robust``) is logged, counted in
+the round's metrics and left out; the others are aggregated, in partition order so that the
+result does not depend on the order replies arrive in. What a reply claims is clipped before
+it weighs anything (relevance to [0, 1], counts to ``max-reported-count``), and no reply
+holds more than ``max-client-share`` of the new model or anchors (``fedaso.robust``). A
+round with no usable reply keeps the previous global state. Under Flower's DP wrappers,
+:meth:`FedASO.admit` runs the same checks before the wrapper clips anything
+(``strategies.update_dp``). Anchor reports are stored under the partition the client
+reports, so the store survives a restart in which every node gets a new id
+(``state_dict``/``load_state_dict`` checkpoint it, with the partition binding). Because the
+anchors ride inside the model's ArrayRecord, Flower's DP wrappers clip and noise model and
+anchors together without knowing about ASO.
 
 Anchor privacy (spec section 7, docs/PRIVACY.md): under ``anchor-dp = local`` the reports
 arrive privatized and are merged as above; under ``anchor-dp = central`` the server merges
@@ -30,8 +35,10 @@ privatized per-round releases, never on a raw report. Every round's metrics carr
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
@@ -44,13 +51,15 @@ from flwr.serverapp.strategy import FedAvg
 from fedaso.aggregation import (
     AnchorReport,
     PartitionAnchorStore,
-    weighted_average,
+    capped_average,
 )
 from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fresh_rng
-from fedaso.robust import norm_outliers, update_norm
+from fedaso.robust import ReplyBounds, capped_shares, norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
 from fedaso.wire import ANCHOR_EPSILON, CLIENT_EPSILONS, join_payload, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
+from strategies.grids import GridProxy
+from strategies.partitions import PartitionRegistry, partition_index, partition_key_of
 from strategies.replies import (
     ClientUpdate,
     evaluate_reply_problem,
@@ -60,7 +69,39 @@ from strategies.replies import (
     repeats_partition,
 )
 
+# An honest anchor change moves each row towards token embeddings, and the anchors are
+# means of such embeddings (k-means), so an honest change stays within a few times the
+# anchor set's own norm; 10 leaves room for centroids much shorter than the embeddings.
+ANCHOR_CHANGE_LIMIT = 10.0
 CENTRAL_RELEASES = "central-releases"  # anchor store key of central mode's running release
+
+
+@dataclass
+class Screening:
+    """One round's replies after the checks: the usable updates and what was dropped."""
+
+    updates: list[ClientUpdate] = field(default_factory=list)  # in partition order
+    messages: list[Message] = field(default_factory=list)  # the replies of ``updates``
+    model_norms: list[float] = field(default_factory=list)  # of ``updates``' model updates
+    anchor_norms: list[float] = field(default_factory=list)  # of ``updates``' anchor changes
+    failures: int = 0  # error replies
+    rejected: int = 0  # unusable replies, norm outliers included
+    outliers: int = 0  # replies above a norm bound
+
+    def add_drops(self, earlier: Screening) -> None:
+        """Count the replies an earlier screening of this round dropped."""
+        self.failures += earlier.failures
+        self.rejected += earlier.rejected
+        self.outliers += earlier.outliers
+
+    def counts(self) -> dict[str, int | float]:
+        """The round's reply counts, as metrics."""
+        return {
+            "num-replies": len(self.updates),
+            "num-failures": self.failures,
+            "num-rejected": self.rejected,
+            "num-norm-outliers": self.outliers,
+        }
 
 
 class FedASO(FedAvg):
@@ -86,11 +127,13 @@ class FedASO(FedAvg):
         with weight ``gamma ** age``; 0 merges only this round's reports.
     privacy : PrivacyConfig or None (default: None, no anchor DP)
         Anchor release mode (``none``, ``local``, ``central``), clip, noise and delta.
-    max_update_norm_ratio : float (default: 0.0, off)
-        Drop a reply whose model update or anchor change is longer than this many times
-        the round's median (``fedaso.robust``); 0 turns the bound off. Always off under
-        central DP (``PrivacyConfig.central_dp``), where one client's reply must not decide
-        whether another's counts (docs/PRIVACY.md).
+    bounds : ReplyBounds or None (default: None, nothing bounded)
+        What one reply may do (``fedaso.robust.ReplyBounds``): drop a reply whose model
+        update or anchor change is longer than ``max_update_norm`` or
+        ``max_update_norm_ratio`` times the round's median, cap its counts at
+        ``max_reported_count`` and its share of a round at ``max_client_share``. The median-relative
+        bound is always off under central DP (``PrivacyConfig.central_dp``), where one
+        client's reply must not decide whether another's counts (docs/PRIVACY.md).
     """
 
     # pylint: disable=too-many-arguments
@@ -105,7 +148,7 @@ class FedASO(FedAvg):
         aggregation_weight: str = "relevance",
         anchor_staleness_decay: float = 0.5,
         privacy: PrivacyConfig | None = None,
-        max_update_norm_ratio: float = 0.0,
+        bounds: ReplyBounds | None = None,
     ) -> None:
         if aggregation_weight not in AGGREGATION_WEIGHTS:
             raise ValueError(
@@ -132,19 +175,23 @@ class FedASO(FedAvg):
         self.local_releases: dict[str, int] = {}  # local mode: releases seen per partition
         self.sampled_count = 0  # clients sampled this round: central mode's fixed denominator
         self.sample_rate = 1.0  # sampled / connected nodes this round
-        self.max_update_norm_ratio = max_update_norm_ratio
-        if self.privacy.central_dp and max_update_norm_ratio:
+        bounds = bounds or ReplyBounds()
+        if self.privacy.central_dp and bounds.max_update_norm_ratio:
             # A bound relative to the round's median lets one client's data decide whether
             # another's reply counts, which central DP's sensitivity does not allow.
             log(INFO, "FedASO: the median-relative update-norm bound is off under central DP")
-            self.max_update_norm_ratio = 0.0
+            bounds = dataclasses.replace(bounds, max_update_norm_ratio=0.0)
+        self.bounds = bounds
+        self.partitions = PartitionRegistry()  # which node speaks for which partition
+        self.admitted: tuple[int, Screening] | None = None  # see admit()
 
     def summary(self) -> None:
         """Log summary configuration of the strategy."""
         log(INFO, "\t├──> FedASO:")
         log(INFO, "\t│\t├── Aggregation weight: %s", self.aggregation_weight)
         log(INFO, "\t│\t├── Anchor staleness decay: %s", self.anchor_store.staleness_decay)
-        log(INFO, "\t│\t└── Anchor DP: %s", self.privacy.anchor_dp)
+        log(INFO, "\t│\t├── Anchor DP: %s", self.privacy.anchor_dp)
+        log(INFO, "\t│\t└── Reply bounds: %s", self.bounds)
         super().summary()
 
     def configure_train(
@@ -154,15 +201,42 @@ class FedASO(FedAvg):
         self.global_arrays = record_to_arrays(arrays)
         if split_payload(self.global_arrays)[1] is None:
             raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
+        nodes = list(grid.get_node_ids())
+        self.partitions.observe(nodes)
+        self.bind_reported_partitions(grid, nodes)
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self.sampled_count = len(messages)
-        connected = len(list(grid.get_node_ids()))
-        self.sample_rate = min(1.0, len(messages) / connected) if connected else 1.0
+        self.sample_rate = min(1.0, len(messages) / len(nodes)) if nodes else 1.0
         return messages
+
+    def bind_reported_partitions(self, grid: Grid, nodes: Iterable[int]) -> None:
+        """Bind each connected node to the partition it reported to the partition query.
+
+        Those answers come from the nodes' own config before any training, so a training
+        reply cannot take a partition whose node answered first.
+        """
+        known = grid.known_partitions() if isinstance(grid, GridProxy) else {}
+        for node in nodes:
+            if node not in known:
+                continue
+            problem = self.partitions.claim(node, partition_key_of(known[node]))
+            if problem is not None:
+                log(WARNING, "FedASO: node %s's partition query answer refused: %s", node, problem)
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Return the reply's update, or a string saying why it cannot be aggregated."""
-        return parse_train_reply(msg, self.global_arrays, self.aggregation_weight)
+        return parse_train_reply(msg, self.global_arrays, self.aggregation_weight, self.bounds)
+
+    def admit(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Check replies before a wrapper touches them; return the usable ones.
+
+        Flower's DP wrappers clip every reply, and skip a round with any error reply, before
+        they call :meth:`aggregate_train`; ``strategies.update_dp`` hands them only what
+        this returns. The dropped replies are counted in this round's metrics.
+        """
+        screening = self.screen(replies)
+        self.admitted = (server_round, screening)
+        return screening.messages
 
     def aggregate_train(
         self,
@@ -170,47 +244,73 @@ class FedASO(FedAvg):
         replies: Iterable[Message],
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate usable replies by relevance and merge anchors per partition."""
-        updates: list[ClientUpdate] = []
-        failures, rejected = 0, 0
-        released: list[str] = []  # every reply that arrived was released by its client
-        for msg in replies:
-            source = released_partition(msg)
-            if source is not None:
-                released.append(source)
-            parsed = self.parse_reply(msg)
-            if isinstance(parsed, ClientUpdate) and repeats_partition(parsed, updates):
-                parsed = f"{parsed.partition} already replied this round"
-            if isinstance(parsed, ClientUpdate):
-                updates.append(parsed)
-                continue
-            failures += msg.has_error()
-            rejected += not msg.has_error()
-            log(WARNING, "FedASO: dropped reply of node %s: %s", msg.metadata.src_node_id, parsed)
-        if self.privacy.anchor_dp == "local":
-            self.record_local_releases(released)
-        updates, outliers = self.drop_norm_outliers(updates)
-        rejected += outliers
-        log(
-            INFO,
-            "aggregate_train: %d usable replies, %d failures, %d rejected",
-            len(updates),
-            failures,
-            rejected,
-        )
-        counts: dict[str, int | float] = {
-            "num-replies": len(updates),
-            "num-failures": failures,
-            "num-rejected": rejected,
-            "num-norm-outliers": outliers,
-        }
-        if not updates:  # the privacy figure is stated every round, usable replies or not
+        earlier = self.admitted[1] if self.admitted and self.admitted[0] == server_round else None
+        self.admitted = None
+        screening = self.screen(replies, count_releases=earlier is None)
+        if earlier is not None:
+            screening.add_drops(earlier)
+        counts = screening.counts()
+        log(INFO, "aggregate_train: %s", counts)
+        if not screening.updates:  # the privacy figure is stated every round, usable or not
             return None, metric_record(counts | self.privacy_metrics())
+        updates = screening.updates
         new_arrays, drift = self._aggregate(server_round, updates)
-        metrics = round_metrics(updates) | counts
+        metrics = round_metrics(updates, self.bounds.max_client_share) | counts
+        metrics["update-norm-max"] = max(screening.model_norms)  # to choose max-update-norm
+        metrics["anchor-change-norm-max"] = max(screening.anchor_norms)
         metrics["anchor-drift"] = drift
         metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
         metrics |= self.privacy_metrics()
         return arrays_to_record(new_arrays), metric_record(metrics)
+
+    def screen(self, replies: Iterable[Message], *, count_releases: bool = True) -> Screening:
+        """Check every reply on its own; keep the usable ones, sorted by partition.
+
+        ``count_releases`` (local anchor DP) counts every reply that arrived as its
+        client's release; off for a second look at replies :meth:`admit` already counted.
+        """
+        screening = Screening()
+        arrived = list(replies)
+        for msg in arrived:
+            parsed = self.parse_reply(msg)
+            if isinstance(parsed, ClientUpdate):
+                parsed = self.partition_problem(parsed, screening.updates) or parsed
+            if isinstance(parsed, ClientUpdate):
+                screening.updates.append(parsed)
+                screening.messages.append(msg)
+                continue
+            screening.failures += msg.has_error()
+            screening.rejected += not msg.has_error()
+            log(WARNING, "FedASO: dropped reply of node %s: %s", msg.metadata.src_node_id, parsed)
+        if count_releases and self.privacy.anchor_dp == "local":
+            self.record_local_releases(
+                key for key in map(self.release_key, arrived) if key is not None
+            )
+        self.drop_norm_outliers(screening)
+        return screening
+
+    def partition_problem(self, update: ClientUpdate, accepted: list[ClientUpdate]) -> str | None:
+        """Why ``update`` may not speak for its partition this round, or None (then bound)."""
+        if repeats_partition(update, accepted):
+            return f"{update.partition} already replied this round"
+        return self.partitions.claim(update.node_id, update.partition)
+
+    def release_key(self, msg: Message) -> str | None:
+        """The key a reply's local-mode release is counted under; None for an error reply.
+
+        The partition its node is bound to, else the one it reports while that is within
+        the federation's size, else its node: a node inventing partitions cannot grow the
+        count without bound.
+        """
+        reported = released_partition(msg)
+        if reported is None:
+            return None
+        node_id = msg.metadata.src_node_id
+        bound = self.partitions.key_of.get(node_id)
+        if bound is not None:
+            return bound
+        index, size = partition_index(reported), self.partitions.federation_size
+        return reported if index is None or not size or index < size else f"node-{node_id}"
 
     def record_local_releases(self, partitions: Iterable[str]) -> None:
         """Count one local-mode release for each of ``partitions`` (the server's view).
@@ -244,40 +344,58 @@ class FedASO(FedAvg):
             return {}
         return {ANCHOR_EPSILON: self.anchor_epsilon(), "anchor-delta": self.privacy.anchor_delta}
 
-    def drop_norm_outliers(self, updates: list[ClientUpdate]) -> tuple[list[ClientUpdate], int]:
-        """Drop updates whose model or anchor change exceeds the norm bound; sort the rest.
+    def drop_norm_outliers(self, screening: Screening) -> None:
+        """Drop updates whose model or anchor change exceeds a norm bound; sort the rest.
 
         Model updates and anchor changes are bounded separately, each against its own
-        median, since their scales differ. The kept updates are sorted by partition so that
-        the aggregate does not depend on the order in which replies arrived.
+        median (their scales differ). Model updates are also bounded by
+        ``max-update-norm``; anchor changes, which live in the embedding space's units, by
+        ``ANCHOR_CHANGE_LIMIT`` times the global anchors' own norm instead, so that honest
+        moves pass whole at any width and ``M`` (spec section 13). The kept
+        updates are sorted by partition so that the aggregate does not depend on the order
+        in which replies arrived.
         """
         global_model, global_anchors = split_payload(self.global_arrays)[0], self.anchors()
         model_norms, anchor_norms = [], []
-        for update in updates:
+        for update in screening.updates:
             model_arrays, anchors = split_payload(update.arrays)[0], anchors_of(update.arrays)
             model_norms.append(update_norm(model_arrays, global_model))
             anchor_norms.append(update_norm({"a": anchors}, {"a": global_anchors}))
-        ratio = self.max_update_norm_ratio
-        flags = zip(
-            norm_outliers(model_norms, ratio), norm_outliers(anchor_norms, ratio), strict=True
-        )
+        ratio, limit = self.bounds.max_update_norm_ratio, self.bounds.max_update_norm
+        flags = [
+            model_flag or anchor_flag
+            for model_flag, anchor_flag in zip(
+                norm_outliers(model_norms, ratio, limit),
+                norm_outliers(anchor_norms, ratio, anchor_change_limit(global_anchors)),
+                strict=True,
+            )
+        ]
         kept = []
-        for update, (model_flag, anchor_flag), norms in zip(
-            updates, flags, zip(model_norms, anchor_norms, strict=True), strict=True
+        for update, msg, flag, *norms in zip(
+            screening.updates, screening.messages, flags, model_norms, anchor_norms, strict=True
         ):
-            if model_flag or anchor_flag:
+            if flag:
                 log(
                     WARNING,
                     "FedASO: dropped reply of node %s (%s): update norm %.4g / anchor change "
-                    "norm %.4g exceeds %s x the round's median",
+                    "norm %.4g exceeds its bound (%s / %.4g) or %s x the round's median",
                     update.node_id,
                     update.partition,
                     *norms,
+                    limit,
+                    anchor_change_limit(global_anchors),
                     ratio,
                 )
                 continue
-            kept.append(update)
-        return sorted(kept, key=lambda u: u.partition), len(updates) - len(kept)
+            kept.append((update.partition, update, msg, norms))
+        kept.sort(key=lambda entry: entry[0])
+        screening.updates = [update for _, update, _, _ in kept]
+        screening.messages = [msg for _, _, msg, _ in kept]
+        screening.model_norms = [norms[0] for *_, norms in kept]
+        screening.anchor_norms = [norms[1] for *_, norms in kept]
+        dropped = len(flags) - len(kept)
+        screening.outliers += dropped
+        screening.rejected += dropped
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -303,9 +421,13 @@ class FedASO(FedAvg):
         return super().aggregate_evaluate(server_round, usable) if usable else None
 
     def state_dict(self) -> dict[str, Any]:
-        """The strategy's state across rounds, for a checkpoint: anchor store and privacy."""
+        """The strategy's state across rounds, for a checkpoint.
+
+        The anchor store, the partition binding, and the anchor privacy accounting.
+        """
         return {
             "anchor-store": self.anchor_store.state_dict(),
+            "partition-binding": self.partitions.state_dict(),
             "anchor-accountant": list(self.anchor_account.accountant.history),
             "local-releases": dict(self.local_releases),
         }
@@ -313,6 +435,8 @@ class FedASO(FedAvg):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by :meth:`state_dict`."""
         self.anchor_store.load_state_dict(state["anchor-store"])
+        if "partition-binding" in state:  # checkpoints before the binding have none
+            self.partitions.load_state_dict(state["partition-binding"])
         self.anchor_account.accountant.history = [
             tuple(release) for release in state.get("anchor-accountant", [])
         ]
@@ -328,16 +452,24 @@ class FedASO(FedAvg):
         """Return the next global payload and the mean movement of the anchor rows."""
         model_sets = [split_payload(update.arrays)[0] for update in updates]
         previous = self.anchors()
-        if self.privacy.anchor_dp == "central":
+        cap = self.bounds.max_client_share
+        if self.privacy.anchor_dp == "central":  # a uniform mean of clipped changes already
             self._record_central_release(server_round, updates, previous)
+            merged = self.anchor_store.merge(server_round)
         else:
             for update in updates:
                 report = AnchorReport(anchors_of(update.arrays), update.weight, server_round)
                 self.anchor_store.record(update.partition, report)
-        merged = self.anchor_store.merge(server_round)
+            merged = self.anchor_store.merge(server_round, max_share=cap, previous=previous)
         merged = previous if merged is None else merged
-        drift = float(np.linalg.norm(merged - previous, axis=1).mean())
-        model = weighted_average(model_sets, [u.weight for u in updates])
+        change = merged.astype(np.float64) - previous.astype(np.float64)  # float32 may overflow
+        drift = float(np.linalg.norm(change, axis=1).mean())
+        model = capped_average(
+            model_sets,
+            [u.weight for u in updates],
+            max_share=cap,
+            previous=split_payload(self.global_arrays)[0],
+        )
         return join_payload(model, merged), drift
 
     def _record_central_release(
@@ -365,8 +497,12 @@ class FedASO(FedAvg):
         )
 
 
-def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
-    """Aggregate the replies' metrics: token- or example-weighted means, weight spread."""
+def round_metrics(updates: Sequence[ClientUpdate], max_share: float) -> dict[str, float | int]:
+    """Aggregate the replies' metrics: token- or example-weighted means, weight spread.
+
+    ``client-weight-share-max`` is the largest share any reply holds of the new model,
+    under the cap ``max_share``.
+    """
 
     def column(key: str) -> np.ndarray:
         return np.array([u.metrics.get(key, math.nan) for u in updates], dtype=np.float64)
@@ -388,12 +524,17 @@ def round_metrics(updates: list[ClientUpdate]) -> dict[str, float | int]:
         "client-relevance-min": float(relevance.min()),
         "client-relevance-max": float(relevance.max()),
         "client-relevance-std": float(relevance.std()),
-        "client-weight-share-max": float(weights.max() / weights.sum()),
+        "client-weight-share-max": float(capped_shares(list(weights), max_share)[0].max()),
     } | {
         f"client-{key}-max": float(np.nanmax(column(key)))
         for key in CLIENT_EPSILONS
         if any(key in u.metrics for u in updates)
     }
+
+
+def anchor_change_limit(global_anchors: np.ndarray) -> float:
+    """The absolute bound on one reply's anchor change: ``ANCHOR_CHANGE_LIMIT`` x ``||A||_F``."""
+    return ANCHOR_CHANGE_LIMIT * float(np.linalg.norm(global_anchors.astype(np.float64)))
 
 
 def anchors_of(payload: Mapping[str, np.ndarray]) -> np.ndarray:

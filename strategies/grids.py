@@ -90,6 +90,10 @@ class GridProxy(Grid):
         """Send and receive through the wrapped grid."""
         return self.inner.send_and_receive(messages, timeout=timeout)
 
+    def known_partitions(self) -> dict[int, int]:
+        """Node id -> the partition id it reported (``PartitionOrderedGrid``); else empty."""
+        return self.inner.known_partitions() if isinstance(self.inner, GridProxy) else {}
+
 
 class PartitionOrderedGrid(GridProxy):
     """Lists node ids in the order of their ``partition-id``, learnt by one query per node.
@@ -110,6 +114,10 @@ class PartitionOrderedGrid(GridProxy):
         if unknown:
             self.partition_of |= self._ask_partitions(unknown)
         return sorted(node_ids, key=self._order)
+
+    def known_partitions(self) -> dict[int, int]:
+        """Node id -> the partition id it reported to the partition query."""
+        return dict(self.partition_of)
 
     def _order(self, node: int) -> tuple[bool, int, int]:
         return node not in self.partition_of, self.partition_of.get(node, 0), node

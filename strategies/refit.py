@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Message
 
-from fedaso.aggregation import weighted_average
+from fedaso.aggregation import capped_average
 from fedaso.privacy import PrivacyConfig
 from fedaso.relevance import RelevanceProbe
 from fedaso.wire import join_payload, split_payload, with_probe, without_probe
@@ -72,7 +72,7 @@ class AnchorRefitFedASO(FedASO):
         anchor-change bound sees a change of zero.
         """
         model_arrays, anchors = split_payload(self.global_arrays)
-        parsed = parse_train_reply(msg, model_arrays, self.aggregation_weight)
+        parsed = parse_train_reply(msg, model_arrays, self.aggregation_weight, self.bounds)
         if isinstance(parsed, str):
             return parsed
         return dataclasses.replace(parsed, arrays=join_payload(parsed.arrays, anchors))
@@ -82,8 +82,13 @@ class AnchorRefitFedASO(FedASO):
     ) -> tuple[dict[str, np.ndarray], float]:
         """The weighted model and the anchors re-fitted under it; the anchors' mean row move."""
         model_sets = [split_payload(update.arrays)[0] for update in updates]
-        model = weighted_average(model_sets, [u.weight for u in updates])
         previous = self.anchors()
+        model = capped_average(
+            model_sets,
+            [u.weight for u in updates],
+            max_share=self.bounds.max_client_share,
+            previous=split_payload(self.global_arrays)[0],
+        )
         refitted = self.refit(model, previous).astype(previous.dtype)
         drift = float(np.linalg.norm(refitted - previous, axis=1).mean())
         return join_payload(model, refitted), drift
@@ -112,7 +117,9 @@ class ProbeFedASO(FedASO):
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Check the reply against the global payload less the probe, which is not echoed."""
-        return parse_train_reply(msg, without_probe(self.global_arrays), self.aggregation_weight)
+        return parse_train_reply(
+            msg, without_probe(self.global_arrays), self.aggregation_weight, self.bounds
+        )
 
     def _aggregate(
         self, server_round: int, updates: list[ClientUpdate]

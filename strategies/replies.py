@@ -2,10 +2,13 @@
 
 FedASO checks every reply on its own (Flower's built-in check fails a whole round on one
 inconsistent reply): a training reply with an error, a missing record or key, wrong array
-names, shapes or dtypes, non-finite values or a non-positive weight is turned into a reason
-string here, which the strategy logs and counts; a usable one becomes a
-:class:`ClientUpdate`. Evaluation replies are checked likewise. Record and metric names are
-those of ``fedaso.wire``.
+names, shapes or dtypes, non-finite values, a metric the server reads that is not a finite
+number (a list, say), or a non-positive weight is turned into a reason string here, which
+the strategy logs and counts; a usable one becomes a :class:`ClientUpdate`. What a reply
+claims is bounded before it weighs anything (``fedaso.robust.ReplyBounds``): its mean
+relevance is clipped to [0, 1], its honest range, and its counts to
+``max-reported-count``. Evaluation replies are checked likewise. Record and metric names
+are those of ``fedaso.wire``.
 """
 
 from __future__ import annotations
@@ -17,21 +20,33 @@ import numpy as np
 from flwr.app import Message, MetricRecord
 
 from fedaso.aggregation import client_weight, is_usable_weight
+from fedaso.robust import ReplyBounds
 from fedaso.wire import (
+    CLIENT_EPSILONS,
     COUNT_METRICS,
     MEAN_RELEVANCE,
     NUM_EXAMPLES,
     NUM_TOKENS,
+    OPTIONAL_TRAIN_METRICS,
     PARTITION_ID,
     REQUIRED_TRAIN_METRICS,
 )
 from flower_wire.records import record_to_arrays
+from strategies.partitions import partition_key_of
 
 
 def parse_train_reply(
-    msg: Message, global_arrays: dict[str, np.ndarray], aggregation_weight: str
+    msg: Message,
+    global_arrays: dict[str, np.ndarray],
+    aggregation_weight: str,
+    bounds: ReplyBounds | None = None,
 ) -> ClientUpdate | str:
-    """Return the reply's update, or a string saying why it cannot be aggregated."""
+    """Return the reply's update, or a string saying why it cannot be aggregated.
+
+    The update's weight comes from its claims as ``bounds`` clip them (see the module
+    docstring); its metrics are kept as sent, for the round's report.
+    """
+    bounds = bounds or ReplyBounds()
     if msg.has_error():
         return f"client error: {msg.error.reason}"
     content = msg.content
@@ -54,23 +69,52 @@ def parse_train_reply(
     problem = arrays_problem(arrays, global_arrays)
     if problem is not None:
         return problem
+    claims = bounded_claims(metrics, bounds)
     weight = client_weight(
         kind=aggregation_weight,
-        mean_relevance=scalar(metrics, MEAN_RELEVANCE),
-        num_tokens=int(scalar(metrics, NUM_TOKENS)),
-        num_examples=int(scalar(metrics, NUM_EXAMPLES)),
+        mean_relevance=float(claims[MEAN_RELEVANCE]),
+        num_tokens=int(claims[NUM_TOKENS]),
+        num_examples=int(claims[NUM_EXAMPLES]),
     )
     if not is_usable_weight(weight):
         return f"aggregation weight {weight} is not finite and positive"
-    return ClientUpdate(msg.metadata.src_node_id, arrays, metrics, weight, partition)
+    bounded = MetricRecord(dict(metrics) | claims)
+    return ClientUpdate(msg.metadata.src_node_id, arrays, bounded, weight, partition)
+
+
+def bounded_claims(metrics: MetricRecord, bounds: ReplyBounds) -> dict[str, int | float]:
+    """The claims that weigh a reply, within their bounds: relevance in [0, 1], counts capped.
+
+    Mean relevance is a mean of values in [0, 1] (spec section 3); a count above
+    ``max-reported-count`` counts as that many (and stays exact in a float sum).
+    """
+    cap = bounds.max_reported_count
+    return {
+        MEAN_RELEVANCE: min(max(scalar(metrics, MEAN_RELEVANCE), 0.0), 1.0),
+        NUM_TOKENS: int(min(scalar(metrics, NUM_TOKENS), cap)),
+        NUM_EXAMPLES: int(min(scalar(metrics, NUM_EXAMPLES), cap)),
+    }
 
 
 def metrics_problem(metrics: MetricRecord) -> str | None:
-    """Why a training reply's metrics are unusable, or None."""
+    """Why a training reply's metrics are unusable, or None.
+
+    Every metric the server reads must be one number: finite, except a client's epsilon,
+    which may be infinite (no privacy), never NaN.
+    """
     for key in REQUIRED_TRAIN_METRICS:
         value = metrics.get(key)
         if not isinstance(value, int | float) or not math.isfinite(value):
             return f"metric {key!r} is missing or not a finite number: {value!r}"
+    for key in OPTIONAL_TRAIN_METRICS:
+        value = metrics.get(key)
+        if value is None:
+            continue
+        infinite_allowed = key in CLIENT_EPSILONS
+        if not isinstance(value, int | float) or not (
+            math.isfinite(value) or (infinite_allowed and value == math.inf)
+        ):
+            return f"metric {key!r} is not a finite number: {value!r}"
     for key in COUNT_METRICS:
         value = scalar(metrics, key)
         if not value.is_integer() or value < 1:
@@ -111,7 +155,7 @@ class ClientUpdate:
 
     node_id: int
     arrays: dict[str, np.ndarray]
-    metrics: MetricRecord
+    metrics: MetricRecord  # as sent, but relevance and counts within their bounds
     weight: float
     partition: str  # anchor store key: "partition-K" as reported, else "node-ID"
 
@@ -125,7 +169,7 @@ def partition_key(node_id: int, reported: object) -> str | None:
         return f"node-{node_id}"
     if not isinstance(reported, int | float) or not float(reported).is_integer() or reported < 0:
         return None
-    return f"partition-{int(reported)}"
+    return partition_key_of(int(reported))
 
 
 def released_partition(msg: Message) -> str | None:

@@ -94,7 +94,7 @@ def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strate
             "aggregation_weight": run.aggregation_weight,
             "anchor_staleness_decay": run.anchor_staleness_decay,
             "privacy": run.privacy(),
-            "max_update_norm_ratio": run.max_update_norm_ratio,
+            "bounds": run.reply_bounds(),
         }
         if run.relevance_source not in ("anchors-refit", "probe"):
             return FedASO(**sampling, **settings)
@@ -337,7 +337,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     strategy = build_strategy(run, central)
     if isinstance(strategy, FedASO) and anchors is None and checkpoints.resumed is None:
         anchors = federated_initial_anchors(
-            grid, run, model_to_arrays(model), strategy, client_config
+            grid, run, model_to_arrays(model), strategy, client_config, embedding_width(model)
         )
     if run.update_dp != "none":
         num_nodes = len(wait_for_nodes(grid, run.min_train_nodes, timeout=run.round_timeout))

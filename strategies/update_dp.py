@@ -7,7 +7,10 @@
   ``update-epsilon`` (Opacus' RDP accountant) to every round's metrics. Its accountant is
   part of the server's checkpoint (``state_dict``), and it exposes the wrapper as
   ``.strategy``, so the checkpoint also reaches FedASO's anchor store and accountants
-  inside the wrapper (``strategies.server_state.strategy_components``).
+  inside the wrapper (``strategies.server_state.strategy_components``). It hands the
+  wrapper only the replies FedASO's checks admit (``FedASO.admit``): the wrapper clips
+  every reply, and skips the whole round for one error reply, before the strategy it wraps
+  sees any.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from flwr.serverapp.strategy.dp_fixed_clipping import DifferentialPrivacyFixedCl
 
 from fedaso.privacy import PrivacyAccount
 from fedaso.run_config import RunConfig
+from strategies.fedaso import FedASO
 
 
 def expected_sample_size(run: RunConfig, num_nodes: int) -> int:
@@ -123,7 +127,10 @@ class UpdateDPAccounting(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate through the wrapper; compose the release and report ``update-epsilon``."""
+        """Check the replies, aggregate the usable ones through the wrapper, report epsilon."""
+        inner = self.wrapped.strategy
+        if isinstance(inner, FedASO):  # checked before the wrapper clips (or drops) any
+            replies = inner.admit(server_round, replies)
         arrays, metrics = self.wrapped.aggregate_train(server_round, replies)
         if arrays is None:
             return arrays, metrics

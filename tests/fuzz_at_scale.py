@@ -2,7 +2,8 @@
 
     python -m tests.fuzz_at_scale [EXAMPLES]
 
-runs the strategy's aggregation (``aggregate_train``, ``aggregate_evaluate``), the
+runs the strategy's aggregation (``aggregate_train``, ``aggregate_evaluate``, and lying
+but well-formed replies against the share cap and the partition binding), the
 ClientApp's message parsing, the run-config parsers and the site policy's check
 (``clients.policy``) with ``EXAMPLES`` hostile inputs each (default 10,000; hypothesis,
 derandomized so that a run can be repeated), and prints hypothesis' statistics: how many

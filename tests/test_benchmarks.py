@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import aso_overhead, dp, simulation
+from benchmarks import aso_overhead, dp, reply_checks, simulation
 from benchmarks.common import (
     current_rss_bytes,
     peak_rss_bytes,
@@ -110,6 +110,16 @@ def test_simulation_smoke(capsys):
     assert re.search(r"framework cost per client task -?\d+\.\d", out), out
     assert "ClientApp work per message" in out
     assert "CPU seconds by process" in out
+
+
+def test_reply_checks_smoke(capsys):
+    code = reply_checks.main(["--num-replies", "3", "--models", "tiny", "--repeats", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    number = r"\d+\.\d{3} \(range -?\d+\.\d{3}--?\d+\.\d{3}, n=2\)"
+    line = rf"^tiny \(\d+ values\), N=3: checks {number}, of which decoding {number}; "
+    assert re.search(line, out, re.MULTILINE), out
+    assert re.search(rf"checks / aggregation {number}, less decoding {number}$", out, re.M), out
 
 
 def test_the_benchmarks_package_is_this_repositorys():

@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
 
 from clients.client_app import app, node_partition
+from clients.policy import SITE_POLICY_KEY
 from clients.state import STATE_DIR_KEY, load_state, partition_directory, state_root
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
 from fedaso.run_config import SERVER_ONLY_KEYS, ClientConfig, RunConfig
@@ -54,8 +55,12 @@ def client_config(run, server_round=1):
     return ClientConfig(run=run, server_round=server_round, run_key=RUN_KEY).to_message()
 
 
-def context(partition_id=1, num_partitions=4):
-    """A node of its own: a fresh state directory, so nothing is carried over from elsewhere."""
+def context(partition_id=1, num_partitions=4, site_policy=None):
+    """A node of its own: a fresh state directory, so nothing is carried over from elsewhere.
+
+    Without ``site_policy`` the node is a deployed one's: the strict default applies.
+    """
+    policy = {} if site_policy is None else {SITE_POLICY_KEY: site_policy}
     return Context(
         run_id=1,
         node_id=3,
@@ -63,7 +68,8 @@ def context(partition_id=1, num_partitions=4):
             "partition-id": partition_id,
             "num-partitions": num_partitions,
             STATE_DIR_KEY: tempfile.mkdtemp(prefix="fedaso-client-state-"),
-        },
+        }
+        | policy,
         state=RecordDict(),
         run_config={},
     )

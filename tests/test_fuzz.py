@@ -3,6 +3,10 @@
 Properties:
 - FedASO's ``aggregate_train`` never raises, whatever the replies hold, and any global
   payload it returns has the global names, shapes and dtypes and only finite values;
+- against replies that lie but are well-formed (huge relevance and counts, lists where a
+  number belongs, stolen and invented partition ids, huge updates), no reply holds more
+  than ``max-client-share`` of the new model and the anchor store stays within the
+  federation's size;
 - ``aggregate_evaluate`` never raises and returns only finite metrics;
 - the ClientApp's message parsing (``load_job``) either succeeds or raises ``ValueError``;
 - the run-config parser (``RunConfig.from_flat``) either returns a valid config or raises
@@ -28,10 +32,11 @@ from hypothesis.extra import numpy as hnp
 from clients.client_app import load_job
 from clients.policy import PolicyRefusalError, SitePolicy, count_parameters, data_path
 from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
-from fedaso.run_config import ClientConfig, RunConfig
+from fedaso.robust import MAX_REPORTED_COUNT, ReplyBounds
+from fedaso.run_config import AGGREGATION_WEIGHTS, ClientConfig, RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
-from tests.flower_helpers import payload, reply_metadata
+from tests.flower_helpers import payload, reply_metadata, train_reply
 from tests.test_client_app import client_config
 
 GLOBAL = payload(0.5, 0.25)
@@ -115,7 +120,7 @@ def replies(draw):
 
 
 def fresh_strategy(ratio: float) -> FedASO:
-    strategy = FedASO(max_update_norm_ratio=ratio, anchor_staleness_decay=0.5)
+    strategy = FedASO(bounds=ReplyBounds(max_update_norm_ratio=ratio), anchor_staleness_decay=0.5)
     strategy.global_arrays = {k: v.copy() for k, v in GLOBAL.items()}
     return strategy
 
@@ -138,6 +143,74 @@ def test_aggregate_train_never_raises_and_keeps_the_global_model_finite(rounds, 
             assert array.shape == GLOBAL[name].shape and array.dtype == GLOBAL[name].dtype
             assert np.isfinite(array).all(), name
         strategy.global_arrays = result
+
+
+FEDERATION = 4  # nodes 0..3 hold partitions 0..3
+ZERO = payload(0.0, 0.0)
+
+
+@st.composite
+def lying_replies(draw):
+    """A round of well-formed replies from nodes 0..5, each claiming whatever it likes.
+
+    Reply ``slot`` moves only entry ``slot`` of the model (by ``values[slot]``), so each
+    reply's share of the new model can be read off the aggregate.
+    """
+    replies, values = [], []
+    for slot in range(draw(st.integers(1, ZERO["w"].size))):
+        node = draw(st.integers(0, FEDERATION + 1))
+        value = draw(st.sampled_from([1.0, -2.0, 1e30]))
+        arrays = {k: v.copy() for k, v in ZERO.items()}
+        arrays["w"].flat[slot] = value
+        arrays[ANCHORS_KEY].flat[slot] = value
+        claims = {
+            "mean-relevance": draw(st.one_of(st.floats(-1e308, 1e308), st.sampled_from([1e6]))),
+            "num-examples": draw(st.one_of(st.integers(1, 100), st.sampled_from([1e308]))),
+            "num-tokens": draw(st.one_of(st.integers(1, 100), st.sampled_from([2**63 - 1]))),
+            "train-loss": 1.0,
+            "high-relevance-fraction": draw(
+                st.one_of(st.floats(0, 1), st.lists(st.floats(0, 1), min_size=1, max_size=3))
+            ),
+        }
+        lie = draw(st.sampled_from(["own", "stolen", "fresh", "none"]))
+        if lie != "none":
+            claims["partition-id"] = {
+                "own": node,
+                "stolen": draw(st.integers(0, FEDERATION - 1)),
+                "fresh": draw(st.integers(FEDERATION, 2**53)),
+            }[lie]
+        replies.append(train_reply(node, arrays, claims))
+        values.append(value)
+    return replies, values
+
+
+@SETTINGS
+@given(
+    rounds=st.lists(lying_replies(), min_size=1, max_size=3),
+    bounds=st.builds(
+        ReplyBounds,
+        max_update_norm_ratio=st.sampled_from([0.0, 3.0]),
+        max_update_norm=st.sampled_from([0.0, 100.0]),
+        max_client_share=st.sampled_from([1.0, 0.5, 1 / 3, 0.3, 0.1]),
+        max_reported_count=st.sampled_from([1000, MAX_REPORTED_COUNT]),
+    ),
+    weight=st.sampled_from(AGGREGATION_WEIGHTS),
+)
+def test_lying_replies_never_take_more_than_the_cap_nor_grow_the_store(rounds, bounds, weight):
+    strategy = FedASO(bounds=bounds, aggregation_weight=weight, anchor_staleness_decay=0.5)
+    for server_round, (round_replies, values) in enumerate(rounds, start=1):
+        strategy.global_arrays = {k: v.copy() for k, v in ZERO.items()}
+        strategy.partitions.observe(range(FEDERATION))
+        arrays, metrics = strategy.aggregate_train(server_round, round_replies)
+        assert len(strategy.anchor_store.reports) <= 2 * FEDERATION  # partitions + node keys
+        if arrays is None:
+            continue
+        assert metrics["client-weight-share-max"] <= bounds.max_client_share
+        model = record_to_arrays(arrays)["w"].astype(np.float64)
+        assert np.isfinite(model).all()
+        for slot, value in enumerate(values):
+            share = model.flat[slot] / value  # the share this reply holds of the new model
+            assert share <= bounds.max_client_share * (1 + 1e-6)
 
 
 @SETTINGS

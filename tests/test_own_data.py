@@ -83,6 +83,13 @@ def test_the_same_error_in_every_round_stops_the_run_a_passing_one_does_not():
         repeated.check(REPEATED_ERROR_ROUNDS, [error_reply(3, "bad key"), train_reply(2, {}, {})])
 
 
+def test_one_client_in_ten_repeating_its_error_does_not_stop_the_run():
+    watch = FailureWatch()
+    healthy = [train_reply(node, {"w": [1.0]}, {"loss": 1.0}) for node in range(2, 11)]
+    for server_round in range(1, 3 * REPEATED_ERROR_ROUNDS):
+        watch.check(server_round, [error_reply(1, "bad key"), *healthy])
+
+
 def test_a_simulation_whose_clients_all_fail_exits_non_zero_with_their_error(tmp_path, capsys):
     tiny = ["--set=model-width=32", "--set=model-heads=2", "--set=num-anchors=16",
             "--set=seq-len=32", "--set=facts-entities=12", "--set=local-epochs=1"]  # fmt: skip

@@ -8,6 +8,7 @@ from opacus.accountants import RDPAccountant
 
 from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import PrivacyConfig
+from fedaso.robust import ReplyBounds
 from flower_wire.records import record_to_arrays
 from strategies.fedaso import CENTRAL_RELEASES, FedASO
 from tests.flower_helpers import error_reply, metrics, payload, train_reply
@@ -172,7 +173,9 @@ def test_local_mode_counts_the_releases_of_rejected_and_outlier_replies():
     # Issue 12, defect 1: a reply the server drops was released by its client all the same.
     privacy = PrivacyConfig(anchor_dp="local", anchor_noise_multiplier=1.0)
     strategy = configured(
-        FedASO(privacy=privacy, max_update_norm_ratio=10.0), payload(0.0, 0.0), sample_rate=1.0
+        FedASO(privacy=privacy, bounds=ReplyBounds(max_update_norm_ratio=10.0)),
+        payload(0.0, 0.0),
+        sample_rate=1.0,
     )
     nan = payload(0.0, 1.0)
     nan["w"][0, 0] = np.nan
@@ -198,15 +201,17 @@ def test_central_dp_lets_no_reply_decide_whether_another_counts(privacy):
     # Issue 17: a median-relative outlier filter makes one client's inclusion depend on the
     # others' data, which central DP's sensitivity C / n does not cover: it is off there.
     strategy = configured(
-        FedASO(privacy=PrivacyConfig(**privacy), max_update_norm_ratio=10.0),
+        FedASO(privacy=PrivacyConfig(**privacy), bounds=ReplyBounds(max_update_norm_ratio=10.0)),
         payload(0.0, 0.0),
         sampled=4,
     )
-    assert strategy.max_update_norm_ratio == 0.0
+    assert strategy.bounds.max_update_norm_ratio == 0.0
     replies = [train_reply(k, payload(1.0 + k / 10, 0.1), metrics(0.5)) for k in (1, 2, 3)]
     _, agg = strategy.aggregate_train(
         1, [*replies, train_reply(4, payload(1e6, 0.1), metrics(0.5))]
     )
     assert (agg["num-replies"], agg["num-norm-outliers"]) == (4, 0)
-    local = FedASO(privacy=PrivacyConfig(anchor_dp="local"), max_update_norm_ratio=10.0)
-    assert local.max_update_norm_ratio == 10.0
+    local = FedASO(
+        privacy=PrivacyConfig(anchor_dp="local"), bounds=ReplyBounds(max_update_norm_ratio=10.0)
+    )
+    assert local.bounds.max_update_norm_ratio == 10.0

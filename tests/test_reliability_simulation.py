@@ -117,3 +117,22 @@ def test_fewer_simulated_clients_than_min_train_nodes_is_refused_at_once(tmp_pat
     run = TINY.replace(min_train_nodes=3, out_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"--num-clients=2 must be .*min-train-nodes=3"):
         simulate(run, num_clients=2)
+
+
+def test_lying_clients_never_take_a_round_and_the_loss_still_falls(tmp_path):
+    # Issue 17: well-formed replies that claim a huge relevance and counts, a list where a
+    # number belongs, another site's partition, or a new partition every round.
+    plan = "1:relevance,2:fresh-partition,3:steal-partition,4:list-metric"
+    run = TINY.replace(num_server_rounds=3, fault_plan=plan, out_dir=str(tmp_path))
+    metrics = simulate(run, num_clients=5)
+    for record in metrics["rounds"][1:]:
+        train = record["train"]
+        counts = [train[k] for k in ("num-replies", "num-failures", "num-rejected")]
+        assert counts == [2, 0, 3]  # partitions 0 and 1 used, the claims of 2, 3, 4 refused
+        assert train["client-weight-share-max"] <= run.max_client_share
+        assert train["mean-relevance"] <= 1.0  # partition 1's claim of 10^6 clipped
+        assert train["anchor-partitions"] == 2  # no invented partition in the store
+        honest = max(train["update-norm-max"], train["anchor-change-norm-max"])
+        assert honest < run.max_update_norm / 10  # the default bound leaves honest room
+    central = [record["central"]["loss"] for record in metrics["rounds"]]
+    assert central[-1] < central[0]
