@@ -4,14 +4,17 @@
 ArrayRecord (``fedaso.wire``); it keeps its partition's own anchor set across rounds
 (``clients.state``, on the node's disk, so that it survives a resume), blends the received
 global set into it, runs ASO local training, and replies model + its anchor set in one
-ArrayRecord and its metrics in one MetricRecord. Without anchors in the message (FedAvg,
+ArrayRecord and its metrics in one MetricRecord; under ``relevance-source = anchors-refit``
+it trains against the received set as is and replies the model alone (the server owns the
+anchors: ``strategies.refit``); under ``relevance-source = probe`` it scores relevance
+with the probe ``(w, b)`` the message carries. Without anchors in the message (FedAvg,
 FedProx, FedAdam) it trains plainly. ``evaluate`` reports loss and accuracy (and perplexity
 for language models) on the partition's held-out split. ``query`` answers the federated
 k-means of anchor initialization (spec section 5b) with this partition's centroids and
 cluster fractions.
 
-Everything that leaves the client passes through ``clients.release`` first: the anchor
-change is clipped (and noised under ``anchor-dp = local``), the reply's metrics are built
+Everything that leaves the client passes through ``clients.release`` first: under
+``anchor-dp = local`` the anchor change is clipped and noised, the reply's metrics are built
 from released values only (the relevance weight noised on request), DP-SGD's epsilon is
 reported, and under ``update-dp = client-fixed`` Flower's ``fixedclipping_mod`` clips the
 whole reply (model and anchors) last.
@@ -54,6 +57,7 @@ from clients.state import PartitionState, load_state, partition_directory, state
 from fedaso.config import resolve_device
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.payload import load_model_arrays, model_to_arrays
+from fedaso.relevance import RelevanceProbe
 from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.trainer import embed, evaluate, train_local
 from fedaso.wire import (
@@ -65,6 +69,7 @@ from fedaso.wire import (
     PARTITION,
     PARTITION_ID,
     join_payload,
+    probe_of,
     split_payload,
 )
 from flower_wire.records import arrays_to_record, metric_record, read_instruction
@@ -107,6 +112,7 @@ class ClientJob:
     model: nn.Module  # the global model, loaded
     global_anchors: np.ndarray | None  # (M, d), present under FedASO only
     node_config: Mapping[str, Any]
+    relevance_probe: RelevanceProbe | None = None  # the server's, under relevance-source=probe
     ledger: SiteLedger | None = None  # the site's epsilon budget, when its policy sets one
 
     @property
@@ -151,6 +157,7 @@ def load_job(msg: Message, context: Context) -> ClientJob:
         ledger = budget_ledger(policy, context.node_config, partition_id, config.run.dataset)
     model = config.run.build_model()
     model_arrays, anchors = split_payload(arrays)
+    probe = probe_of(arrays)
     load_model_arrays(model, model_arrays)
     model.to(resolve_device(config.run.device))
     data = load_partition(config.run.data(num_partitions=num_partitions), partition_id)
@@ -164,6 +171,7 @@ def load_job(msg: Message, context: Context) -> ClientJob:
         global_anchors=anchors,
         node_config=context.node_config,
         ledger=ledger,
+        relevance_probe=RelevanceProbe(*probe) if probe is not None else None,
     )
 
 
@@ -197,7 +205,8 @@ def train(msg: Message, context: Context) -> Message:
     aso = job.run.aso(enabled=job.global_anchors is not None)
     anchors = None
     if job.global_anchors is not None:
-        blended = blend_anchors(state.anchors, job.global_anchors, job.run.anchor_blend)
+        own = state.anchors if aso.clients_move_anchors else None  # refit: the server's only
+        blended = blend_anchors(own, job.global_anchors, job.run.anchor_blend)
         anchors = torch.from_numpy(blended.astype(np.float32))
     # Flower's FedProx sends its proximal weight in the config. The run-config's own
     # `proximal-mu` key travels in every config too, so it only counts under FedProx.
@@ -210,12 +219,14 @@ def train(msg: Message, context: Context) -> Message:
         aso=aso,
         train=job.run.train(seed=job.seed, proximal_mu=proximal_mu),
         dp_sgd=privacy.dp_sgd_config(),
+        relevance_probe=job.relevance_probe,
     )
     metrics = train_metrics(result, privacy, state)
     reply_anchors = None
-    if job.global_anchors is not None and result.anchors is not None:
+    if job.global_anchors is not None:
         metrics[PARTITION_ID] = job.partition_id
-        # The partition keeps its own, raw set; only the clipped (noised) change leaves.
+    if job.global_anchors is not None and result.anchors is not None and aso.clients_move_anchors:
+        # The partition keeps its own, raw set; only its change (noised under anchor DP) leaves.
         state.anchors = result.anchors.numpy()
         reply_anchors, anchor_metrics = anchor_report(
             job.global_anchors, state.anchors, privacy, state

@@ -1,8 +1,10 @@
 """What may leave a client, and its privacy cost (spec section 7; docs/PRIVACY.md).
 
 - ``train_metrics``: a training reply's metrics, built from released values only.
-- ``anchor_report``: the anchor set a client sends is ``A_global + clip(Delta_k)``, and under
-  ``anchor-dp = local`` also ``+ N(0, (sigma C)^2)``: the raw set never leaves the client.
+- ``anchor_report``: the anchor set a client sends is ``A_global + Delta_k`` without anchor
+  DP (no clip: the server's robustness bound is relative to the round's median change), and
+  ``A_global + clip(Delta_k) + N(0, (2 sigma C)^2)`` under ``anchor-dp = local``, with
+  ``C = anchor-clip * sqrt(M)``: then the raw set never leaves the client.
 - ``relevance_report``: the mean relevance, optionally noised (it is the client's weight).
 - ``dp_sgd_metrics``: the client's cumulative DP-SGD epsilon over the rounds it trained.
 - ``centroid_report``: the client's answer to the federated k-means query (section 5b).
@@ -28,7 +30,6 @@ from clients.state import PartitionState
 from fedaso.anchors import local_centroids
 from fedaso.privacy import (
     PrivacyConfig,
-    clip_frobenius,
     fresh_rng,
     local_release,
     noisy_relevance,
@@ -90,20 +91,23 @@ def train_metrics(
 def anchor_report(
     global_anchors: np.ndarray, trained: np.ndarray, privacy: PrivacyConfig, state: PartitionState
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """The anchor set to send, ``A_global + clip(Delta)`` (+ noise in local mode), and metrics."""
+    """The anchor set to send and its metrics: ``A_global + Delta`` whole, or privatized.
+
+    Under ``anchor-dp = local`` the change is clipped to ``C = anchor-clip * sqrt(M)`` and
+    noised; under ``central`` the trusted server clips it on receipt. Without anchor DP no
+    privacy clip applies (spec section 13): a bound sized for a small anchor set would cut
+    an honest change of a large one, and the server bounds outliers relative to the round.
+    """
     delta = trained.astype(np.float64) - global_anchors
-    metrics: dict[str, float] = {}
-    if privacy.anchor_dp == "local":
-        released = local_release(
-            delta,
-            clip=privacy.anchor_clip,
-            noise_multiplier=privacy.anchor_noise_multiplier,
-            rng=fresh_rng(),
-        )
-        metrics = anchor_release_metrics(privacy, state)
-    else:
-        released = clip_frobenius(delta, privacy.anchor_clip)
-    return (global_anchors + released).astype(np.float32), metrics
+    if privacy.anchor_dp != "local":
+        return (global_anchors + delta).astype(np.float32), {}
+    released = local_release(
+        delta,
+        clip=privacy.anchor_change_bound(len(delta)),
+        noise_multiplier=privacy.anchor_noise_multiplier,
+        rng=fresh_rng(),
+    )
+    return (global_anchors + released).astype(np.float32), anchor_release_metrics(privacy, state)
 
 
 def anchor_release_metrics(privacy: PrivacyConfig, state: PartitionState) -> dict[str, float]:

@@ -51,16 +51,39 @@ def kmeans_anchors(
     return fit_kmeans(embeddings, num_anchors, seed=seed, sample_weight=sample_weight)[0]
 
 
+def refit_anchors(*, embeddings: np.ndarray, previous: np.ndarray, seed: int) -> np.ndarray:
+    """k-means of ``embeddings`` ``(n, d)`` warm-started from ``previous`` anchors ``(M, d)``.
+
+    ``relevance-source = anchors-refit`` (spec section 13): each round the server re-fits
+    the anchors over its seed corpus under the current model. Starting from the last
+    centroids keeps anchor j where it was as far as the data allow, so that rows stay
+    index-aligned across rounds, and converges in a few iterations.
+    """
+    num_anchors = previous.shape[0]
+    if num_anchors > embeddings.shape[0]:
+        raise ValueError(
+            f"num-anchors={num_anchors} exceeds the {embeddings.shape[0]} seed-corpus "
+            "embeddings available for k-means; lower num-anchors or enlarge the seed corpus"
+        )
+    return fit_kmeans(embeddings, num_anchors, seed=seed, init=previous)[0]
+
+
 def fit_kmeans(
-    points: np.ndarray, num_clusters: int, *, seed: int, sample_weight: np.ndarray | None = None
+    points: np.ndarray,
+    num_clusters: int,
+    *,
+    seed: int,
+    sample_weight: np.ndarray | None = None,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's k-means (one init) of ``points`` ``(n, d)``: centroids ``(k, d)``
-    float32 and each point's cluster ``(n,)``."""
+    float32 and each point's cluster ``(n,)``; ``init`` ``(k, d)`` warm-starts it."""
     # Imported here: sklearn takes about as long to import as torch, and every client process
     # imports this module for the EMA update, which needs no k-means.
     from sklearn.cluster import KMeans
 
-    kmeans = KMeans(n_clusters=num_clusters, n_init=1, random_state=seed)
+    start = "k-means++" if init is None else np.asarray(init, dtype=np.float64)
+    kmeans = KMeans(n_clusters=num_clusters, init=start, n_init=1, random_state=seed)
     # One BLAS/OpenMP thread: k-means over at most tens of thousands of points is fast on
     # one, while a thread per core next to busy simulation actors has been seen to spin
     # for minutes instead of seconds.

@@ -12,7 +12,7 @@ from typing import TypeGuard
 
 import torch
 
-from fedaso.relevance import RELEVANCE_KINDS
+from fedaso.relevance import RELEVANCE_KINDS, RELEVANCE_SOURCES
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,6 +44,8 @@ class ASOConfig:
     project_gradients: bool = True  # Eq. 5 on/off (ablation switch)
     update_anchors: bool = True  # Eq. 1 on/off; False keeps anchors static (ablation switch)
     subspace_refresh_steps: int = 0  # recompute U every K local steps; 0 = once per round
+    relevance_source: str = "anchors"  # where s comes from: one of RELEVANCE_SOURCES
+    project_low_relevance: bool = False  # Eq. 5 on low-relevance tokens: weight 1 - s, not s
 
     def __post_init__(self) -> None:
         require(
@@ -84,11 +86,22 @@ class ASOConfig:
             f"must be one of {', '.join(RELEVANCE_KINDS)}",
         )
         require(
+            self.relevance_source in RELEVANCE_SOURCES,
+            "relevance-source",
+            self.relevance_source,
+            f"must be one of {', '.join(RELEVANCE_SOURCES)}",
+        )
+        require(
             isinstance(self.subspace_refresh_steps, int) and self.subspace_refresh_steps >= 0,
             "subspace-refresh-steps",
             self.subspace_refresh_steps,
             "must be an integer >= 0",
         )
+
+    @property
+    def clients_move_anchors(self) -> bool:
+        """Whether clients move anchors by Eq. 1 and send them up (not under anchors-refit)."""
+        return self.relevance_source != "anchors-refit"
 
     def check_width(self, width: int) -> None:
         """Raise if the subspace rank exceeds the model's embedding width ``d``."""

@@ -1,11 +1,16 @@
-"""Does relevance find knowledge? Mean relevance of fact tokens and of filler tokens.
+"""Does relevance find knowledge? How well relevance tells fact tokens from all others.
 
 ASO's premise (spec sections 2-3) is that relevance singles out the tokens that carry
 knowledge, so that Eq. 4 emphasizes them. On ``facts`` this can be measured: the held-out
 documents' tokens are split into those whose next-token target is part of a fact's value
 (``FactProbe.fact``) and all others (``FactProbe.filler``). The relevance of the embedding
-that predicts a token is the weight its loss gets, so that is what is averaged here, with
-the same score as local training (``fedaso.relevance.relevance_scores``).
+that predicts a token is the weight its loss gets, so that is what is scored here, with the
+same score as local training (``fedaso.relevance.relevance_scores``).
+
+Three figures (spec section 13): the mean relevance of each kind; the AUROC of relevance
+for fact tokens against all others, the selectivity that bounds what Eq. 4 can speed up;
+and ``(1 + lambda s_fact) / (1 + lambda s_other)``, the relative weight of a fact token,
+which is all that counts under Adam (a common factor of the loss cancels).
 """
 
 from __future__ import annotations
@@ -17,35 +22,73 @@ import torch
 from torch import nn
 
 from fedaso.data import FactProbe
-from fedaso.relevance import relevance_scores
+from fedaso.relevance import RelevanceProbe, relevance_scores
 from fedaso.trainer import embed
 
 
 @dataclass(frozen=True)
 class FactRelevance:
-    """Mean relevance of the fact-value tokens and of the other tokens of a probe."""
+    """Relevance of a probe's fact-value tokens against its other tokens."""
 
-    fact: float
-    filler: float
+    fact: float  # mean relevance of the fact tokens
+    filler: float  # mean relevance of all other tokens
+    auroc: float  # P(s_fact > s_other) + P(s_fact = s_other) / 2 over token pairs
 
     @property
     def ratio(self) -> float:
         """How many times more relevant a fact token is than a filler token, on average."""
         return self.fact / self.filler if self.filler > 0 else float("inf")
 
+    def weight_ratio(self, aso_lambda: float) -> float:
+        """Eq. 4's mean weight of a fact token over another's: ``(1 + l s_f) / (1 + l s_o)``."""
+        return (1.0 + aso_lambda * self.fact) / (1.0 + aso_lambda * self.filler)
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of scores ``positive`` ``(P,)`` against ``negative`` ``(Q,)``.
+
+    The Mann-Whitney statistic: the share of (positive, negative) pairs in which the
+    positive scores higher, a tie counting one half. Computed from average ranks over the
+    pooled scores in ``O((P + Q) log(P + Q))``, not over the ``P * Q`` pairs.
+    """
+    if len(positive) == 0 or len(negative) == 0:
+        raise ValueError(
+            f"AUROC needs scores of both kinds, got {len(positive)} positive and "
+            f"{len(negative)} negative"
+        )
+    pooled = np.concatenate([positive, negative]).astype(np.float64)  # (P + Q,)
+    _, inverse, counts = np.unique(pooled, return_inverse=True, return_counts=True)
+    # 1-based average rank of each distinct value: tied scores share their ranks' mean.
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # (distinct,)
+    positive_rank_sum = average_rank[inverse[: len(positive)]].sum()
+    wins = positive_rank_sum - len(positive) * (len(positive) + 1) / 2.0
+    return float(wins / (len(positive) * len(negative)))
+
 
 def relevance_by_token_kind(
-    model: nn.Module, probe: FactProbe, anchors: np.ndarray, *, tau: float, kind: str = "max"
+    model: nn.Module,
+    probe: FactProbe,
+    anchors: np.ndarray,
+    *,
+    tau: float,
+    kind: str = "max",
+    relevance_probe: RelevanceProbe | None = None,
 ) -> FactRelevance:
-    """Mean relevance under ``anchors`` ``(M, d)`` of the probe's fact and filler tokens."""
+    """Relevance of the probe's fact and filler tokens under ``anchors`` ``(M, d)``.
+
+    With a ``relevance_probe`` (``relevance-source = probe``) its scores are the relevance.
+    """
     anchor_tensor = torch.as_tensor(anchors, dtype=torch.float32)  # (M, d)
 
-    def mean_relevance(split_embeddings: np.ndarray) -> float:
+    def token_relevance(split_embeddings: np.ndarray) -> np.ndarray:
         embeddings = torch.from_numpy(split_embeddings)  # (N, d)
+        if relevance_probe is not None:
+            return relevance_probe.scores(embeddings).numpy()  # (N,)
         scores = relevance_scores(embeddings=embeddings, anchors=anchor_tensor, tau=tau, kind=kind)
-        return float(scores.mean())
+        return scores.numpy()  # (N,)
 
+    fact = token_relevance(embed(model, probe.fact))
+    filler = token_relevance(embed(model, probe.filler))
     return FactRelevance(
-        fact=mean_relevance(embed(model, probe.fact)),
-        filler=mean_relevance(embed(model, probe.filler)),
+        fact=float(fact.mean()), filler=float(filler.mean()), auroc=auroc(fact, filler)
     )

@@ -14,6 +14,11 @@ token i's embedding by
 where U ``(d, R)`` holds the top-R right singular vectors of the centered anchor matrix.
 Every parameter upstream of the embedding point then receives
 ``J_i^T (s_i P + (1 - s_i) I) dl_i/de_i`` per token, at a cost of ``O(N d R)``.
+
+A named variant (spec section 13, ``project-low-relevance``) projects the low-relevance
+tokens instead, ``g_i <- g_i - (1 - s_i)(g_i - U U^T g_i)``: what relevance does not single
+out is kept to the anchors' subspace, for stability, and relevant tokens train freely.
+Both are :func:`project_gradient` with a per-token weight ``w_i`` (:func:`projection_weights`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,19 @@ def semantic_subspace(*, anchors: torch.Tensor, rank: int) -> torch.Tensor:
     return right_vectors[:rank].T.to(anchors.dtype).contiguous()  # (d, R)
 
 
+def projection_weights(relevance: torch.Tensor, *, low_relevance: bool) -> torch.Tensor:
+    """How strongly each token's gradient is projected: ``s`` (Eq. 5) or ``1 - s``.
+
+    Parameters
+    ----------
+    relevance : torch.Tensor
+        Relevance ``s`` of each token, shape ``(N,)``, in [0, 1].
+    low_relevance : bool
+        The low-relevance variant: weight ``1 - s``, so that irrelevant tokens are projected.
+    """
+    return 1.0 - relevance if low_relevance else relevance
+
+
 def project_gradient(
     *, gradient: torch.Tensor, basis: torch.Tensor, relevance: torch.Tensor
 ) -> torch.Tensor:
@@ -56,7 +74,8 @@ def project_gradient(
     basis : torch.Tensor
         Orthonormal basis U of the semantic subspace, shape ``(d, R)``.
     relevance : torch.Tensor
-        Relevance ``s`` of each token, shape ``(N,)``.
+        Projection weight of each token, shape ``(N,)``: its relevance ``s`` for Eq. 5,
+        or :func:`projection_weights`' ``1 - s`` for the low-relevance variant.
     """
     # Written as (1 - s) g + (s * (g U)) U^T: one elementwise pass over (N, d) and a fused
     # multiply-add, instead of four (N, d) passes for g - s (g - g U U^T).

@@ -26,10 +26,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 RELEVANCE_KINDS = ("max", "entropy")
+# Where local training's s comes from (spec section 13). "anchors": this module's score
+# against the anchors, which clients move by Eq. 1 (the default). "anchors-refit": the same
+# score, against anchors the server re-fits by k-means each round and clients never move
+# or send. "probe": a logistic probe the server fits and sends (RelevanceProbe).
+# "oracle": the data's true fact-token indicator, research only: it needs the facts
+# dataset's spans and is never deployable.
+RELEVANCE_SOURCES = ("anchors", "anchors-refit", "probe", "oracle")
 
 
 def cosine_similarities(*, embeddings: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -185,3 +193,29 @@ def literal_eq3_scores(
     """
     similarities = cosine_similarities(embeddings=embeddings, anchors=anchors)
     return torch.softmax(similarities / tau, dim=1).mean(dim=1)
+
+
+@dataclass(frozen=True, eq=False)  # holds an array: compare by identity
+class RelevanceProbe:
+    """``relevance-source = probe``'s logistic probe: weights ``w`` ``(d,)`` and bias ``b``.
+
+    The server fits it (``fedaso.relevance_probe``); its ``d + 1`` numbers travel under
+    ``fedaso.wire``'s reserved probe keys.
+    """
+
+    weight: np.ndarray  # (d,) float32
+    bias: float
+
+    def __post_init__(self) -> None:
+        if self.weight.ndim != 1 or not np.isfinite(self.weight).all():
+            raise ValueError(
+                f"a relevance probe's weight must be a finite (d,) vector, got shape "
+                f"{self.weight.shape}"
+            )
+        if not np.isfinite(self.bias):
+            raise ValueError(f"a relevance probe's bias must be finite, got {self.bias}")
+
+    def scores(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``s = sigmoid(e w + b)`` ``(N,)`` of detached embeddings ``(N, d)``, fp32."""
+        weight = torch.as_tensor(self.weight, dtype=torch.float32, device=embeddings.device)
+        return torch.sigmoid(embeddings.float() @ weight + self.bias)

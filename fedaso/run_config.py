@@ -26,6 +26,7 @@ from fedaso.data import (
     DATASETS_ALLOWED,
     DIGITS_NUM_CLASSES,
     DIGITS_NUM_FEATURES,
+    FACTS_DOMAINS,
     VOCAB_SIZE,
     DataConfig,
     is_dataset_name,
@@ -106,6 +107,8 @@ class RunConfig:
     project_gradients: bool = True  # Eq. 5 on/off
     update_anchors: bool = True  # Eq. 1 on/off
     subspace_refresh_steps: int = 0  # refresh U every K local steps, 0 = once per round
+    relevance_source: str = "anchors"  # anchors | anchors-refit | probe | oracle (research)
+    project_low_relevance: bool = False  # variant: project g by 1 - s (irrelevant tokens)
     anchor_blend: float = 0.5  # share of the received global anchors in a client's own set
     # FedASO server (spec sections 5-6)
     aggregation_weight: str = "relevance"  # relevance | relevance-x-examples | examples
@@ -127,7 +130,7 @@ class RunConfig:
     model_heads: int = 4  # attention heads (LM)
     # Privacy (spec section 7; docs/PRIVACY.md)
     anchor_dp: str = "none"  # none | local | central
-    anchor_clip: float = 8.0  # C: Frobenius bound of an anchor change (0 = none, anchor-dp=none)
+    anchor_clip: float = 2.0  # c: per-row bound of an anchor change under anchor DP (C = c sqrt M)
     anchor_noise_multiplier: float = 1.0  # sigma of anchor releases
     anchor_delta: float = 1e-5  # delta of the reported anchor epsilon
     anchor_init: str = "server"  # server (seed corpus k-means) | federated (federated k-means)
@@ -146,7 +149,7 @@ class RunConfig:
     # Reliability (docs/RELIABILITY.md)
     round_timeout: float = 3600.0  # seconds the server waits for a round's replies
     max_update_norm_ratio: float = 10.0  # drop updates > ratio x the round's median norm; 0 off
-    max_update_norm: float = 1000.0  # drop updates (or anchor changes) longer than this; 0 off
+    max_update_norm: float = 1000.0  # drop model updates longer than this; 0 off
     max_client_share: float = 0.5  # no reply holds more of a round's aggregate; 1 = no cap
     max_reported_count: int = 10**9  # a reply's num-examples / num-tokens are capped here
     checkpoint_dir: str = ""  # checkpoint every round here; "" = out-dir/checkpoint (if out-dir)
@@ -240,6 +243,7 @@ class RunConfig:
             self.proximal_mu,
             "must be a finite number >= 0",
         )
+        self._check_relevance_source()
         self.check_reliability()
         self._check_continuation()
         # The component configs validate their own fields, naming the same keys.
@@ -269,6 +273,29 @@ class RunConfig:
             "dp-sgd",
             privacy.dp_sgd,
             "cannot be combined with strategy='fedprox' (its proximal term is not per-sample)",
+        )
+
+    def _check_relevance_source(self) -> None:
+        """Validate ``relevance-source`` against what its variant needs (spec section 13)."""
+        require(
+            self.relevance_source not in ("oracle", "probe") or self.dataset in FACTS_DOMAINS,
+            "relevance-source",
+            self.relevance_source,
+            f"needs the fact spans of a facts dataset (dataset={self.dataset!r} has none)",
+        )
+        require(
+            self.relevance_source not in ("anchors-refit", "probe") or self.update_dp == "none",
+            "relevance-source",
+            self.relevance_source,
+            f"sends the server's own arrays that replies do not echo, which update-dp="
+            f"{self.update_dp!r}'s wrappers cannot clip against; use update-dp=none",
+        )
+        require(
+            self.relevance_source != "anchors-refit" or self.anchor_dp == "none",
+            "relevance-source",
+            self.relevance_source,
+            f"sends no anchors up, so anchor-dp={self.anchor_dp!r} has nothing to protect; "
+            "use anchor-dp=none",
         )
 
     def _check_continuation(self) -> None:
@@ -316,6 +343,8 @@ class RunConfig:
             project_gradients=self.project_gradients,
             update_anchors=self.update_anchors,
             subspace_refresh_steps=self.subspace_refresh_steps,
+            relevance_source=self.relevance_source,
+            project_low_relevance=self.project_low_relevance,
         )
 
     def privacy(self) -> PrivacyConfig:

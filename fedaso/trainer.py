@@ -4,10 +4,14 @@ One local step of ASO (spec sections 2-5) on a batch:
 
 1. forward; a forward hook keeps the embedding-point output ``e`` ``(N, d)``;
 2. ``c = cos(e, A)`` once, from the detached ``e``, block by block of tokens: each block
-   gives its tokens' relevance ``s`` and each anchor's most similar token so far;
+   gives its tokens' relevance ``s`` and each anchor's most similar token so far (with
+   ``relevance-source = probe`` ``s = sigmoid(w . e + b)`` from the server's probe; with
+   ``oracle``, research only, ``s`` is the batch's fact-token indicator);
 3. loss ``(1/N) sum_i (1 + lambda s_i) l_i``;
-4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5) during backward;
-5. optimizer step; anchors move by Eq. 1 towards the tokens found in step 2.
+4. a tensor hook on ``e`` projects its incoming gradient (Eq. 5, by ``s``, or by ``1 - s``
+   with ``project-low-relevance``) during backward;
+5. optimizer step; anchors move by Eq. 1 towards the tokens found in step 2 (not under
+   ``relevance-source = anchors-refit``, whose anchors the server fits).
 
 With ASO disabled the same loop is plain training, so that both paths share every line
 that matters for a fair comparison.
@@ -46,8 +50,8 @@ from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit
 from fedaso.models import embedding_point_of, embedding_width_of
 from fedaso.privacy import DPSGDConfig, opacus_import, sampling_seed
-from fedaso.projection import projection_hook, semantic_subspace
-from fedaso.relevance import score_tokens
+from fedaso.projection import projection_hook, projection_weights, semantic_subspace
+from fedaso.relevance import RelevanceProbe, score_tokens
 from fedaso.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
 
 HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
@@ -100,10 +104,24 @@ class EvalResult:
     num_tokens: int
 
 
-def make_loader(data: TensorSplit, *, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
-    """Return a DataLoader whose order depends only on ``seed``."""
+def make_loader(
+    data: TensorSplit, *, batch_size: int, seed: int, shuffle: bool, fact_targets: bool = False
+) -> DataLoader:
+    """Return a DataLoader whose order depends only on ``seed``.
+
+    Its batches are ``(inputs, targets)``, and with ``fact_targets`` also the batch's rows
+    of ``data.fact_targets`` (the oracle's indicator), drawn in the same order.
+    """
     generator = torch.Generator().manual_seed(seed)
-    dataset = TensorDataset(data.inputs, data.targets)
+    tensors = [data.inputs, data.targets]
+    if fact_targets:
+        if data.fact_targets is None:
+            raise ValueError(
+                "relevance-source='oracle' needs the training split's fact targets, which only "
+                "the facts dataset under a codec with token offsets has"
+            )
+        tensors.append(data.fact_targets)
+    dataset = TensorDataset(*tensors)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
@@ -149,8 +167,11 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 class _ASOState:
     """Anchors and subspace basis carried across the steps of one round."""
 
-    def __init__(self, anchors: torch.Tensor, aso: ASOConfig) -> None:
+    def __init__(
+        self, anchors: torch.Tensor, aso: ASOConfig, probe: RelevanceProbe | None = None
+    ) -> None:
         self.aso = aso
+        self.probe = probe  # relevance-source = probe: s from it, not from the anchors
         self.anchors = anchors.detach().clone()  # (M, d)
         self.basis = self._basis()
         self.steps = 0
@@ -164,12 +185,19 @@ class _ASOState:
         return semantic_subspace(anchors=self.anchors, rank=self.aso.subspace_rank)  # (d, R)
 
     def weight_losses(
-        self, embedding: torch.Tensor, losses: torch.Tensor, scored: torch.Tensor
+        self,
+        embedding: torch.Tensor,
+        losses: torch.Tensor,
+        scored: torch.Tensor,
+        fact_targets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score tokens, hook the projection onto ``embedding``; return (weighted losses, s).
 
         Both are per token, ``(N,)``: Eq. 4's ``(1 + lambda s_i) l_i`` and ``s_i``. Only the
         ``scored`` tokens ``(N,)`` are scored and may move an anchor; the others get s = 0.
+        Given the oracle's ``fact_targets`` (any shape of N bools), they replace the anchors'
+        ``s`` in Eq. 4 and Eq. 5 (and so in the mean relevance that weights Eq. 7); the
+        anchors still move by Eq. 1.
         """
         flat = embedding.detach().reshape(-1, embedding.shape[-1]).float()  # (N, d), fp32
         every_token = bool(scored.all())
@@ -178,11 +206,15 @@ class _ASOState:
         scores = score_tokens(
             embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
         )
-        relevance = scores.relevance  # (N,) when every token is scored (no padding)
+        # (N,) when every token is scored (no padding)
+        relevance = scores.relevance if self.probe is None else self.probe.scores(flat)
         if not every_token:
             relevance = flat.new_zeros(scored.shape[0]).masked_scatter_(scored, relevance)
+        if fact_targets is not None:
+            relevance = (fact_targets.reshape(-1) & scored).float()  # (N,): 1 on a fact's value
         if self.basis is not None and embedding.requires_grad:
-            embedding.register_hook(projection_hook(basis=self.basis, relevance=relevance))
+            weights = projection_weights(relevance, low_relevance=self.aso.project_low_relevance)
+            embedding.register_hook(projection_hook(basis=self.basis, relevance=weights))
         self._pending = (flat, scores.nearest_token)
         return (1.0 + self.aso.aso_lambda * relevance) * losses, relevance
 
@@ -194,7 +226,8 @@ class _ASOState:
             raise RuntimeError("after_step() without weight_losses() in the same step")
         flat, nearest_token = pending
         # An empty Poisson batch (DP-SGD), or one with no scored token, moves no anchor.
-        if self.aso.update_anchors and nearest_token is not None:
+        moves = self.aso.update_anchors and self.aso.clients_move_anchors
+        if moves and nearest_token is not None:
             self.anchors = ema_update_towards(
                 anchors=self.anchors,
                 embeddings=flat,
@@ -214,6 +247,7 @@ def train_local(
     aso: ASOConfig,
     train: TrainConfig,
     dp_sgd: DPSGDConfig | None = None,
+    relevance_probe: RelevanceProbe | None = None,
 ) -> LocalTrainResult:
     """Run one round of local training (ASO or plain, per ``aso.enabled``) in place.
 
@@ -230,6 +264,8 @@ def train_local(
         Hyperparameters.
     dp_sgd : DPSGDConfig or None
         Run the round as DP-SGD under Opacus; its accountant history is returned.
+    relevance_probe : RelevanceProbe or None
+        The server's probe, required under ``relevance-source = probe``: it gives ``s``.
     """
     if len(data) == 0:
         raise ValueError("the training split is empty: nothing to train on")
@@ -240,7 +276,10 @@ def train_local(
         if anchors is None:
             raise ValueError("ASO is enabled but no anchors were given")
         check_anchors(anchors, aso=aso, width=embedding_width_of(model))
-        state = _ASOState(anchors.float().to(device), aso)
+        probe = relevance_probe if aso.relevance_source == "probe" else None
+        if aso.relevance_source == "probe" and probe is None:
+            raise ValueError("relevance-source='probe' but no relevance probe was given")
+        state = _ASOState(anchors.float().to(device), aso, probe)
     optimizer = make_optimizer(model, train)
     proximal = None
     if train.proximal_mu:
@@ -248,7 +287,10 @@ def train_local(
     # DP-SGD's amplification by Poisson sampling holds against the server only if the server
     # cannot regenerate the batches from the seed it knows: their seed is secret then.
     batch_seed = train.seed if dp_sgd is None else sampling_seed(train.seed)
-    loader = make_loader(data, batch_size=train.batch_size, seed=batch_seed, shuffle=True)
+    oracle = state is not None and aso.relevance_source == "oracle"
+    loader = make_loader(
+        data, batch_size=train.batch_size, seed=batch_seed, shuffle=True, fact_targets=oracle
+    )
     forward: nn.Module = model
     engine: Any = None  # Opacus' PrivacyEngine under DP-SGD
     reduce_loss: LossReduction = mean_loss
@@ -296,13 +338,14 @@ def train_local(
             # fires on its output, which is all it needs, and torch warns about it each step.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(train.local_epochs):
-                for inputs, targets in loader:
+                for inputs, targets, *fact_targets in loader:
                     if train.max_steps and totals["steps"] >= train.max_steps:
                         break
                     if ghost_clipping and inputs.shape[0] == 0:
                         step = noise_only_step(optimizer)
                     else:
-                        step = step_context.step(inputs, targets, capture)
+                        oracle_batch = fact_targets[0] if fact_targets else None
+                        step = step_context.step(inputs, targets, capture, oracle_batch)
                     for key, value in step.items():
                         totals[key] += value
     finally:
@@ -336,9 +379,16 @@ class _StepContext:
     scaler: torch.amp.GradScaler  # enabled for fp16 only
 
     def step(
-        self, inputs: torch.Tensor, targets: torch.Tensor, capture: EmbeddingCapture
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        capture: EmbeddingCapture,
+        fact_targets: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """One local step on a batch; returns the step's contribution to the round's totals."""
+        """One local step on a batch; returns the step's contribution to the round's totals.
+
+        ``fact_targets`` (the oracle's indicator, shaped as ``targets``) replaces relevance.
+        """
         inputs = inputs.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
         totals: dict[str, float] = {"examples": inputs.shape[0], "steps": 1}
@@ -353,7 +403,11 @@ class _StepContext:
             embedding = capture.output
             if embedding is None:
                 raise RuntimeError("the embedding point produced no output in the forward pass")
-            token_losses, relevance = self.state.weight_losses(embedding, losses, scored)
+            if fact_targets is not None:
+                fact_targets = fact_targets.to(self.device, non_blocking=True)
+            token_losses, relevance = self.state.weight_losses(
+                embedding, losses, scored, fact_targets
+            )
             totals["rel"] = relevance.sum().item()
             totals["high"] = (relevance > HIGH_RELEVANCE).sum().item()
         loss = self.reduce_loss(token_losses, targets)

@@ -42,6 +42,10 @@ RUN_KEY = "run-key"  # names a run across resumes: clients key their on-disk sta
 # -- array keys -----------------------------------------------------------------------------
 RESERVED_PREFIX = "aso."  # no model parameter may start with this
 ANCHORS_KEY = "aso.anchors"
+# relevance-source = probe: the server's logistic probe, server -> client only
+PROBE_WEIGHT_KEY = "aso.probe-weight"  # (d,) float32: w
+PROBE_BIAS_KEY = "aso.probe-bias"  # (1,) float32: b
+PROBE_KEYS = (PROBE_WEIGHT_KEY, PROBE_BIAS_KEY)
 CENTROID_ARRAYS = "centroids"  # (k, d) in the CENTROIDS record
 FRACTION_ARRAYS = "fractions"  # (k,) in the CENTROIDS record
 
@@ -83,3 +87,28 @@ def split_payload(
     """Return ``(model_arrays, anchors)``; anchors is None when the payload has none."""
     model_arrays = {k: v for k, v in payload.items() if not k.startswith(RESERVED_PREFIX)}
     return model_arrays, payload.get(ANCHORS_KEY)
+
+
+def with_probe(
+    payload: Mapping[str, np.ndarray], weight: np.ndarray, bias: float
+) -> dict[str, np.ndarray]:
+    """Return ``payload`` with a relevance probe's ``w`` ``(d,)`` and ``b`` under its keys."""
+    joined = without_probe(payload)
+    joined[PROBE_WEIGHT_KEY] = np.asarray(weight, dtype=np.float32)
+    joined[PROBE_BIAS_KEY] = np.array([bias], dtype=np.float32)
+    return joined
+
+
+def without_probe(payload: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return ``payload`` less the probe's keys: what a client's reply must match."""
+    return {k: v for k, v in payload.items() if k not in PROBE_KEYS}
+
+
+def probe_of(payload: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float] | None:
+    """Return the probe's ``(w, b)`` if the payload carries one, else None."""
+    if PROBE_WEIGHT_KEY not in payload or PROBE_BIAS_KEY not in payload:
+        return None
+    bias = np.asarray(payload[PROBE_BIAS_KEY]).reshape(-1)
+    if bias.shape != (1,):
+        raise ValueError(f"{PROBE_BIAS_KEY!r} must hold one number, got shape {bias.shape}")
+    return np.asarray(payload[PROBE_WEIGHT_KEY]), float(bias[0])

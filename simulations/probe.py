@@ -3,8 +3,12 @@
 For every anchor seed, number of anchors M and temperature tau, the server's initial
 anchors (k-means over the seed corpus, as a FedASO run starts) score the held-out
 ``facts`` tokens, and the mean relevance of fact-value tokens is set against that of
-filler tokens (``fedaso.probe``). A ratio near 1 means Eq. 4 cannot emphasize knowledge:
-relevance does not tell facts from filler. No federation runs, so the grid takes seconds.
+filler tokens (``fedaso.probe``), beside the AUROC of relevance for fact tokens against
+all others and Eq. 4's relative weight ``(1 + lambda s_fact) / (1 + lambda s_other)``
+(with the run's ``aso-lambda``). An AUROC near 0.5 or a weight ratio near 1 means Eq. 4
+cannot emphasize knowledge: relevance does not tell facts from filler. No federation
+runs, so the grid takes seconds. With ``--set relevance-source=probe`` a last row scores
+the logistic probe the server would fit on the public documents (spec section 13).
 
     python -m simulations.probe --set model=hf:models/base --set facts-entities=8 \\
         --anchor-seeds generic,knowledge,knowledge-values --num-anchors 16,64,512 \\
@@ -24,12 +28,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from fedaso.data import load_central
 from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import embedding_width_of
-from fedaso.probe import relevance_by_token_kind
+from fedaso.probe import FactRelevance, relevance_by_token_kind
+from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
 from simulations.console import CommandParser
 from simulations.engine import format_table, resolve_run_config
@@ -37,6 +44,16 @@ from simulations.experiment import parse_list
 from strategies.server_app import initial_anchors
 
 PROG = "python -m simulations.probe"
+
+
+# The columns of :func:`_figures`.
+FIGURES = ["fact relevance", "filler relevance", "fact / filler", "weight ratio", "AUROC"]
+
+
+def _figures(result: FactRelevance, run: RunConfig) -> list[object]:
+    """The probe's figures: means, their ratio, Eq. 4's weight ratio under Adam, AUROC."""
+    weight_ratio = result.weight_ratio(run.aso_lambda)
+    return [result.fact, result.filler, result.ratio, weight_ratio, result.auroc]
 
 
 def build_parser(prog: str = PROG) -> CommandParser:
@@ -55,7 +72,11 @@ def build_parser(prog: str = PROG) -> CommandParser:
 
 def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
                taus: Sequence[float]) -> list[list[object]]:  # fmt: skip
-    """One row ``[seed, M, tau, fact, filler, ratio]`` per setting, under ``base``'s model."""
+    """One row ``[seed, M, tau, *figures]`` per setting, under ``base``'s model.
+
+    ``figures`` are :func:`_figures`' fact and filler means, their ratio, Eq. 4's weight
+    ratio at ``base.aso_lambda`` and the AUROC.
+    """
     model = base.build_model()
     rows: list[list[object]] = []
     for anchor_seed in seeds:
@@ -69,13 +90,26 @@ def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
                 result = relevance_by_token_kind(
                     model, central.fact_probe, initial, tau=tau, kind=run.relevance
                 )
-                rows.append([anchor_seed, num_anchors, tau, result.fact, result.filler,
-                             result.ratio])  # fmt: skip
+                rows.append([anchor_seed, num_anchors, tau, *_figures(result, run)])
+    if base.relevance_source == "probe":
+        rows.append(["(probe)", "-", "-", *_figures(logistic_probe_relevance(model, base), base)])
     return rows
 
 
+def logistic_probe_relevance(model: nn.Module, run: RunConfig) -> FactRelevance:
+    """The held-out probe scored by ``relevance-source = probe``'s logistic probe, fitted
+    on the public documents under ``model`` as the server would."""
+    central = load_central(run.data(num_partitions=1))
+    if central.fact_probe is None or central.public_fact_probe is None:
+        raise ValueError(f"dataset={run.dataset!r} has no facts to probe: use facts")
+    fitted = fit_relevance_probe(model, central.public_fact_probe, seed=run.seed)
+    empty = np.zeros((2, embedding_width_of(model)), dtype=np.float32)  # unused by the probe
+    return relevance_by_token_kind(model, central.fact_probe, empty, tau=run.aso_tau,
+                                   relevance_probe=fitted)  # fmt: skip
+
+
 def probe_run(run_dir: Path) -> list[list[object]]:
-    """Rows ``[model, anchors, fact, filler, ratio]`` for the initial/final model x anchors."""
+    """Rows ``[model, anchors, *figures]`` for the initial/final model x anchors."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run = RunConfig.from_flat({k: v for k, v in metrics["config"].items() if k != "out-dir"})
     central = load_central(run.data(num_partitions=1))
@@ -99,7 +133,11 @@ def probe_run(run_dir: Path) -> list[list[object]]:
             result = relevance_by_token_kind(
                 model, central.fact_probe, anchor_set, tau=run.aso_tau, kind=run.relevance
             )
-            rows.append([model_name, anchor_name, result.fact, result.filler, result.ratio])
+            rows.append([model_name, anchor_name, *_figures(result, run)])
+        if run.relevance_source == "probe":  # the probe the server fitted under this model
+            rows.append(
+                [model_name, "(probe)", *_figures(logistic_probe_relevance(model, run), run)]
+            )
     return rows
 
 
@@ -113,8 +151,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             rows = probe_run(args.run)
         except (OSError, ValueError) as error:
             parser.error(str(error))
-        header = ["model", "anchors", "fact relevance", "filler relevance", "fact / filler"]
-        return _report(header, rows, args.out)
+        return _report(["model", "anchors", *FIGURES], rows, args.out)
     try:
         base = resolve_run_config(argparse.Namespace(set=args.set))
         seeds = parse_list(args.anchor_seeds, "--anchor-seeds")
@@ -123,8 +160,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         rows = probe_grid(base, seeds, anchors, taus)
     except ValueError as error:
         parser.error(str(error))
-    header = ["anchor-seed", "M", "tau", "fact relevance", "filler relevance", "fact / filler"]
-    return _report(header, rows, args.out)
+    return _report(["anchor-seed", "M", "tau", *FIGURES], rows, args.out)
 
 
 def _report(header: list[str], rows: list[list[object]], out: Path | None) -> int:

@@ -69,6 +69,10 @@ from strategies.replies import (
     repeats_partition,
 )
 
+# An honest anchor change moves each row towards token embeddings, and the anchors are
+# means of such embeddings (k-means), so an honest change stays within a few times the
+# anchor set's own norm; 10 leaves room for centroids much shorter than the embeddings.
+ANCHOR_CHANGE_LIMIT = 10.0
 CENTRAL_RELEASES = "central-releases"  # anchor store key of central mode's running release
 
 
@@ -344,7 +348,10 @@ class FedASO(FedAvg):
         """Drop updates whose model or anchor change exceeds a norm bound; sort the rest.
 
         Model updates and anchor changes are bounded separately, each against its own
-        median (their scales differ) and both against ``max-update-norm``. The kept
+        median (their scales differ). Model updates are also bounded by
+        ``max-update-norm``; anchor changes, which live in the embedding space's units, by
+        ``ANCHOR_CHANGE_LIMIT`` times the global anchors' own norm instead, so that honest
+        moves pass whole at any width and ``M`` (spec section 13). The kept
         updates are sorted by partition so that the aggregate does not depend on the order
         in which replies arrived.
         """
@@ -359,7 +366,7 @@ class FedASO(FedAvg):
             model_flag or anchor_flag
             for model_flag, anchor_flag in zip(
                 norm_outliers(model_norms, ratio, limit),
-                norm_outliers(anchor_norms, ratio, limit),
+                norm_outliers(anchor_norms, ratio, anchor_change_limit(global_anchors)),
                 strict=True,
             )
         ]
@@ -371,11 +378,12 @@ class FedASO(FedAvg):
                 log(
                     WARNING,
                     "FedASO: dropped reply of node %s (%s): update norm %.4g / anchor change "
-                    "norm %.4g exceeds %s or %s x the round's median",
+                    "norm %.4g exceeds its bound (%s / %.4g) or %s x the round's median",
                     update.node_id,
                     update.partition,
                     *norms,
                     limit,
+                    anchor_change_limit(global_anchors),
                     ratio,
                 )
                 continue
@@ -477,7 +485,7 @@ class FedASO(FedAvg):
         deltas = [anchors_of(u.arrays).astype(np.float64) - previous for u in updates]
         noisy_mean = central_noisy_mean(
             deltas,
-            clip=self.privacy.anchor_clip,
+            clip=self.privacy.anchor_change_bound(len(previous)),
             noise_multiplier=self.privacy.anchor_noise_multiplier,
             expected_count=max(self.sampled_count, len(deltas)),
             rng=fresh_rng(),
@@ -522,6 +530,11 @@ def round_metrics(updates: Sequence[ClientUpdate], max_share: float) -> dict[str
         for key in CLIENT_EPSILONS
         if any(key in u.metrics for u in updates)
     }
+
+
+def anchor_change_limit(global_anchors: np.ndarray) -> float:
+    """The absolute bound on one reply's anchor change: ``ANCHOR_CHANGE_LIMIT`` x ``||A||_F``."""
+    return ANCHOR_CHANGE_LIMIT * float(np.linalg.norm(global_anchors.astype(np.float64)))
 
 
 def anchors_of(payload: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -45,7 +45,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
-from fedaso.anchors import kmeans_anchors
+from fedaso.anchors import kmeans_anchors, refit_anchors
 from fedaso.config import resolve_device
 from fedaso.data import CentralData, load_central, task_of
 from fedaso.durable import write_atomically, write_text_atomically
@@ -54,11 +54,13 @@ from fedaso.models import HFCausalLM
 from fedaso.payload import load_model_arrays, model_to_arrays
 from fedaso.privacy import sampling_seed, seeded_sampling
 from fedaso.probe import relevance_by_token_kind
+from fedaso.relevance import RelevanceProbe
+from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
 from fedaso.tokens import TextCodec, load_codec
 from fedaso.tracking import check_backend_installed, log_run, tracking_of
 from fedaso.trainer import embed, evaluate, fact_recall
-from fedaso.wire import RUN_KEY, join_payload, split_payload
+from fedaso.wire import RUN_KEY, join_payload, probe_of, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
 from strategies.failures import RunFailedError
@@ -66,6 +68,7 @@ from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, PartitionOrderedGrid
 from strategies.polling import PromptGrid
+from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from strategies.rounds import RoundPlan, run_rounds
 from strategies.server_state import Checkpoints, RunIdentity
 from strategies.update_dp import build_update_dp, expected_sample_size
@@ -73,8 +76,12 @@ from strategies.update_dp import build_update_dp, expected_sample_size
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
 
 
-def build_strategy(run: RunConfig) -> Strategy:
-    """Return the strategy named by ``run.strategy``, configured from the run-config."""
+def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strategy:
+    """Return the strategy named by ``run.strategy``, configured from the run-config.
+
+    ``relevance-source = anchors-refit`` needs the server's ``central`` data: its seed
+    corpus is what the anchors are re-fitted over each round.
+    """
     sampling: dict[str, Any] = {
         "fraction_train": run.fraction_train,
         "fraction_evaluate": run.fraction_evaluate,
@@ -83,13 +90,21 @@ def build_strategy(run: RunConfig) -> Strategy:
         "min_available_nodes": run.min_train_nodes,
     }
     if run.strategy == "fedaso":
-        return FedASO(
-            **sampling,
-            aggregation_weight=run.aggregation_weight,
-            anchor_staleness_decay=run.anchor_staleness_decay,
-            privacy=run.privacy(),
-            bounds=run.reply_bounds(),
-        )
+        settings: dict[str, Any] = {
+            "aggregation_weight": run.aggregation_weight,
+            "anchor_staleness_decay": run.anchor_staleness_decay,
+            "privacy": run.privacy(),
+            "bounds": run.reply_bounds(),
+        }
+        if run.relevance_source not in ("anchors-refit", "probe"):
+            return FedASO(**sampling, **settings)
+        if central is None:
+            raise ValueError(
+                f"relevance-source={run.relevance_source!r} needs the server's central data"
+            )
+        if run.relevance_source == "probe":
+            return ProbeFedASO(**sampling, **settings, fit_probe=PublicDocumentProbe(run, central))
+        return AnchorRefitFedASO(**sampling, **settings, refit=SeedCorpusRefit(run, central))
     if run.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.proximal_mu)
     if run.strategy == "fedadam":
@@ -97,13 +112,53 @@ def build_strategy(run: RunConfig) -> Strategy:
     return FedAvg(**sampling)
 
 
-def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
-    """k-means anchors over the seed corpus' embeddings under the initial model."""
+def seed_embeddings(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """The seed corpus' embeddings ``(n, d)`` under ``model``, at most ``MAX_KMEANS_TOKENS``."""
     embeddings = embed(model, central.seed_corpus)  # (n, d)
     if len(embeddings) > MAX_KMEANS_TOKENS:
         rows = np.random.default_rng(run.seed).choice(len(embeddings), MAX_KMEANS_TOKENS, False)
         embeddings = embeddings[np.sort(rows)]
+    return embeddings
+
+
+def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """k-means anchors over the seed corpus' embeddings under the initial model."""
+    embeddings = seed_embeddings(model, central, run)
     return kmeans_anchors(embeddings=embeddings, num_anchors=run.num_anchors, seed=run.seed)
+
+
+class SeedCorpusRefit:
+    """``anchors-refit``'s re-fit: k-means over the seed corpus under the new global model,
+    warm-started from the last anchors (``fedaso.anchors.refit_anchors``)."""
+
+    def __init__(self, run: RunConfig, central: CentralData) -> None:
+        self.run = run
+        self.central = central
+        self.model = run.build_model().to(resolve_device(run.device))
+
+    def __call__(self, model_arrays: dict[str, np.ndarray], previous: np.ndarray) -> np.ndarray:
+        load_model_arrays(self.model, model_arrays)
+        embeddings = seed_embeddings(self.model, self.central, self.run)
+        return refit_anchors(embeddings=embeddings, previous=previous, seed=self.run.seed)
+
+
+class PublicDocumentProbe:
+    """``probe``'s fit: a logistic probe on the public documents' fact and other tokens
+    under the global model (``fedaso.relevance_probe``)."""
+
+    def __init__(self, run: RunConfig, central: CentralData) -> None:
+        if central.public_fact_probe is None:
+            raise ValueError(
+                f"relevance-source='probe' needs public documents with fact spans mapped to "
+                f"tokens, which dataset={run.dataset!r} under this tokenizer does not give"
+            )
+        self.public = central.public_fact_probe
+        self.seed = run.seed
+        self.model = run.build_model().to(resolve_device(run.device))
+
+    def __call__(self, model_arrays: dict[str, np.ndarray]) -> RelevanceProbe:
+        load_model_arrays(self.model, model_arrays)
+        return fit_relevance_probe(self.model, self.public, seed=self.seed)
 
 
 RoundCallback = Callable[[int, Mapping[str, float]], None]
@@ -116,12 +171,14 @@ def central_metrics(
     codec: TextCodec,
     anchors: np.ndarray | None = None,
     run: RunConfig | None = None,
+    relevance_probe: RelevanceProbe | None = None,
 ) -> dict[str, float]:
     """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any.
 
     Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
     Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
-    the mean relevance of fact and filler tokens (``fedaso.probe``).
+    the mean relevance of fact and filler tokens and the AUROC of relevance for fact
+    tokens against the others (``fedaso.probe``), scored by ``relevance_probe`` if given.
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -133,10 +190,12 @@ def central_metrics(
         metrics["fact-answer-loss"] = recall.answer_loss
     if central.fact_probe is not None and anchors is not None and run is not None:
         relevance = relevance_by_token_kind(
-            model, central.fact_probe, anchors, tau=run.aso_tau, kind=run.relevance
-        )
+            model, central.fact_probe, anchors, tau=run.aso_tau, kind=run.relevance,
+            relevance_probe=relevance_probe,
+        )  # fmt: skip
         metrics["relevance-fact"] = relevance.fact
         metrics["relevance-filler"] = relevance.filler
+        metrics["relevance-auroc"] = relevance.auroc
     return metrics
 
 
@@ -165,11 +224,15 @@ class CentralEvaluator:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         start = time.perf_counter()
-        model_arrays, anchors = split_payload(record_to_arrays(arrays))
+        payload = record_to_arrays(arrays)
+        model_arrays, anchors = split_payload(payload)
+        probe = probe_of(payload)
+        relevance_probe = RelevanceProbe(*probe) if probe is not None else None
         load_model_arrays(self.model, model_arrays)
         metrics = central_metrics(
-            self.model, self.central, self.run.dataset, self.codec, anchors, self.run
-        )
+            self.model, self.central, self.run.dataset, self.codec, anchors, self.run,
+            relevance_probe,
+        )  # fmt: skip
         if self.extra is not None:
             extra = central_metrics(
                 self.model, self.extra, self.run.extra_eval_dataset, self.codec, anchors, self.run
@@ -271,7 +334,7 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     identity = RunIdentity()
     checkpoints.register("run-identity", identity, restore_now=True)
     client_config = ConfigRecord(run.client_view() | {RUN_KEY: identity.key})
-    strategy = build_strategy(run)
+    strategy = build_strategy(run, central)
     if isinstance(strategy, FedASO) and anchors is None and checkpoints.resumed is None:
         anchors = federated_initial_anchors(
             grid, run, model_to_arrays(model), strategy, client_config, embedding_width(model)
@@ -286,10 +349,13 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
         evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=evaluator,
     )
+    initial = join_payload(model_to_arrays(model), anchors)
+    if isinstance(strategy, ProbeFedASO):  # round 1's relevance: the probe of the initial model
+        initial = strategy.with_probe(initial)
     result = run_rounds(
         strategy,
         plan,
-        initial_arrays=arrays_to_record(join_payload(model_to_arrays(model), anchors)),
+        initial_arrays=arrays_to_record(initial),
         num_rounds=run.num_server_rounds,
         checkpoints=checkpoints,
     )

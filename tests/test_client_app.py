@@ -103,8 +103,8 @@ def test_next_round_blends_the_global_set_into_the_partitions_own():
     app(instruction(RUN, rng.standard_normal((8, 16)).astype(np.float32)), ctx)
     own = kept_anchors(ctx)
     new_global = rng.standard_normal((8, 16)).astype(np.float32)
-    # anchor-clip=0: the unclipped change, to see the blend itself (clipping: test_privacy).
-    static = RUN.replace(update_anchors=False, anchor_blend=0.25, anchor_clip=0.0)
+    # Without anchor DP the change leaves unclipped: the blend itself is seen.
+    static = RUN.replace(update_anchors=False, anchor_blend=0.25)
     reply = app(instruction(static, new_global, server_round=2), ctx)
     sent = record_to_arrays(reply.content["arrays"])[ANCHORS_KEY]
     np.testing.assert_allclose(sent, 0.75 * own + 0.25 * new_global, rtol=1e-5, atol=1e-6)

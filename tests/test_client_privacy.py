@@ -23,31 +23,52 @@ RUN = BASE_RUN.replace(max_steps=2)  # a few local steps show everything that le
 GLOBAL = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
 
 
-def sent_and_kept(run, ctx, server_round=1):
+def sent_and_kept(run, ctx, global_anchors=GLOBAL, server_round=1):
     """Train through the real ClientApp; return (reply, sent anchors, the client's own set)."""
-    reply = app(instruction(run, GLOBAL, server_round=server_round), ctx)
+    reply = app(instruction(run, global_anchors, server_round=server_round), ctx)
     sent = record_to_arrays(reply.content["arrays"])[ANCHORS_KEY]
     return reply, sent, kept_anchors(ctx, before_round=server_round + 1)
 
 
-def test_every_mode_reports_a_clipped_anchor_change():
-    reply, sent, kept = sent_and_kept(RUN.replace(anchor_clip=0.05), context())
-    change = sent.astype(np.float64) - GLOBAL
-    assert np.linalg.norm(change) == pytest.approx(0.05, rel=1e-3)  # it moved more than C
-    expected = clip_frobenius(kept.astype(np.float64) - GLOBAL, 0.05)
-    np.testing.assert_allclose(change, expected, atol=1e-6)
+def test_without_anchor_dp_the_anchor_change_is_never_clipped():
+    # A bound that would cut any change (C = 0.01 sqrt(8)) applies only under anchor DP.
+    reply, sent, kept = sent_and_kept(RUN.replace(anchor_clip=0.01), context())
+    np.testing.assert_allclose(sent, kept, atol=1e-6)
+    assert np.linalg.norm(sent.astype(np.float64) - GLOBAL) > 0.01 * math.sqrt(8)
     assert "anchor-epsilon" not in reply.content["metrics"]
+
+
+def test_an_honest_first_round_change_of_512_anchors_passes_whole_without_anchor_dp():
+    # Issue 18: at M = 512, d = 128 the old Frobenius clip of 8 kept a fraction of a first
+    # round's change. Now the report is the client's own set, whatever its norm.
+    run = RUN.replace(num_anchors=512, subspace_rank=16, model_width=128, aso_alpha=0.2)
+    start = np.random.default_rng(0).standard_normal((512, 128)).astype(np.float32)
+    _, sent, kept = sent_and_kept(run, context(), start)
+    assert np.linalg.norm(sent.astype(np.float64) - start) > 8.0  # the old bound cut it
+    np.testing.assert_allclose(sent, kept, atol=1e-6)
+
+
+def test_local_mode_clips_to_the_per_row_bound_times_sqrt_m():
+    run = RUN.replace(anchor_dp="local", anchor_clip=0.01, anchor_noise_multiplier=0.0)
+    reply, sent, kept = sent_and_kept(run, context())
+    change = sent.astype(np.float64) - GLOBAL
+    bound = 0.01 * math.sqrt(8)  # C = anchor-clip * sqrt(M), M = 8
+    assert np.linalg.norm(change) == pytest.approx(bound, rel=1e-3)  # it moved more than C
+    expected = clip_frobenius(kept.astype(np.float64) - GLOBAL, bound)
+    np.testing.assert_allclose(change, expected, atol=1e-6)
+    assert reply.content["metrics"]["anchor-epsilon"] == math.inf  # no noise: no guarantee
 
 
 def test_local_mode_never_sends_the_un_noised_report():
     run = RUN.replace(anchor_dp="local", anchor_clip=0.5, anchor_noise_multiplier=2.0)
     ctx = context()
     reply, sent, kept = sent_and_kept(run, ctx)
-    clean = GLOBAL + clip_frobenius(kept.astype(np.float64) - GLOBAL, 0.5)
+    bound = 0.5 * math.sqrt(8)  # C = anchor-clip * sqrt(M)
+    clean = GLOBAL + clip_frobenius(kept.astype(np.float64) - GLOBAL, bound)
     noise = sent - clean
-    # 128 entries of N(0, (sigma 2C)^2) = N(0, 4) (replace-one sensitivity 2C): the std
-    # estimate is within ~20%.
-    assert noise.std() == pytest.approx(2.0 * 2 * 0.5, rel=0.25)
+    # 128 entries of N(0, (sigma 2C)^2) (replace-one sensitivity 2C): the std estimate is
+    # within ~20%.
+    assert noise.std() == pytest.approx(2.0 * 2 * bound, rel=0.25)
     # No array of the reply equals the clipped report or the raw set; the model is unchanged.
     model_arrays, anchors = split_payload(record_to_arrays(reply.content["arrays"]))
     assert not np.allclose(anchors, clean, atol=0.1) and not np.allclose(anchors, kept, atol=0.1)

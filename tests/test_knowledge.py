@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from fedaso.data import DataConfig, load_central
-from fedaso.data.corpora import _fact_probe, _text_corpus
+from fedaso.data.corpora import _fact_probe, _lm_corpus, _text_corpus
 from fedaso.data.facts import _facts_world, _world
 from fedaso.models import build_model
-from fedaso.probe import relevance_by_token_kind
+from fedaso.probe import auroc, relevance_by_token_kind
+from fedaso.relevance import relevance_scores
 from fedaso.run_config import SERVER_ONLY_KEYS, RunConfig
 from fedaso.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
 from fedaso.trainer import embed
@@ -42,15 +43,15 @@ def test_eval_fact_spans_cover_exactly_the_values():
     assert stated == answers
 
 
-def _reference_fact_mask(texts, spans_per_text, seq_len):
+def _reference_fact_mask(texts, spans_per_text, seq_len, stride=None):
     """Byte codec only (ASCII text): which windowed targets fall inside a value span."""
     flags = []
     for index, (text, spans) in enumerate(zip(texts, spans_per_text, strict=True)):
         if index:
             flags.append(False)  # the joining newline
         flags += [any(a <= c < b for a, b in spans) for c in range(len(text))]
-    count = len(flags) // (seq_len + 1)
-    return torch.tensor(flags[: count * (seq_len + 1)]).reshape(count, seq_len + 1)[:, 1:]
+    starts = range(0, len(flags) - seq_len, stride or seq_len + 1)
+    return torch.tensor([flags[start + 1 : start + seq_len + 1] for start in starts])
 
 
 def test_fact_probe_splits_targets_like_a_character_reference():
@@ -62,6 +63,28 @@ def test_fact_probe_splits_targets_like_a_character_reference():
     assert torch.equal(probe.fact.inputs, probe.filler.inputs)
     central = load_central(DataConfig(facts_entities=4, seq_len=32))
     assert torch.equal(probe.fact.inputs, central.eval.inputs)
+
+
+@pytest.mark.parametrize("stride", [8, 33])
+def test_training_windows_carry_fact_targets_like_a_character_reference(stride):
+    corpus = _text_corpus("facts", 0, 4)
+    rows = [1, 4, 5, 9]
+    train = _lm_corpus(corpus, 32, BYTES).rows_to_split(rows, stride)
+    documents = [corpus.pool[row] for row in rows]
+    expected = _reference_fact_mask(
+        [d.text for d in documents], [d.fact_spans for d in documents], 32, stride
+    )
+    assert torch.equal(train.fact_targets, expected)
+    values = "".join(chr(t) for t in train.targets[train.fact_targets].tolist())
+    assert expected.any() and values.isalpha()  # value letters only, never a space or a dot
+
+
+def test_relevance_source_oracle_needs_facts():
+    assert RunConfig(relevance_source="oracle").aso().relevance_source == "oracle"
+    with pytest.raises(ValueError, match=r"relevance-source='oracle'.*dataset='pydoc'"):
+        RunConfig(relevance_source="oracle", dataset="pydoc")
+    with pytest.raises(ValueError, match="relevance-source='labels'"):
+        RunConfig(relevance_source="labels")
 
 
 def test_fact_probe_with_a_bpe_tokenizer_marks_the_value_words():
@@ -105,6 +128,39 @@ def test_relevance_by_token_kind_matches_a_per_token_reference():
     assert result.filler == pytest.approx(
         _relevance_reference(embed(model, central.fact_probe.filler), anchors, 0.3), rel=1e-4
     )
+    fact_scores, other_scores = (
+        relevance_scores(embeddings=torch.from_numpy(embed(model, split)),
+                         anchors=torch.from_numpy(anchors), tau=0.3).numpy()
+        for split in (central.fact_probe.fact, central.fact_probe.filler)
+    )  # fmt: skip
+    assert result.auroc == pytest.approx(_pairwise_auroc(fact_scores, other_scores), abs=1e-9)
+    assert result.weight_ratio(2.0) == pytest.approx(
+        (1 + 2 * result.fact) / (1 + 2 * result.filler)
+    )
+
+
+def _pairwise_auroc(positive, negative):
+    """The AUROC by definition: fact > other pairs over all pairs, a tie counting half."""
+    wins = sum((p > q) + 0.5 * (p == q) for p in positive.tolist() for q in negative.tolist())
+    return wins / (len(positive) * len(negative))
+
+
+@pytest.mark.parametrize("levels", [None, 4])  # continuous scores, or few values: many ties
+def test_auroc_matches_pairwise_counting_and_scikit_learn(levels):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(levels or 0)
+    positive, negative = rng.normal(0.3, 1.0, size=37), rng.normal(0.0, 1.0, size=53)
+    if levels:
+        positive, negative = np.round(positive * levels), np.round(negative * levels)
+    expected = _pairwise_auroc(positive, negative)
+    assert auroc(positive, negative) == pytest.approx(expected, abs=1e-12)
+    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    sklearn = roc_auc_score(labels, np.r_[positive, negative])
+    assert auroc(positive, negative) == pytest.approx(sklearn, abs=1e-12)
+    assert auroc(np.ones(3), np.zeros(2)) == 1.0 and auroc(np.ones(3), np.ones(2)) == 0.5
+    with pytest.raises(ValueError, match="0 positive"):
+        auroc(np.array([]), negative)
 
 
 def test_anchor_seed_knowledge_uses_public_documents():
@@ -142,7 +198,8 @@ def test_probe_command_prints_and_writes_the_grid(tmp_path, capsys):
             "--anchor-seeds", "generic,knowledge-values", "--num-anchors", "4",
             "--taus", "0.1,0.5", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    assert "fact / filler" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fact / filler" in printed and "weight ratio" in printed and "AUROC" in printed
     rows = out.read_text().splitlines()[2:]
     assert [row.split(" | ")[:3] for row in rows] == [
         ["| generic", "4", "0.100"], ["| generic", "4", "0.500"],
@@ -150,3 +207,17 @@ def test_probe_command_prints_and_writes_the_grid(tmp_path, capsys):
     ]  # fmt: skip
     with pytest.raises(SystemExit):
         main(["--set", "dataset=pydoc", "--anchor-seeds", "knowledge"])
+
+
+def test_probe_command_adds_the_logistic_probe_row(tmp_path):
+    from simulations.probe import main
+
+    out = tmp_path / "probe.md"
+    argv = ["--set", "relevance-source=probe", "--set", "facts-entities=4",
+            "--set", "model-width=16", "--set", "model-heads=2", "--set", "seq-len=32",
+            "--anchor-seeds", "generic", "--num-anchors", "16", "--taus", "0.1",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = [row.strip("| ").split(" | ") for row in out.read_text().splitlines()[2:]]
+    assert [row[0] for row in rows] == ["generic", "(probe)"]
+    assert all(0 <= float(row[-1]) <= 1 for row in rows)  # the AUROC column

@@ -27,8 +27,9 @@ def central(sigma=0.0, clip=1.0, gamma=0.0):
 
 
 def test_central_mode_is_dp_fedavg_uniform_clipped_fixed_denominator():
-    # Anchors are (4, 3); a change of 1.0 per entry has norm sqrt(12) > C = 1.
-    strategy = configured(central(clip=1.0), payload(0.0, 0.0), sampled=3)
+    # Anchors are (4, 3): anchor-clip 0.5 per row is C = 0.5 sqrt(4) = 1; a change of 1.0
+    # per entry has norm sqrt(12) > C.
+    strategy = configured(central(clip=0.5), payload(0.0, 0.0), sampled=3)
     replies = [
         train_reply(1, payload(1.0, 1.0), metrics(relevance=0.9)),
         train_reply(2, payload(1.0, 0.1), metrics(relevance=0.1)),  # norm 0.35: not clipped
@@ -67,7 +68,7 @@ def test_central_epsilon_is_opacus_for_the_same_history_and_grows():
     assert epsilons[0] < epsilons[1] < epsilons[2] < math.inf
 
 
-def test_central_noise_is_added_once_with_std_sigma_c_over_n():
+def test_central_noise_is_added_once_with_std_sigma_c_over_n_and_c_scales_with_sqrt_m():
     strategy = configured(
         central(sigma=2.0, clip=1.5), payload(0.0, 0.0, anchors_shape=(100, 100)), sampled=4
     )
@@ -76,7 +77,8 @@ def test_central_noise_is_added_once_with_std_sigma_c_over_n():
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
     noise = record_to_arrays(arrays)[ANCHORS_KEY]  # the changes are zero: all of it is noise
-    assert noise.std() == pytest.approx(2.0 * 1.5 / 4, rel=0.03)
+    bound = 1.5 * math.sqrt(100)  # C = anchor-clip * sqrt(M), M = 100 anchors
+    assert noise.std() == pytest.approx(2.0 * bound / 4, rel=0.03)
 
 
 def test_local_mode_epsilon_counts_the_busiest_client_without_amplification():

@@ -5,7 +5,7 @@ import torch
 
 from fedaso.config import ASOConfig
 from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.projection import project_gradient, semantic_subspace
+from fedaso.projection import project_gradient, projection_weights, semantic_subspace
 from fedaso.relevance import relevance_scores
 from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses, scored_tokens
 
@@ -39,6 +39,9 @@ def test_project_gradient_limits():
     torch.testing.assert_close(untouched, gradient)
     fully = project_gradient(gradient=gradient, basis=basis, relevance=torch.ones(4))
     torch.testing.assert_close(fully, gradient @ basis @ basis.T)
+    relevance = torch.tensor([0.0, 0.25, 0.9, 1.0])
+    torch.testing.assert_close(projection_weights(relevance, low_relevance=False), relevance)
+    torch.testing.assert_close(projection_weights(relevance, low_relevance=True), 1 - relevance)
 
 
 def brute_force_grads(model, inputs, targets, anchors, aso, basis):
@@ -63,7 +66,9 @@ def brute_force_grads(model, inputs, targets, anchors, aso, basis):
     for i in range(n):
         token_loss = (1 + aso.aso_lambda * relevance[i]) * losses[i] / n
         v = torch.autograd.grad(token_loss, embedding, retain_graph=True)[0].reshape(n, -1)[i]
-        v_tilde = relevance[i] * (projector @ v) + (1 - relevance[i]) * v
+        # Eq. 5 projects by s_i; the low-relevance variant by 1 - s_i.
+        w = 1 - relevance[i] if aso.project_low_relevance else relevance[i]
+        v_tilde = w * (projector @ v) + (1 - w) * v
         upstream = torch.autograd.grad(
             (flat[i] * v_tilde).sum(), params, retain_graph=True, allow_unused=True
         )
@@ -75,12 +80,16 @@ def brute_force_grads(model, inputs, targets, anchors, aso, basis):
     return totals
 
 
-def test_hook_matches_brute_force_per_token_reference():
+@pytest.mark.parametrize("low_relevance", [False, True])
+def test_hook_matches_brute_force_per_token_reference(low_relevance):
     torch.manual_seed(0)
     model = TinyLM(TinyLMConfig(vocab_size=11, block_size=5, n_layer=1, n_head=2, n_embd=8))
     inputs = torch.randint(0, 11, (3, 5))
     targets = torch.randint(0, 11, (3, 5))
-    aso = ASOConfig(num_anchors=6, subspace_rank=3, aso_tau=0.3, aso_lambda=0.7)
+    aso = ASOConfig(
+        num_anchors=6, subspace_rank=3, aso_tau=0.3, aso_lambda=0.7,
+        project_low_relevance=low_relevance,
+    )  # fmt: skip
     anchors = torch.randn(6, 8)
     state = _ASOState(anchors, aso)
 

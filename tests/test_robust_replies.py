@@ -21,7 +21,7 @@ from fedaso.run_config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer
-from strategies.fedaso import FedASO
+from strategies.fedaso import FedASO, anchor_change_limit
 from strategies.grids import PartitionOrderedGrid
 from strategies.replies import ClientUpdate
 from strategies.server_state import decode, encode
@@ -370,3 +370,18 @@ def test_the_partition_query_answers_bind_partitions_before_any_training():
     _, agg = strategy.aggregate_train(1, [liar(nodes[2], 0, 1.0), liar(nodes[0], 0, 1.0)])
     assert (agg["num-replies"], agg["num-rejected"]) == (1, 1)
     assert strategy.partitions.node_of["partition-0"] == nodes[0]
+
+
+def test_anchor_changes_are_bounded_by_the_anchors_own_norm_not_max_update_norm():
+    # Without anchor DP a client's anchor change is not clipped (spec section 13): a large
+    # honest move passes whole however small max-update-norm is, and only a change beyond
+    # ANCHOR_CHANGE_LIMIT times the global anchors' norm is dropped.
+    strategy = configured(bounds=ReplyBounds(max_update_norm=5.0))
+    strategy.global_arrays = payload(1.0, 1.0)
+    limit = anchor_change_limit(strategy.anchors())  # 10 x ||ones(4, 3)|| = 34.6
+    honest_value = 1.0 + 0.5 * limit / np.sqrt(strategy.anchors().size)  # change = limit / 2
+    honest = train_reply(100, payload(1.0, honest_value), metrics(0.5) | {"partition-id": 0})
+    wild_value = 1.0 + 2 * limit / np.sqrt(strategy.anchors().size)  # change = 2 x limit
+    wild = train_reply(101, payload(1.0, wild_value), metrics(0.5) | {"partition-id": 1})
+    _, agg = strategy.aggregate_train(1, [honest, wild])
+    assert (agg["num-replies"], agg["num-norm-outliers"]) == (1, 1)

@@ -42,10 +42,11 @@ def test_simulation_trains_and_writes_metrics(tmp_path, strategy):
         # The knowledge diagnostic: fact-value vs filler tokens under the global anchors.
         central = rounds[2]["central"]
         assert 0 <= central["relevance-fact"] <= 1 and 0 <= central["relevance-filler"] <= 1
+        assert 0 <= central["relevance-auroc"] <= 1
         # `fedaso probe --run` rebuilds round 0's figures and reads the final ones back.
         rows = {
             (model, anchors): (fact, filler)
-            for model, anchors, fact, filler, _ in probe_run(tmp_path)
+            for model, anchors, fact, filler, *_ in probe_run(tmp_path)
         }
         initial = rounds[0]["central"]
         assert rows["initial", "initial"] == pytest.approx(

@@ -7,7 +7,9 @@ import torch
 
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit, decode_bytes, encode_text
+from fedaso.data.corpora import _lm_corpus, _text_corpus
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
+from fedaso.tokens import BYTES
 from fedaso.trainer import evaluate, fact_recall, train_local
 
 LM = TinyLMConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16)
@@ -55,6 +57,37 @@ def test_each_aso_mechanism_changes_training(change):
         aso = ASOConfig(**{**base, **overrides})
         train_local(model, data, anchors=anchors_for(16), aso=aso, train=TRAIN)
     assert not all(torch.equal(a, b) for a, b in zip(*map(params, models), strict=True))
+
+
+def facts_split(seq_len=16):
+    """Byte windows of a few facts training documents, with their fact targets."""
+    return _lm_corpus(_text_corpus("facts", 0, 2), seq_len, BYTES).rows_to_split(range(6), 17)
+
+
+def test_oracle_relevance_is_the_fact_indicator_in_eq4_and_the_reported_mean():
+    data = facts_split()
+    aso = ASOConfig(
+        num_anchors=8, subspace_rank=4, aso_lambda=3.0, project_gradients=False,
+        relevance_source="oracle",
+    )  # fmt: skip
+    one_step = TrainConfig(local_epochs=1, batch_size=len(data), lr=0.1, optimizer="sgd")
+    model, reference = fresh_lm(), fresh_lm()
+    result = train_local(model, data, anchors=anchors_for(16), aso=aso, train=one_step)
+    assert result.num_steps == 1
+    assert result.mean_relevance == pytest.approx(data.fact_targets.float().mean().item())
+    # Eq. 4 by hand: (1 + lambda 1[fact]) l_i, averaged over the batch's tokens; one SGD step.
+    losses = torch.nn.functional.cross_entropy(
+        reference(data.inputs).reshape(-1, 256), data.targets.reshape(-1), reduction="none"
+    )
+    weights = 1.0 + 3.0 * data.fact_targets.reshape(-1).float()
+    (weights * losses).mean().backward()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p -= 0.1 * p.grad
+    for a, b in zip(params(model), params(reference), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="relevance-source='oracle'"):
+        train_local(fresh_lm(), lm_split(), anchors=anchors_for(16), aso=aso, train=one_step)
 
 
 def test_relevance_is_reported_and_is_not_one_over_m():

@@ -148,6 +148,7 @@ def load_central(config: DataConfig) -> CentralData:
         eval=corpus.eval,
         recall_prompts=corpus.recall_prompts,
         fact_probe=corpus.fact_probe,
+        public_fact_probe=corpus.public_fact_probe,
     )
 
 

@@ -92,10 +92,9 @@ def _knowledge_seed(
     only the tokens of their facts' values, so that k-means (over scored tokens only)
     places every anchor among the embeddings of knowledge itself.
     """
-    texts = [text for text, _ in corpus.knowledge]
     if anchor_seed == "knowledge":
-        return _lm_windows(texts, seq_len, codec=codec)
-    split = _split_by_spans(texts, [spans for _, spans in corpus.knowledge], seq_len, codec)
+        return _lm_windows([text for text, _ in corpus.knowledge], seq_len, codec=codec)
+    split = _public_fact_probe(corpus, seq_len, codec)
     if split is None:
         raise ValueError(
             f"anchor-seed={anchor_seed!r} needs token offsets, which this model's tokenizer "
@@ -129,16 +128,16 @@ def _text_corpus(dataset: str, seed: int, facts_entities: int) -> _TextCorpus:
 
 
 def _lm_corpus(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> _Corpus:
-    texts = tuple(document.text for document in corpus.pool)
     return _Corpus(
         task="lm",
         groups=tuple(document.group for document in corpus.pool),
         labels=tuple(document.label for document in corpus.pool),
-        rows_to_split=functools.partial(_lm_rows_to_split, texts, seq_len, codec),
+        rows_to_split=functools.partial(_lm_rows_to_split, corpus.pool, seq_len, codec),
         seed_corpus=_lm_windows(corpus.seed_texts, seq_len, codec=codec),
         eval=_lm_windows(corpus.eval_texts, seq_len, codec=codec),
         recall_prompts=corpus.recall_prompts,
         fact_probe=_fact_probe(corpus, seq_len, codec) if corpus.eval_fact_spans else None,
+        public_fact_probe=_public_fact_probe(corpus, seq_len, codec) if corpus.knowledge else None,
     )
 
 
@@ -147,14 +146,42 @@ def _fact_probe(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> FactProb
     return _split_by_spans(corpus.eval_texts, corpus.eval_fact_spans, seq_len, codec)
 
 
+def _public_fact_probe(corpus: _TextCorpus, seq_len: int, codec: TextCodec) -> FactProbe | None:
+    """The public entities' documents split by target: fact values vs the rest."""
+    texts = [text for text, _ in corpus.knowledge]
+    return _split_by_spans(texts, [spans for _, spans in corpus.knowledge], seq_len, codec)
+
+
 def _split_by_spans(
     texts: Sequence[str], spans: Sequence[Sequence[Span]], seq_len: int, codec: TextCodec
 ) -> FactProbe | None:
     """Windows over ``texts`` whose targets are split: inside ``spans`` or not.
 
-    A target token is a fact token when its characters overlap a span of its text; the
-    windows are exactly those of ``_lm_windows`` over the same texts. None if the codec
+    The windows are exactly those of ``_lm_windows`` over the same texts. None if the codec
     cannot map tokens to characters.
+    """
+    fact_targets = _fact_target_mask(texts, spans, seq_len, None, codec)  # (n, T)
+    if fact_targets is None:
+        return None
+    windows = _lm_windows(texts, seq_len, codec=codec)
+    ignore = torch.full_like(windows.targets, IGNORE_INDEX)
+    return FactProbe(
+        fact=TensorSplit(windows.inputs, torch.where(fact_targets, windows.targets, ignore)),
+        filler=TensorSplit(windows.inputs, torch.where(fact_targets, ignore, windows.targets)),
+    )
+
+
+def _fact_target_mask(
+    texts: Sequence[str],
+    spans: Sequence[Sequence[Span]],
+    seq_len: int,
+    stride: int | None,
+    codec: TextCodec,
+) -> torch.Tensor | None:
+    """Which targets of ``_lm_windows(texts, seq_len, stride)`` lie in ``spans``: ``(n, T)`` bool.
+
+    A target token is a fact token when its characters overlap a span of its text. None if
+    the codec cannot map tokens to characters.
     """
     joined = "\n".join(texts)
     try:
@@ -172,15 +199,9 @@ def _split_by_spans(
     marked = np.cumsum(inside)  # (chars + 1,): marked[i] = span characters before i
     bounds = np.array(token_chars, dtype=np.int64).reshape(-1, 2)  # (tokens, 2)
     is_fact = torch.from_numpy(marked[bounds[:, 1]] > marked[bounds[:, 0]])  # (tokens,)
-    windows = _lm_windows(texts, seq_len, codec=codec)
     if len(ids) < seq_len + 1:
-        return FactProbe(fact=windows, filler=windows)
-    fact_targets = is_fact.unfold(0, seq_len + 1, seq_len + 1)[:, 1:]  # (n, T)
-    ignore = torch.full_like(windows.targets, IGNORE_INDEX)
-    return FactProbe(
-        fact=TensorSplit(windows.inputs, torch.where(fact_targets, windows.targets, ignore)),
-        filler=TensorSplit(windows.inputs, torch.where(fact_targets, ignore, windows.targets)),
-    )
+        return torch.zeros((0, seq_len), dtype=torch.bool)  # as _lm_windows: no window
+    return is_fact.unfold(0, seq_len + 1, stride or seq_len + 1)[:, 1:].contiguous()  # (n, T)
 
 
 def _lm_windows(
@@ -202,9 +223,21 @@ def _lm_windows(
 
 
 def _lm_rows_to_split(
-    texts: tuple[str, ...], seq_len: int, codec: TextCodec, rows: Sequence[int], stride: int
+    documents: tuple[_Document, ...],
+    seq_len: int,
+    codec: TextCodec,
+    rows: Sequence[int],
+    stride: int,
 ) -> TensorSplit:
-    return _lm_windows([texts[row] for row in rows], seq_len, stride, codec=codec)
+    """Windows over the ``rows`` of ``documents``, with their fact targets where known."""
+    chosen = [documents[row] for row in rows]
+    texts = [document.text for document in chosen]
+    windows = _lm_windows(texts, seq_len, stride, codec=codec)
+    if not any(document.fact_spans for document in chosen):
+        return windows
+    spans = [document.fact_spans for document in chosen]
+    fact_targets = _fact_target_mask(texts, spans, seq_len, stride, codec)
+    return dataclasses.replace(windows, fact_targets=fact_targets)
 
 
 def _instruction_rows_to_split(

@@ -281,14 +281,11 @@ def _invent_entities(
     return tuple(entities), tuple(domain_groups)
 
 
-def _training_document(entity: _Entity, index: int, rng: random.Random) -> str:
-    """Training document ``index``: each fact in phrasing ``index + attribute`` (rotating)."""
-    return _training_document_spans(entity, index, rng)[0]
-
-
 def _training_document_spans(
     entity: _Entity, index: int, rng: random.Random
 ) -> tuple[str, tuple[Span, ...]]:
+    """Training document ``index`` (each fact in phrasing ``index + attribute``, rotating)
+    and the character spans of its facts' values."""
     facts = [
         (a, attribute.training_templates[(index + a) % _DOCS_PER_ENTITY])
         for a, attribute in enumerate(entity.domain.attributes)
@@ -346,9 +343,10 @@ def _facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int)
     # One generator per entity, so that facts:a and facts:b are exactly the halves of facts.
     rngs = {entity.name: _rng(seed, "facts-render", entity.name) for entity in entities}
     pool = [
-        _Document(_training_document(entity, index, rngs[entity.name]), entity.group, entity.label)
+        _Document(text, entity.group, entity.label, spans)
         for entity in entities
         for index in range(_DOCS_PER_ENTITY)
+        for text, spans in [_training_document_spans(entity, index, rngs[entity.name])]
     ]
     evals = [_eval_document(entity, rngs[entity.name]) for entity in entities]
     public = [e for e in _world(seed, entities_per_domain)[1] if e.domain.key in domains]

@@ -18,12 +18,20 @@ class TensorSplit:
 
     inputs: torch.Tensor  # LM: (n, seq_len) int64 byte ids; classify: (n, 64) float32
     targets: torch.Tensor  # LM: (n, seq_len) int64 next-byte ids; classify: (n,) int64
+    # facts' training windows only: (n, seq_len) bool, True where the target is part of a
+    # fact's value. Research only (relevance-source = oracle); no deployment has it.
+    fact_targets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.shape[0] != self.targets.shape[0]:
             raise ValueError(
                 f"inputs has {self.inputs.shape[0]} rows but targets has "
                 f"{self.targets.shape[0]}; they must match"
+            )
+        if self.fact_targets is not None and self.fact_targets.shape != self.targets.shape:
+            raise ValueError(
+                f"fact_targets has shape {tuple(self.fact_targets.shape)}, but targets has "
+                f"{tuple(self.targets.shape)}; they must match"
             )
 
     def __len__(self) -> int:
@@ -70,6 +78,9 @@ class CentralData:
     eval: TensorSplit  # held-out central evaluation set
     recall_prompts: tuple[RecallPrompt, ...]  # facts only; empty otherwise
     fact_probe: FactProbe | None = None  # facts only: fact vs filler tokens of ``eval``
+    # facts only: the public entities' documents split by their value spans, on which the
+    # server fits relevance-source = probe's logistic probe (None: no token offsets)
+    public_fact_probe: FactProbe | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,6 +94,7 @@ class _Document:
     text: str
     group: str  # natural partition id
     label: int  # Dirichlet class
+    fact_spans: tuple[Span, ...] = ()  # facts only: [start, end) of each fact's value
 
 
 @dataclass(frozen=True)
@@ -110,3 +122,4 @@ class _Corpus:
     eval: TensorSplit
     recall_prompts: tuple[RecallPrompt, ...] = ()
     fact_probe: FactProbe | None = None
+    public_fact_probe: FactProbe | None = None  # the public documents split by value spans

@@ -5,6 +5,7 @@ Field ``a_b`` of each dataclass is run-config key ``a-b``; errors name the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fedaso.config import is_finite_number, require
@@ -23,7 +24,7 @@ class PrivacyConfig:
     """The privacy run-config keys (spec section 7); field ``a_b`` is key ``a-b``."""
 
     anchor_dp: str = "none"  # none | local | central
-    anchor_clip: float = 8.0  # C: Frobenius bound of an anchor change; 0 = no clip (none only)
+    anchor_clip: float = 2.0  # c: per-row bound of an anchor change under anchor DP (C = c sqrt M)
     anchor_noise_multiplier: float = 1.0  # sigma of anchor releases
     anchor_delta: float = 1e-5  # delta at which anchor epsilon is reported
     anchor_init: str = "server"  # server (seed corpus) | federated (federated k-means)
@@ -60,7 +61,7 @@ class PrivacyConfig:
             is_nonnegative(self.anchor_clip) and (self.anchor_clip > 0 or self.anchor_dp == "none"),
             "anchor-clip",
             self.anchor_clip,
-            "must be a finite number > 0 (0, no clipping, only with anchor-dp=none)",
+            "must be a finite number > 0 (0 only with anchor-dp=none, which clips nothing)",
         )
         for key in ("anchor_init_clip", "dp_max_grad_norm", "update_clip"):
             value = getattr(self, key)
@@ -70,6 +71,17 @@ class PrivacyConfig:
             require(
                 is_finite_number(value) and 0 < value < 1, kebab(key), value, "must be in (0, 1)"
             )
+
+    def anchor_change_bound(self, num_anchors: int) -> float:
+        """C, the Frobenius bound of a client's anchor change under anchor DP: ``c sqrt(M)``.
+
+        ``anchor-clip`` bounds the root-mean-square row of the change, so that the bound
+        grows with the number of anchors M as an honest change does (spec section 13); the
+        noise of both modes is calibrated to this C. Without anchor DP nothing is clipped.
+        """
+        if num_anchors < 1:
+            raise ValueError(f"an anchor set needs at least one row, got M={num_anchors}")
+        return self.anchor_clip * math.sqrt(num_anchors)
 
     @property
     def anchors_private(self) -> bool:

@@ -46,6 +46,7 @@ SUMMARY_COLUMNS = (
     ("rounds-to-recall", "rounds to recall target"),
     ("relevance-fact", "fact-token relevance"),
     ("relevance-filler", "filler-token relevance"),
+    ("relevance-auroc", "relevance AUROC (fact vs other)"),
     ("seconds-per-round", "s / round (after round 1)"),
     ("wall-seconds", "wall s / run"),
     ("model-bytes-per-round", "model MB / round"),

@@ -26,6 +26,7 @@ ROUND_COLUMNS: tuple[tuple[str, str], ...] = (
     ("central", "fact-answer-loss"),
     ("central", "relevance-fact"),
     ("central", "relevance-filler"),
+    ("central", "relevance-auroc"),
     ("central", "extra-loss"),
     ("central", "extra-accuracy"),
     ("central", "extra-fact-recall"),
@@ -146,7 +147,7 @@ def final_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     figures = {key: last["central"].get(key) for key in FINAL_KEYS}
     figures["initial-loss"] = rounds[0]["central"].get("loss")
     figures["mean-relevance"] = last["train"].get("mean-relevance")
-    for key in ("relevance-fact", "relevance-filler"):
+    for key in ("relevance-fact", "relevance-filler", "relevance-auroc"):
         figures[key] = last["central"].get(key)
     timed = trained[1:] or trained
     seconds = [r["central"].get("round-seconds", 0.0) for r in timed]
