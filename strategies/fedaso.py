@@ -53,7 +53,13 @@ from fedaso.aggregation import (
     PartitionAnchorStore,
     capped_average,
 )
-from fedaso.privacy import PrivacyAccount, PrivacyConfig, central_noisy_mean, fresh_rng
+from fedaso.privacy import (
+    PrivacyAccount,
+    PrivacyConfig,
+    central_noisy_mean,
+    fresh_rng,
+    local_release_norm_bound,
+)
 from fedaso.robust import ReplyBounds, capped_shares, norm_outliers, update_norm
 from fedaso.run_config import AGGREGATION_WEIGHTS
 from fedaso.wire import ANCHOR_EPSILON, CLIENT_EPSILONS, join_payload, split_payload
@@ -350,8 +356,9 @@ class FedASO(FedAvg):
         Model updates and anchor changes are bounded separately, each against its own
         median (their scales differ). Model updates are also bounded by
         ``max-update-norm``; anchor changes, which live in the embedding space's units, by
-        ``ANCHOR_CHANGE_LIMIT`` times the global anchors' own norm instead, so that honest
-        moves pass whole at any width and ``M`` (spec section 13). The kept
+        :func:`anchor_change_limit` instead (a multiple of the anchors' own norm, or what an
+        honest local DP release can reach), so that honest moves pass whole at any width
+        and ``M`` (spec section 13). The kept
         updates are sorted by partition so that the aggregate does not depend on the order
         in which replies arrived.
         """
@@ -362,11 +369,12 @@ class FedASO(FedAvg):
             model_norms.append(update_norm(model_arrays, global_model))
             anchor_norms.append(update_norm({"a": anchors}, {"a": global_anchors}))
         ratio, limit = self.bounds.max_update_norm_ratio, self.bounds.max_update_norm
+        anchor_limit = anchor_change_limit(global_anchors, self.privacy)
         flags = [
             model_flag or anchor_flag
             for model_flag, anchor_flag in zip(
                 norm_outliers(model_norms, ratio, limit),
-                norm_outliers(anchor_norms, ratio, anchor_change_limit(global_anchors)),
+                norm_outliers(anchor_norms, ratio, anchor_limit),
                 strict=True,
             )
         ]
@@ -383,7 +391,7 @@ class FedASO(FedAvg):
                     update.partition,
                     *norms,
                     limit,
-                    anchor_change_limit(global_anchors),
+                    anchor_limit,
                     ratio,
                 )
                 continue
@@ -532,8 +540,21 @@ def round_metrics(updates: Sequence[ClientUpdate], max_share: float) -> dict[str
     }
 
 
-def anchor_change_limit(global_anchors: np.ndarray) -> float:
-    """The absolute bound on one reply's anchor change: ``ANCHOR_CHANGE_LIMIT`` x ``||A||_F``."""
+def anchor_change_limit(global_anchors: np.ndarray, privacy: PrivacyConfig) -> float:
+    """The absolute bound on one reply's anchor change (Frobenius norm); 0 = none.
+
+    Without anchor DP: ``ANCHOR_CHANGE_LIMIT`` x ``||A||_F``. Under local DP: the norm no
+    honest noised release exceeds (``local_release_norm_bound``). Under central DP none:
+    the server clips every change to C itself before it counts.
+    """
+    if privacy.anchor_dp == "central":
+        return 0.0
+    if privacy.anchor_dp == "local":
+        return local_release_norm_bound(
+            clip=privacy.anchor_change_bound(len(global_anchors)),
+            noise_multiplier=privacy.anchor_noise_multiplier,
+            size=global_anchors.size,
+        )
     return ANCHOR_CHANGE_LIMIT * float(np.linalg.norm(global_anchors.astype(np.float64)))
 
 

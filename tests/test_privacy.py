@@ -18,6 +18,7 @@ from fedaso.privacy import (
     centroid_sensitivity,
     clip_frobenius,
     local_release,
+    local_release_norm_bound,
     noisy_relevance,
     release_centroids,
 )
@@ -262,3 +263,20 @@ def test_importing_opacus_through_fedaso_leaves_the_root_logger_alone():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert bare.stdout.strip() == "1"  # what the context manager undoes
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 3), (16, 32)])
+def test_honest_local_releases_stay_under_the_servers_norm_bound(shape):
+    # The server drops a local-DP anchor report longer than this bound as a lie: an honest
+    # one (any change, clipped, plus the calibrated noise) must never be that long.
+    rng = np.random.default_rng(0)
+    clip, sigma, size = 2.0, 1.0, int(np.prod(shape))
+    bound = local_release_norm_bound(clip=clip, noise_multiplier=sigma, size=size)
+    changes = (100 * rng.standard_normal(shape) for _ in range(2000))
+    norms = [
+        np.linalg.norm(local_release(change, clip=clip, noise_multiplier=sigma, rng=rng))
+        for change in changes
+    ]
+    assert max(norms) < bound
+    if size >= 512:  # and at anchor-set sizes it is tight: the noise alone reaches most of it
+        assert np.median(norms) > 0.6 * bound

@@ -378,7 +378,7 @@ def test_anchor_changes_are_bounded_by_the_anchors_own_norm_not_max_update_norm(
     # ANCHOR_CHANGE_LIMIT times the global anchors' norm is dropped.
     strategy = configured(bounds=ReplyBounds(max_update_norm=5.0))
     strategy.global_arrays = payload(1.0, 1.0)
-    limit = anchor_change_limit(strategy.anchors())  # 10 x ||ones(4, 3)|| = 34.6
+    limit = anchor_change_limit(strategy.anchors(), strategy.privacy)  # 10 ||ones(4, 3)||
     honest_value = 1.0 + 0.5 * limit / np.sqrt(strategy.anchors().size)  # change = limit / 2
     honest = train_reply(100, payload(1.0, honest_value), metrics(0.5) | {"partition-id": 0})
     wild_value = 1.0 + 2 * limit / np.sqrt(strategy.anchors().size)  # change = 2 x limit

@@ -18,6 +18,7 @@ from fedaso.privacy.mechanisms import (
     fresh_rng,
     gaussian_noise,
     local_release,
+    local_release_norm_bound,
     noisy_relevance,
     release_centroids,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "fresh_rng",
     "gaussian_noise",
     "local_release",
+    "local_release_norm_bound",
     "noisy_relevance",
     "opacus_import",
     "release_centroids",

@@ -69,6 +69,19 @@ def local_release(
     return clipped + gaussian_noise(clipped.shape, noise_multiplier * 2.0 * clip, rng)
 
 
+def local_release_norm_bound(*, clip: float, noise_multiplier: float, size: int) -> float:
+    """A Frobenius norm that an honest :func:`local_release` of ``size`` entries never exceeds.
+
+    The clipped change has norm at most ``clip``; the noise norm is ``std`` times a chi
+    variable with ``size`` degrees of freedom, a 1-Lipschitz function of a Gaussian, so it
+    exceeds ``std (sqrt(size) + t)`` with probability at most ``exp(-t^2 / 2)``
+    (Gaussian concentration; Boucheron, Lugosi and Massart, 2013, Thm. 5.6). ``t = 8``
+    puts that at 1.3e-14: the server can drop longer reports as lies, never honest ones.
+    """
+    std = noise_multiplier * 2.0 * clip
+    return clip + std * (math.sqrt(size) + 8.0)
+
+
 def central_noisy_mean(
     deltas: Sequence[np.ndarray],
     *,
