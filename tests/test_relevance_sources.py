@@ -78,13 +78,19 @@ def test_refit_refuses_anchor_dp_by_name():
         RunConfig(relevance_source="anchors-refit", anchor_dp="central")
 
 
-def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(tmp_path):
+def one_round(tmp_path, relevance_source: str, **settings) -> list[dict]:
+    """The rounds' records of a one-round federation of 2 clients under ``relevance_source``."""
     run = RunConfig(
-        out_dir=str(tmp_path), relevance_source="anchors-refit", **SMALL | {"num_server_rounds": 1}
+        out_dir=str(tmp_path),
+        relevance_source=relevance_source,
+        **SMALL | {"num_server_rounds": 1} | settings,
     )
     simulate(run, num_clients=2)
-    rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
-    trained = rounds[1]
+    return json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+
+
+def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(tmp_path):
+    trained = one_round(tmp_path, "anchors-refit")[1]
     assert trained["train"]["num-replies"] == 2
     assert trained["traffic"]["anchor-bytes-up"] == 0 < trained["traffic"]["anchor-bytes-down"]
     assert trained["train"]["anchor-drift"] > 0  # re-fitted under the new model
@@ -170,11 +176,7 @@ def test_probe_source_is_refused_where_it_cannot_work(settings, message):
 
 
 def test_probe_federation_scores_with_the_servers_probe(tmp_path):
-    run = RunConfig(
-        out_dir=str(tmp_path), relevance_source="probe", **SMALL | {"num_server_rounds": 1}
-    )
-    simulate(run, num_clients=2)
-    rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    rounds = one_round(tmp_path, "probe")
     trained = rounds[1]
     assert trained["train"]["num-replies"] == 2
     assert trained["traffic"]["anchor-bytes-up"] > 0  # the anchors still travel up (for U)
@@ -191,12 +193,8 @@ def test_probe_federation_scores_with_the_servers_probe(tmp_path):
 
 
 def test_oracle_federation_weights_by_the_true_fact_tokens(tmp_path):
-    run = RunConfig(
-        out_dir=str(tmp_path), relevance_source="oracle", project_low_relevance=True,
-        **SMALL | {"num_server_rounds": 1},
-    )  # fmt: skip
-    simulate(run, num_clients=2)
-    trained = json.loads((tmp_path / "metrics.json").read_text())["rounds"][1]["train"]
+    trained = one_round(tmp_path, "oracle", project_low_relevance=True)[1]["train"]
+    run = RunConfig(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
     # Both clients train on every window each epoch: the token-weighted mean relevance is
     # the share of fact-value targets in their training splits.
     splits = [load_partition(run.data(num_partitions=2), k).train for k in (0, 1)]
