@@ -27,6 +27,8 @@ process (parse the config, build the model, decode and encode the payload) again
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
 import tempfile
@@ -52,7 +54,7 @@ from benchmarks.common import (
 )
 from clients.client_app import app as client_app
 from clients.client_app import client_seed
-from fedaso.data import load_partition
+from fedaso.data import load_central, load_partition
 from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
 from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.trainer import train_local
@@ -80,11 +82,13 @@ class SimulationRun:
     processes: dict[int, ProcessRecord]  # every Ray process seen, by pid
 
 
-def benchmark_run_config(args: argparse.Namespace, num_clients: int, out_dir: str) -> RunConfig:
-    """The run-config of one measurement: every client trains ``args.steps`` steps a round."""
+def benchmark_run_config(
+    args: argparse.Namespace, num_clients: int, out_dir: str, *, fraction_train: float = 1.0
+) -> RunConfig:
+    """The run-config of one measurement: every sampled client trains ``args.steps`` steps."""
     flat: dict[str, Any] = {
         "num-server-rounds": args.rounds,
-        "fraction-train": 1.0,
+        "fraction-train": fraction_train,
         "min-train-nodes": min(2, num_clients),
         "max-steps": args.steps,
         # Enough passes that even a one-batch partition reaches max-steps.
@@ -199,13 +203,15 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def run_simulation_once(run: RunConfig, num_clients: int, client_cpus: float) -> SimulationRun:
+def run_simulation_once(
+    run: RunConfig, num_clients: int, client_cpus: float, *, verbose: bool = True
+) -> SimulationRun:
     """Run one simulation, timing it and recording its processes' CPU and peak memory."""
     reset_peak_rss()
     own_cpu = time.process_time()
     start = time.perf_counter()
     with ProcessMonitor() as monitor:
-        metrics = simulate(run, num_clients=num_clients, client_cpus=client_cpus)
+        metrics = simulate(run, num_clients=num_clients, client_cpus=client_cpus, verbose=verbose)
     wall = time.perf_counter() - start
     driver_cpu = time.process_time() - own_cpu
     return SimulationRun(
@@ -419,6 +425,149 @@ def print_handler(times: dict[str, list[float]]) -> None:
     )
 
 
+# The registered-clients comparison (--registered): the reference federation's size.
+REFERENCE_REGISTERED = 2000
+POOL_SHARE = 0.85  # of a file's records, the rest held out for evaluation and k-means
+WORDS = ("anchor", "client", "round", "model", "token", "window", "server", "update",
+         "site", "data", "local", "global", "batch", "step", "share", "river", "stone")  # fmt: skip
+
+
+def write_records(path: Path, registered: int, seed: int = 0) -> str:
+    """A ``file:PATH`` dataset with one short text record per client, and its name.
+
+    Facts would need 17,000 entities for 100,000 partitions, and their held-out evaluation
+    and probes grow with them (5.9 GB per process); these records give each client one
+    document of about 120 bytes (a few training windows) and hold out 15% as every
+    dataset does, so central evaluation stays small.
+    """
+    rng = np.random.default_rng(seed)
+    count = math.ceil(registered / POOL_SHARE) + 100
+    with path.open("w") as file:
+        for index in range(count):
+            words = " ".join(WORDS[k] for k in rng.integers(len(WORDS), size=18))
+            file.write(json.dumps({"text": f"Record {index}: {words}."}) + "\n")
+    return f"file:{path}"
+
+
+def registered_run_config(
+    args: argparse.Namespace, registered: int, out_dir: str, dataset: str
+) -> RunConfig:
+    """``args.per_round`` of ``registered`` clients sampled per round (Flower rounds down)."""
+    config = benchmark_run_config(
+        args, registered, out_dir, fraction_train=args.per_round / registered
+    )
+    return config.replace(dataset=dataset)
+
+
+def prepare_data(run: RunConfig, registered: int) -> tuple[float, float]:
+    """Build the corpus and the partition rows (cached) before any clock starts.
+
+    Returns the seconds of both, in this process: the corpus is cached in memory (both runs
+    then share it, as the driver's central evaluation needs it), the rows on disk.
+    """
+    data_config = run.data(num_partitions=registered)
+    start = time.perf_counter()
+    load_central(data_config)
+    corpus = time.perf_counter() - start
+    load_partition(data_config, 0)  # computes every partition's rows, or reads their cache
+    return corpus, time.perf_counter() - start - corpus
+
+
+def flower_bytes_per_node(num_nodes: int = 10_000) -> float:
+    """Bytes per node that Flower's simulation engine allocates to register its nodes.
+
+    Its own ``_register_nodes`` (the link state's node records) and
+    ``_register_node_info_stores`` (a ``Context`` per node), under tracemalloc: what any
+    simulation of that many nodes costs the driver, whatever the ServerApp does.
+    """
+    import tracemalloc
+
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.superlink.federation import NoOpFederationManager
+
+    factory = LinkStateFactory(
+        FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
+    )
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    mapping = vce_api._register_nodes(num_nodes, factory)  # pylint: disable=protected-access
+    stores = vce_api._register_node_info_stores(mapping, Run.create_empty(run_id=1))
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del stores
+    return held / num_nodes
+
+
+def measure_registered(args: argparse.Namespace) -> dict[int, SimulationRun]:
+    """One simulation per federation size, the reference first, on the same records."""
+    sizes = (args.reference, args.registered)
+    sims: dict[int, SimulationRun] = {}
+    with tempfile.TemporaryDirectory(prefix="fedaso-bench-") as scratch:
+        dataset = write_records(Path(scratch) / "records.jsonl", args.registered)
+        runs = {
+            n: registered_run_config(args, n, str(Path(scratch) / f"n{n}"), dataset) for n in sizes
+        }
+        for registered, run in runs.items():
+            corpus, rows = prepare_data(run, registered)
+            print(f"  {registered} registered: corpus {corpus:.1f} s, partition rows {rows:.1f} s")
+        # Unreported: this process's one-time imports and caches would count in the first
+        # measured run's peak, and not in the second's.
+        warm_up = registered_run_config(args, args.per_round, str(Path(scratch) / "warm"), dataset)
+        simulate(warm_up.replace(num_server_rounds=1), num_clients=args.per_round, verbose=False)
+        for registered, run in runs.items():
+            start = time.perf_counter()
+            sims[registered] = run_simulation_once(run, registered, args.client_cpus, verbose=False)
+            print(f"  {registered} registered: simulation {time.perf_counter() - start:.1f} s")
+    return sims
+
+
+def round_figures(sim: SimulationRun) -> dict[str, float]:
+    """Round 1's seconds, later rounds' mean seconds, instructions per round, eval seconds."""
+    rounds = [r for r in sim.metrics["rounds"] if r["round"] > 0]
+    seconds = [r["central"]["round-seconds"] for r in rounds]
+    server_total = sim.metrics["total-seconds"]
+    evaluation = sum(r["central"].get("eval-seconds", 0.0) for r in sim.metrics["rounds"])
+    return {
+        "before round 1 s": server_total - sum(seconds) - evaluation,
+        "round 1 s": seconds[0],
+        "later rounds s": statistics.mean(seconds[1:]) if len(seconds) > 1 else float("nan"),
+        "eval s/round": evaluation / len(sim.metrics["rounds"]),
+        "sampled/round": statistics.mean(r["traffic"].get("messages", 0) for r in rounds),
+        "wall s": sim.timing.wall,
+    }
+
+
+def print_registered(sims: dict[int, SimulationRun], flower_node_bytes: float) -> None:
+    """One table of both federations, then the ratios the issue sets targets on."""
+    header = ["registered", "driver peak MiB", "largest actor MiB", "all Ray MiB"]
+    rows, figures = [], {n: round_figures(sim) for n, sim in sims.items()}
+    for registered, sim in sims.items():
+        actor, total = worker_memory(sim)
+        memory = [sim.driver_peak / MIB, actor / MIB, total / MIB]
+        rows.append([registered, *memory, *figures[registered].values()])
+    header += list(next(iter(figures.values())))
+    print("\nregistered clients (one run each; rounds: seconds of configure, train, aggregate):")
+    print(format_table(header, rows))
+    (small, big), (ref, large) = sims, sims.values()
+    growth = (large.driver_peak - ref.driver_peak) / (big - small)
+    ray_growth = (worker_memory(large)[1] - worker_memory(ref)[1]) / (big - small)
+    later = figures[big]["later rounds s"] / figures[small]["later rounds s"]
+    print(
+        f"\n{big} / {small} registered: driver peak {large.driver_peak / ref.driver_peak:.3f}x "
+        f"(target <= 1.5), later rounds {later:.3f}x (target <= 1.2), round 1 "
+        f"{figures[big]['round 1 s'] / figures[small]['round 1 s']:.3f}x"
+    )
+    print(
+        f"growth per registered client: driver {growth:,.0f} bytes, all Ray processes "
+        f"{ray_growth:,.0f} bytes; of which Flower's engine registers {flower_node_bytes:,.0f} "
+        "bytes per node (node record and Context, tracemalloc over 10,000 nodes)"
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.simulation",
@@ -440,6 +589,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=100,
         help="entities per facts domain (600 documents: enough for 500 partitions)",
     )
+    parser.add_argument(
+        "--registered",
+        type=int,
+        default=0,
+        help="compare a federation of this many registered clients with one of --reference "
+        "(memory and round times), instead of --num-clients",
+    )
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=REFERENCE_REGISTERED,
+        help="registered clients of the reference federation, with --registered",
+    )
+    parser.add_argument(
+        "--per-round", type=int, default=100, help="clients sampled per round with --registered"
+    )
     parser.add_argument("--client-cpus", type=float, default=1.0, help="CPUs per actor")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the floor")
     parser.add_argument(
@@ -450,7 +615,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--num-clients={args.num_clients} must list numbers >= 1")
     if not Path(f"/proc/{os.getpid()}/task").exists():
         parser.error("this benchmark reads process times and memory from /proc (Linux only)")
-    require_positive(parser, args, ["rounds", "steps", "repeats", "threads"])
+    require_positive(parser, args, ["rounds", "steps", "repeats", "threads", "per_round"])
+    if args.registered and not args.per_round <= args.reference < args.registered:
+        parser.error(
+            f"--per-round={args.per_round}, --reference={args.reference} and --registered="
+            f"{args.registered} must grow in that order"
+        )
     try:
         benchmark_run_config(args, max(args.num_clients), out_dir="")
     except ValueError as error:
@@ -464,12 +634,20 @@ def main(argv: list[str] | None = None) -> int:
     run = benchmark_run_config(args, max(args.num_clients), out_dir="")
     print(
         f"Simulation vs compute floor: strategy {run.strategy}, {args.rounds} rounds, every "
-        f"client trains {args.steps} steps of batch {run.batch_size} per round; model "
+        f"{'sampled ' * bool(args.registered)}client trains {args.steps} steps of batch "
+        f"{run.batch_size} per round; model "
         f"d={run.model_width}, {run.model_layers} layers, T={run.seq_len}, M={run.num_anchors}; "
         f"{args.client_cpus:g} CPU per actor ({int((os.cpu_count() or 1) // args.client_cpus)}"
         f" concurrent clients); facts-entities={args.facts_entities}"
     )
     print(machine_header(torch.get_num_threads()))
+    if args.registered:
+        print(f"registered clients: {args.reference} and {args.registered}, "
+              f"{args.per_round} sampled per round; data: one short text record per client "
+              f"(file:PATH, the same for both)")  # fmt: skip
+        print_registered(measure_registered(args), flower_bytes_per_node())
+        print(machine_header().split(";")[0].replace("machine", "at the end"))
+        return 0
     results = measure(args)
     print_results(args, results)
     print_handler(client_handler_costs(args))

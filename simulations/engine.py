@@ -172,6 +172,7 @@ def simulate(
     from clients.client_app import build_client_app
     from clients.policy import OPEN, SITE_POLICY_KEY, site_policy_file
     from simulations.linkstate import indexed_message_lookup
+    from simulations.registration import published_registration
     from strategies.server_app import build_server_app, load_initial_files
 
     if num_clients < max(1, run.min_train_nodes):
@@ -188,10 +189,11 @@ def simulate(
     named = site_policy_file(site_policy) if site_policy else OPEN
     client_app = build_client_app({SITE_POLICY_KEY: named})
     started = time.perf_counter()
-    # Flower's own lookup costs O(N^2) per polling sweep (simulations/linkstate.py)
-    with flower_log(verbose), indexed_message_lookup():
+    # Flower's own lookup costs O(N^2) per polling sweep (simulations/linkstate.py), and the
+    # server learns the nodes' partitions from their registration (simulations/registration.py)
+    with flower_log(verbose), indexed_message_lookup(), published_registration() as registered:
         run_simulation(
-            server_app=build_server_app(run, on_round),
+            server_app=build_server_app(run, on_round, registered),
             client_app=client_app,
             num_supernodes=num_clients,
             backend_config={

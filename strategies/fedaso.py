@@ -209,25 +209,32 @@ class FedASO(FedAvg):
             raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
         nodes = list(grid.get_node_ids())
         self.partitions.observe(nodes)
-        self.bind_reported_partitions(grid, nodes)
         messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.bind_reported_partitions(grid, [m.metadata.dst_node_id for m in messages])
         self.sampled_count = len(messages)
         self.sample_rate = min(1.0, len(messages) / len(nodes)) if nodes else 1.0
         return messages
 
     def bind_reported_partitions(self, grid: Grid, nodes: Iterable[int]) -> None:
-        """Bind each connected node to the partition it reported to the partition query.
+        """Bind each sampled node to the partition the grid knows it holds.
 
-        Those answers come from the nodes' own config before any training, so a training
-        reply cannot take a partition whose node answered first.
+        Those come from the nodes' own config (registered by the simulation engine, or
+        answered to the partition query) before any training, so a training reply cannot
+        take a partition whose node is known to hold it: the sampled nodes are bound here,
+        and an unsampled node's partition is looked up when another node claims it. Nodes
+        that are never sampled leave no state behind.
         """
-        known = grid.known_partitions() if isinstance(grid, GridProxy) else {}
+        if not isinstance(grid, GridProxy):
+            return
+        known = grid.known_partitions()
+        self.partitions.known_holder = grid.node_of_partition
         for node in nodes:
-            if node not in known:
+            partition = known.get(node)
+            if partition is None:
                 continue
-            problem = self.partitions.claim(node, partition_key_of(known[node]))
+            problem = self.partitions.claim(node, partition_key_of(partition))
             if problem is not None:
-                log(WARNING, "FedASO: node %s's partition query answer refused: %s", node, problem)
+                log(WARNING, "FedASO: node %s's known partition refused: %s", node, problem)
 
     def parse_reply(self, msg: Message) -> ClientUpdate | str:
         """Return the reply's update, or a string saying why it cannot be aggregated."""

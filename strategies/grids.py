@@ -3,10 +3,13 @@
 Flower's strategies sample clients with ``random.sample(list(grid.get_node_ids()), k)``.
 Node ids are random 64-bit integers drawn anew by every SuperLink (and every simulation),
 and ``get_node_ids`` returns them as a set, so even with ``random.seed(seed)`` two runs
-sample different partitions. :class:`PartitionOrderedGrid` asks each node once for its
-``partition-id`` (a ``query.partition`` message answered by the ClientApp) and lists node
-ids in partition order, so that the same seed samples the same partitions in every run:
-strategies compared on one seed then see the same clients in the same rounds.
+sample different partitions. :class:`PartitionOrderedGrid` lists node ids in partition
+order, so that the same seed samples the same partitions in every run: strategies compared
+on one seed then see the same clients in the same rounds. Where the nodes were registered
+by this process (Flower's simulation engine), the registrar publishes node id -> partition
+id in :class:`RegisteredPartitions` and no node is asked anything; otherwise (a deployed
+SuperLink) each node is asked once for its ``partition-id`` (a ``query.partition``
+message answered by the ClientApp).
 
 :class:`MeteredGrid` tallies the arrays carried by the messages each round: model bytes
 and anchor bytes (the reserved ``aso.`` keys of ``fedaso.payload``), sent to and received
@@ -20,7 +23,9 @@ Both delegate everything else to the grid they wrap, so they stack.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import threading
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
 from typing import Any
@@ -90,37 +95,103 @@ class GridProxy(Grid):
         """Send and receive through the wrapped grid."""
         return self.inner.send_and_receive(messages, timeout=timeout)
 
-    def known_partitions(self) -> dict[int, int]:
-        """Node id -> the partition id it reported (``PartitionOrderedGrid``); else empty."""
+    def known_partitions(self) -> Mapping[int, int]:
+        """Node id -> its partition id (``PartitionOrderedGrid``); else empty."""
         return self.inner.known_partitions() if isinstance(self.inner, GridProxy) else {}
+
+    def node_of_partition(self, partition: int) -> int | None:
+        """The node known to hold ``partition`` (``PartitionOrderedGrid``); else None."""
+        if isinstance(self.inner, GridProxy):
+            return self.inner.node_of_partition(partition)
+        return None
+
+
+# How long the first node listing waits for the registrar (then nodes are queried instead).
+REGISTRATION_TIMEOUT = 600.0
+
+
+class RegisteredPartitions:
+    """Node id -> partition id, published once by whoever registered the nodes.
+
+    Flower's simulation engine registers its nodes on its own thread after the ServerApp
+    has started, and knows which partition each one loads (``simulations.registration``
+    publishes it here). A grid that waits for the publication lists a complete federation
+    in partition order without a message to any node. The mapping is the registrar's own,
+    not a copy: the server keeps no per-node state of its own for it.
+    """
+
+    def __init__(self) -> None:
+        self._mapping: dict[int, int] = {}
+        self._published = threading.Event()
+
+    def publish(self, mapping: dict[int, int]) -> None:
+        """Make ``mapping`` (node id -> partition id) known; call once registration is done."""
+        self._mapping = mapping
+        self._published.set()
+
+    def wait(self, timeout: float = REGISTRATION_TIMEOUT) -> dict[int, int]:
+        """The published mapping; empty if none was published within ``timeout`` seconds."""
+        if not self._published.wait(timeout):
+            log(WARNING, "no node registration was published in %g s", timeout)
+        return self._mapping
 
 
 class PartitionOrderedGrid(GridProxy):
-    """Lists node ids in the order of their ``partition-id``, learnt by one query per node.
+    """Lists node ids in the order of their ``partition-id``.
 
-    A node that does not answer (or answers without a partition id) is listed after the
-    known ones, in id order, and asked again the next time the node list is needed.
+    A node's partition id comes from ``registered`` (nodes this process registered; the
+    first listing waits for their publication), else from one partition query per
+    node. A node that does not answer (or answers without a partition id) is listed after
+    the known ones, in id order, and asked again the next time the node list is needed.
     """
 
-    def __init__(self, inner: Grid, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        inner: Grid,
+        *,
+        timeout: float | None = None,
+        registered: RegisteredPartitions | None = None,
+    ) -> None:
         super().__init__(inner)
         self.timeout = timeout
-        self.partition_of: dict[int, int] = {}  # node id -> partition id
+        self.registered = registered
+        self.partition_of: dict[int, int] = {}  # node id -> partition id, from the query
+        self._nodes_of: dict[int, int] | None = None  # partition -> node, built on demand
 
     def get_node_ids(self) -> Iterable[int]:
         """Connected node ids, sorted by partition id."""
+        known = self.known_partitions()
         node_ids = sorted(self.inner.get_node_ids())
-        unknown = [node for node in node_ids if node not in self.partition_of]
+        unknown = [node for node in node_ids if node not in known]
         if unknown:
             self.partition_of |= self._ask_partitions(unknown)
-        return sorted(node_ids, key=self._order)
+            self._nodes_of = None
 
-    def known_partitions(self) -> dict[int, int]:
-        """Node id -> the partition id it reported to the partition query."""
-        return dict(self.partition_of)
+        def order(node: int) -> tuple[bool, int, int]:  # known partitions first, then by id
+            partition = known.get(node)
+            return partition is None, partition or 0, node
 
-    def _order(self, node: int) -> tuple[bool, int, int]:
-        return node not in self.partition_of, self.partition_of.get(node, 0), node
+        return sorted(node_ids, key=order)
+
+    def known_partitions(self) -> Mapping[int, int]:
+        """Node id -> partition id: registered, or reported to the partition query (a view)."""
+        if self.registered is None:
+            return self.partition_of
+        return ChainMap(self.partition_of, self.registered.wait())
+
+    def partition(self, node: int) -> int | None:
+        """The partition id of ``node``, or None while it is unknown."""
+        return self.known_partitions().get(node)
+
+    def node_of_partition(self, partition: int) -> int | None:
+        """The node known to hold ``partition``, or None.
+
+        The reverse index is built on first use only: FedASO asks for it when a node whose
+        own partition is unknown claims one, which never happens in a simulation.
+        """
+        if self._nodes_of is None:
+            self._nodes_of = {p: node for node, p in self.known_partitions().items()}
+        return self._nodes_of.get(partition)
 
     def _ask_partitions(self, node_ids: list[int]) -> dict[int, int]:
         messages = [

@@ -9,8 +9,11 @@ the checkpoint grow without bound). :class:`PartitionRegistry` therefore binds
 - each anchor-store key (``partition-K``, or ``node-N`` for a reply without a partition
   id) to the node that first reported it, and each node to that one key: a node that
   claims a key bound to another connected node, or that switches keys, is refused. The
-  first report is the node's answer to the partition query (``strategies.grids``), read
-  from its node config before any training, where there is one;
+  first report is the node's partition id as the grid knows it before any training (from
+  the simulation engine's registration, or the node's answer to the partition query,
+  read from its node config: ``strategies.grids``), where there is one. Only nodes that
+  are sampled are bound; a key no node is bound to yet belongs to the node the grid knows
+  to hold it (``known_holder``), so nodes that never train leave no state here;
 - partition ids to the federation's size: ``K`` must be below the largest number of nodes
   seen connected at once, and keys without a partition id are at most that many.
 
@@ -23,7 +26,7 @@ partition holds it while it stays connected (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 PARTITION_PREFIX = "partition-"
@@ -47,6 +50,8 @@ class PartitionRegistry:
         self.key_of: dict[int, str] = {}  # node -> the store key it is bound to
         self.federation_size = 0  # most nodes seen connected at once; 0 while unknown
         self.connected: frozenset[int] | None = None  # None while unknown: all bound count
+        # partition id -> the node known to hold it before any training (strategies.grids)
+        self.known_holder: Callable[[int], int | None] | None = None
 
     def observe(self, node_ids: Iterable[int]) -> None:
         """Note the nodes connected now (each round, before sampling)."""
@@ -65,7 +70,7 @@ class PartitionRegistry:
         own = self.key_of.get(node_id)
         if own is not None and own != key:
             return f"node {node_id} speaks for {own}; it cannot switch to {key}"
-        holder = self.node_of.get(key)
+        holder = self.holder(key)
         if holder is not None and holder != node_id and self.is_connected(holder):
             return f"{key} belongs to node {holder}, which is still connected"
         if holder is None and self.federation_size:
@@ -80,6 +85,14 @@ class PartitionRegistry:
                 if unnumbered >= self.federation_size:
                     return f"already {unnumbered} nodes without a partition-id; {key} is one more"
         return None
+
+    def holder(self, key: str) -> int | None:
+        """The node bound to ``key``, else the node known to hold it, else None."""
+        holder = self.node_of.get(key)
+        index = partition_index(key)
+        if holder is None and index is not None and self.known_holder is not None:
+            return self.known_holder(index)
+        return holder
 
     def is_connected(self, node_id: int) -> bool:
         """Whether ``node_id`` is connected now (every node counts while that is unknown)."""

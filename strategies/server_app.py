@@ -66,7 +66,7 @@ from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
 from strategies.failures import RunFailedError
 from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
-from strategies.grids import MeteredGrid, PartitionOrderedGrid
+from strategies.grids import MeteredGrid, PartitionOrderedGrid, RegisteredPartitions
 from strategies.polling import PromptGrid
 from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from strategies.rounds import RoundPlan, run_rounds
@@ -303,11 +303,18 @@ def seed_client_sampling(run: RunConfig) -> None:
     random.seed(sampling_seed(run.seed) if central_dp else run.seed)
 
 
-def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = None) -> Result:
+def run_federation(
+    grid: Grid,
+    run: RunConfig,
+    on_round: RoundCallback | None = None,
+    registered: RegisteredPartitions | None = None,
+) -> Result:
     """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``.
 
     Clients are sampled in partition order (reproducible per seed, except under central DP,
     whose sample is secret) and every round's traffic is metered (see ``strategies.grids``).
+    Nodes' partition ids come from ``registered`` where the nodes were registered in this
+    process (a simulation), else from one query per node.
     """
     started = time.perf_counter()
     check_backend_installed(run.tracking)  # before round 1, not when the outputs are written
@@ -325,11 +332,12 @@ def run_federation(grid: Grid, run: RunConfig, on_round: RoundCallback | None = 
     central = load_central(run.data(num_partitions=1))
     model, anchors = starting_point(run, central)
     evaluator = CentralEvaluator(run, central, on_round)
-    ordered = PartitionOrderedGrid(PromptGrid(grid))  # replies as they come (polling.py)
+    # Replies as they come (polling.py); partitions as registered (in-process) or queried.
+    ordered = PartitionOrderedGrid(PromptGrid(grid), registered=registered)
     # Under central DP the sampled partitions are not published: the epsilon assumes them secret.
-    listed = None if run.privacy().central_dp else ordered.partition_of.get
+    listed = None if run.privacy().central_dp else ordered.partition
     metered = MeteredGrid(ordered, partition_of=listed)
-    grid = FaultPlanGrid(metered, run, ordered.partition_of.get) if run.fault_plan else metered
+    grid = FaultPlanGrid(metered, run, ordered.partition) if run.fault_plan else metered
     checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
     identity = RunIdentity()
     checkpoints.register("run-identity", identity, restore_now=True)
@@ -430,11 +438,14 @@ def write_outputs(
 
 
 def build_server_app(
-    run: RunConfig | None = None, on_round: RoundCallback | None = None
+    run: RunConfig | None = None,
+    on_round: RoundCallback | None = None,
+    registered: RegisteredPartitions | None = None,
 ) -> ServerApp:
     """Return a ServerApp; with ``run`` it ignores the context's run-config (in-process use).
 
-    ``on_round`` receives each round's number and central metrics (in-process use).
+    ``on_round`` receives each round's number and central metrics, and ``registered`` the
+    nodes' partition ids from the simulation engine that registers them (in-process use).
     """
     server_app = ServerApp()
 
@@ -442,7 +453,7 @@ def build_server_app(
     def main(grid: Grid, context: Context) -> None:
         try:
             resolved = run if run is not None else RunConfig.from_flat(context.run_config)
-            run_federation(grid, resolved, on_round)
+            run_federation(grid, resolved, on_round, registered)
         except (ValueError, RunFailedError) as error:  # say so in one line before the traceback
             log(ERROR, "FedASO stopped: %s", error)
             raise
