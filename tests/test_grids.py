@@ -4,6 +4,7 @@ in tests/test_experiment_commands.py)."""
 import time
 
 import numpy as np
+import pytest
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
@@ -12,12 +13,15 @@ from fedaso.payload import ANCHORS_KEY
 from flower_wire.records import arrays_to_record
 from strategies.grids import (
     PARTITION_QUERY,
+    PartitionOrderedGrid,
+    RegisteredPartitions,
     RoundTraffic,
     partition_of_reply,
     payload_bytes,
     reported_steps,
     round_of,
 )
+from tests.test_linkstate import populated_state, server_task_identity  # noqa: F401
 
 
 def test_payload_bytes_split_model_and_anchors():
@@ -72,3 +76,33 @@ def test_the_client_app_answers_the_partition_query():
     assert partition_of_reply(reply) == 4
     empty = Message(RecordDict({"m": MetricRecord({"x": 1.0})}), reply_to=reply)
     assert partition_of_reply(empty) is None
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_registered_partitions_order_the_nodes_without_a_message_to_any():
+    state, nodes, grid = populated_state(num_nodes=4, per_node=0)
+    state.message_ins_store.clear()  # populated_state's one expired instruction
+    registered = RegisteredPartitions()
+    registered.publish({node: 3 - k for k, node in enumerate(nodes)})
+    ordered = PartitionOrderedGrid(grid, registered=registered)
+    assert list(ordered.get_node_ids()) == nodes[::-1]
+    assert not state.message_ins_store  # no partition query was sent
+    assert ordered.partition(nodes[0]) == 3 and ordered.node_of_partition(0) == nodes[3]
+    assert ordered.partition_of == {}  # the registrar's mapping is read, not copied
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_a_node_missing_from_the_registration_is_queried_and_listed_last():
+    state, nodes, grid = populated_state(num_nodes=3, per_node=0)
+    state.message_ins_store.clear()
+    registered = RegisteredPartitions()
+    registered.publish({nodes[1]: 0, nodes[2]: 1})
+    ordered = PartitionOrderedGrid(grid, timeout=0.2, registered=registered)
+    assert list(ordered.get_node_ids()) == [nodes[1], nodes[2], nodes[0]]
+    # One query went out, to the unregistered node, and found no client to answer it.
+    assert [m.metadata.dst_node_id for m in state.message_ins_store.values()] == [nodes[0]]
+    assert ordered.partition(nodes[0]) is None
+
+
+def test_an_unpublished_registration_is_empty_after_its_timeout():
+    assert RegisteredPartitions().wait(timeout=0.01) == {}

@@ -2,6 +2,7 @@
 
 import secrets
 import time
+from queue import Queue
 
 import flwr
 import pytest
@@ -15,6 +16,7 @@ from flwr.common.constant import (
     TASK_ID_NUM_BYTES,
 )
 from flwr.proto.task_pb2 import Task
+from flwr.server.superlink.fleet.vce import vce_api
 from flwr.server.superlink.linkstate import InMemoryLinkState, LinkStateFactory
 from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
@@ -28,9 +30,13 @@ from flwr.superlink.grid import InMemoryGrid
 from simulations.linkstate import (
     FLOWER_LOOKUP,
     FLOWER_STORE,
+    FLOWER_SWEEP,
     PATCHED_FLOWER_VERSIONS,
     get_message_ins_for_node,
     indexed_message_lookup,
+    pending_by_node,
+    sweep_once,
+    sweep_pending,
 )
 
 
@@ -150,3 +156,40 @@ def test_the_swap_is_scoped_to_the_block():
             assert InMemoryLinkState.get_message_ins is get_message_ins_for_node
     assert InMemoryLinkState.get_message_ins is FLOWER_LOOKUP
     assert InMemoryLinkState.store_message_ins is FLOWER_STORE
+
+
+def sweeps(state, nodes, sweep):
+    """What each sweep queues, as (node index, config), until a sweep queues nothing."""
+    index = {node: k for k, node in enumerate(nodes)}
+    mapping = dict(index)  # node id -> partition id, as the engine registers them
+    rounds = []
+    while True:
+        queue = Queue()
+        sweep(state, queue, mapping)
+        queued = [queue.get() for _ in range(queue.qsize())]
+        if not queued:
+            return rounds
+        rounds.append(sorted((index[m.metadata.dst_node_id], str(m.content)) for m in queued))
+
+
+def flowers_sweep(state, queue, nodes_mapping):
+    """The body of Flower's ``add_messages_to_queue`` loop: every node, one lookup each."""
+    for node_id in nodes_mapping:
+        for message in state.get_message_ins(node_id=node_id, limit=1):
+            queue.put(message)
+
+
+def test_sweeping_only_nodes_with_pending_instructions_queues_what_flowers_sweep_does():
+    want = sweeps(*populated_state(num_nodes=5, per_node=2)[:2], flowers_sweep)
+    state, nodes, _ = populated_state(num_nodes=5, per_node=2, indexed=True)
+    with indexed_message_lookup():
+        got = sweeps(state, nodes, sweep_once)
+    assert got == want and [len(batch) for batch in got] == [5, 5]
+    assert pending_by_node(state) == {}  # nothing pending: nothing left to sweep
+
+
+def test_the_swap_includes_the_engines_sweep():
+    with indexed_message_lookup() as active:
+        if active:
+            assert vce_api.add_messages_to_queue is sweep_pending
+    assert vce_api.add_messages_to_queue is FLOWER_SWEEP

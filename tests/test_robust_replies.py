@@ -22,7 +22,7 @@ from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer
 from strategies.fedaso import FedASO, anchor_change_limit
-from strategies.grids import PartitionOrderedGrid
+from strategies.grids import PartitionOrderedGrid, RegisteredPartitions
 from strategies.replies import ClientUpdate
 from strategies.server_state import decode, encode
 from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
@@ -385,3 +385,19 @@ def test_anchor_changes_are_bounded_by_the_anchors_own_norm_not_max_update_norm(
     wild = train_reply(101, payload(1.0, wild_value), metrics(0.5) | {"partition-id": 1})
     _, agg = strategy.aggregate_train(1, [honest, wild])
     assert (agg["num-replies"], agg["num-norm-outliers"]) == (1, 1)
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_only_sampled_nodes_are_bound_and_an_unsampled_nodes_partition_stays_its_own():
+    _, nodes, grid = populated_state(num_nodes=4, per_node=0)
+    registered = RegisteredPartitions()
+    registered.publish({node: k for k, node in enumerate(nodes[:3])})  # nodes[3]: unknown
+    ordered = PartitionOrderedGrid(grid, timeout=0.1, registered=registered)
+    strategy = FedASO(fraction_train=0.5, min_train_nodes=1, min_available_nodes=1)
+    messages = strategy.configure_train(1, arrays_to_record(GLOBAL), ConfigRecord(), ordered)
+    sampled = {m.metadata.dst_node_id for m in messages}
+    assert len(sampled) == 2
+    assert set(strategy.partitions.key_of) == sampled - {nodes[3]}  # nobody else is bound
+    # Whoever has no known partition cannot take one whose node is known, sampled or not.
+    assert "belongs to node" in strategy.partitions.claim(nodes[3], "partition-0")
+    assert strategy.partitions.claim(nodes[3], "partition-3") is None

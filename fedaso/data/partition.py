@@ -124,7 +124,12 @@ def _partition_with_flwr_datasets(
         with warnings.catch_warnings():
             # Dirichlet warns on each resampling; its final failure is reported below.
             warnings.filterwarnings("ignore", message="The specified min_partition_size")
-            partitions = [partitioner.load_partition(pid) for pid in range(config.num_partitions)]
+            # Each partition's rows are read at once: 100,000 partitions' tables kept alive
+            # until the end would hold gigabytes.
+            rows = tuple(
+                tuple(partitioner.load_partition(pid)["row"])
+                for pid in range(config.num_partitions)
+            )
     except ValueError as error:
         # Only Dirichlet fails here, after its resampling budget leaves a partition too small.
         raise ValueError(
@@ -133,7 +138,7 @@ def _partition_with_flwr_datasets(
             f"{len(corpus.labels)} documents of dataset={config.dataset!r}; use a larger "
             "ALPHA or fewer partitions"
         ) from error
-    return tuple(tuple(partition["row"]) for partition in partitions)
+    return rows
 
 
 def _check_partition_count(config: DataConfig, corpus: _Corpus) -> None:
