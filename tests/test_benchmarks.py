@@ -112,6 +112,21 @@ def test_simulation_smoke(capsys):
     assert "CPU seconds by process" in out
 
 
+def test_simulation_registered_clients_smoke(capsys):
+    code = simulation.main(
+        ["--registered", "6", "--reference", "4", "--per-round", "2", "--rounds", "2",
+         "--steps", "1", *TINY_RUN, "--set", "seq-len=32"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    figure = r"-?\d+\.\d{3}x"
+    ratios_line = rf"^6 / 4 registered: driver peak {figure} .* later rounds {figure}"
+    assert re.search(ratios_line, out, re.MULTILINE), out
+    rows = re.findall(r"^\s+([46])\s+\d+(?:\.\d+)?\s.*\s2\s+\d+(?:\.\d+)?$", out, re.MULTILINE)
+    assert rows == ["4", "6"], out  # both federations, 2 sampled per round
+    assert re.search(r"growth per registered client: driver -?[\d,]+ bytes", out), out
+
+
 def test_reply_checks_smoke(capsys):
     code = reply_checks.main(["--num-replies", "3", "--models", "tiny", "--repeats", "2"])
     out = capsys.readouterr().out
