@@ -638,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{run.batch_size} per round; model "
         f"d={run.model_width}, {run.model_layers} layers, T={run.seq_len}, M={run.num_anchors}; "
         f"{args.client_cpus:g} CPU per actor ({int((os.cpu_count() or 1) // args.client_cpus)}"
-        f" concurrent clients); facts-entities={args.facts_entities}"
+        f" concurrent clients); "
+        + ("data: see below" if args.registered else f"facts-entities={args.facts_entities}")
     )
     print(machine_header(torch.get_num_threads()))
     if args.registered:
