@@ -113,8 +113,8 @@ REGISTRATION_TIMEOUT = 600.0
 class RegisteredPartitions:
     """Node id -> partition id, published once by whoever registered the nodes.
 
-    Flower's simulation engine registers its nodes on its own thread after the ServerApp
-    has started, and knows which partition each one loads (``simulations.registration``
+    Flower's simulation engine registers its nodes after it has started the ServerApp's
+    thread, and knows which partition each one loads (``simulations.registration``
     publishes it here). A grid that waits for the publication lists a complete federation
     in partition order without a message to any node. The mapping is the registrar's own,
     not a copy: the server keeps no per-node state of its own for it.
@@ -123,6 +123,7 @@ class RegisteredPartitions:
     def __init__(self) -> None:
         self._mapping: dict[int, int] = {}
         self._published = threading.Event()
+        self._gave_up = False  # waited once in vain: later callers do not wait again
 
     def publish(self, mapping: dict[int, int]) -> None:
         """Make ``mapping`` (node id -> partition id) known; call once registration is done."""
@@ -131,7 +132,8 @@ class RegisteredPartitions:
 
     def wait(self, timeout: float = REGISTRATION_TIMEOUT) -> dict[int, int]:
         """The published mapping; empty if none was published within ``timeout`` seconds."""
-        if not self._published.wait(timeout):
+        if not self._gave_up and not self._published.wait(timeout):
+            self._gave_up = True
             log(WARNING, "no node registration was published in %g s", timeout)
         return self._mapping
 

@@ -104,5 +104,11 @@ def test_a_node_missing_from_the_registration_is_queried_and_listed_last():
     assert ordered.partition(nodes[0]) is None
 
 
-def test_an_unpublished_registration_is_empty_after_its_timeout():
-    assert RegisteredPartitions().wait(timeout=0.01) == {}
+def test_an_unpublished_registration_is_empty_after_its_timeout_then_not_waited_for():
+    registered = RegisteredPartitions()
+    assert registered.wait(timeout=0.01) == {}
+    start = time.perf_counter()
+    assert registered.wait(timeout=60.0) == {}
+    assert time.perf_counter() - start < 1.0
+    registered.publish({7: 0})
+    assert registered.wait() == {7: 0}
