@@ -227,7 +227,7 @@ class FedASO(FedAvg):
         if not isinstance(grid, GridProxy):
             return
         known = grid.known_partitions()
-        self.partitions.known_holder = grid.node_of_partition
+        self.partitions.known = grid
         for node in nodes:
             partition = known.get(node)
             if partition is None:

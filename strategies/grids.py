@@ -99,6 +99,10 @@ class GridProxy(Grid):
         """Node id -> its partition id (``PartitionOrderedGrid``); else empty."""
         return self.inner.known_partitions() if isinstance(self.inner, GridProxy) else {}
 
+    def partition(self, node: int) -> int | None:
+        """The partition id ``node`` is known to hold (``PartitionOrderedGrid``); else None."""
+        return self.known_partitions().get(node)
+
     def node_of_partition(self, partition: int) -> int | None:
         """The node known to hold ``partition`` (``PartitionOrderedGrid``); else None."""
         if isinstance(self.inner, GridProxy):
@@ -181,15 +185,11 @@ class PartitionOrderedGrid(GridProxy):
             return self.partition_of
         return ChainMap(self.partition_of, self.registered.wait())
 
-    def partition(self, node: int) -> int | None:
-        """The partition id of ``node``, or None while it is unknown."""
-        return self.known_partitions().get(node)
-
     def node_of_partition(self, partition: int) -> int | None:
         """The node known to hold ``partition``, or None.
 
-        The reverse index is built on first use only: FedASO asks for it when a node whose
-        own partition is unknown claims one, which never happens in a simulation.
+        The reverse index is built on first use only: FedASO asks for it when a node claims
+        a partition other than its own known one, which no honest simulated node does.
         """
         if self._nodes_of is None:
             self._nodes_of = {p: node for node, p in self.known_partitions().items()}

@@ -13,7 +13,7 @@ the checkpoint grow without bound). :class:`PartitionRegistry` therefore binds
   the simulation engine's registration, or the node's answer to the partition query,
   read from its node config: ``strategies.grids``), where there is one. Only nodes that
   are sampled are bound; a key no node is bound to yet belongs to the node the grid knows
-  to hold it (``known_holder``), so nodes that never train leave no state here;
+  to hold it (``known``), so nodes that never train leave no state here;
 - partition ids to the federation's size: ``K`` must be below the largest number of nodes
   seen connected at once, and keys without a partition id are at most that many.
 
@@ -26,8 +26,8 @@ partition holds it while it stays connected (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 PARTITION_PREFIX = "partition-"
 
@@ -42,6 +42,16 @@ def partition_index(key: str) -> int | None:
     return int(key[len(PARTITION_PREFIX) :]) if key.startswith(PARTITION_PREFIX) else None
 
 
+class KnownPartitions(Protocol):
+    """Partition ids known before any training (``strategies.grids.PartitionOrderedGrid``)."""
+
+    def partition(self, node: int) -> int | None:
+        """The partition id ``node`` is known to hold, or None."""
+
+    def node_of_partition(self, partition: int) -> int | None:
+        """The node known to hold ``partition``, or None."""
+
+
 class PartitionRegistry:
     """Binds anchor-store keys to nodes (see the module docstring)."""
 
@@ -50,8 +60,7 @@ class PartitionRegistry:
         self.key_of: dict[int, str] = {}  # node -> the store key it is bound to
         self.federation_size = 0  # most nodes seen connected at once; 0 while unknown
         self.connected: frozenset[int] | None = None  # None while unknown: all bound count
-        # partition id -> the node known to hold it before any training (strategies.grids)
-        self.known_holder: Callable[[int], int | None] | None = None
+        self.known: KnownPartitions | None = None  # who holds what before any training
 
     def observe(self, node_ids: Iterable[int]) -> None:
         """Note the nodes connected now (each round, before sampling)."""
@@ -70,7 +79,7 @@ class PartitionRegistry:
         own = self.key_of.get(node_id)
         if own is not None and own != key:
             return f"node {node_id} speaks for {own}; it cannot switch to {key}"
-        holder = self.holder(key)
+        holder = self.holder(key, node_id)
         if holder is not None and holder != node_id and self.is_connected(holder):
             return f"{key} belongs to node {holder}, which is still connected"
         if holder is None and self.federation_size:
@@ -86,13 +95,15 @@ class PartitionRegistry:
                     return f"already {unnumbered} nodes without a partition-id; {key} is one more"
         return None
 
-    def holder(self, key: str) -> int | None:
+    def holder(self, key: str, claimant: int) -> int | None:
         """The node bound to ``key``, else the node known to hold it, else None."""
-        holder = self.node_of.get(key)
+        bound = self.node_of.get(key)
         index = partition_index(key)
-        if holder is None and index is not None and self.known_holder is not None:
-            return self.known_holder(index)
-        return holder
+        if bound is not None or index is None or self.known is None:
+            return bound
+        if self.known.partition(claimant) == index:  # its own: the others need no look-up
+            return claimant
+        return self.known.node_of_partition(index)
 
     def is_connected(self, node_id: int) -> bool:
         """Whether ``node_id`` is connected now (every node counts while that is unknown)."""

@@ -398,6 +398,7 @@ def test_only_sampled_nodes_are_bound_and_an_unsampled_nodes_partition_stays_its
     sampled = {m.metadata.dst_node_id for m in messages}
     assert len(sampled) == 2
     assert set(strategy.partitions.key_of) == sampled - {nodes[3]}  # nobody else is bound
+    assert ordered._nodes_of is None  # nor was a partition -> node index built for them
     # Whoever has no known partition cannot take one whose node is known, sampled or not.
     assert "belongs to node" in strategy.partitions.claim(nodes[3], "partition-0")
     assert strategy.partitions.claim(nodes[3], "partition-3") is None
