@@ -78,8 +78,10 @@ TOKENIZER_VOCAB = 1024  # BPE merges the facts text supports; the model's vocabu
 
 def save_shape_model(out_dir: Path, shape: str) -> Path:
     """Write a random-init model of ``shape`` and a BPE tokenizer trained on ``facts``."""
+    import transformers
     from transformers import AutoModelForCausalLM
 
+    transformers.utils.logging.disable_progress_bar()
     arch, fields = SHAPES[shape]
     texts = dataset_texts("facts", facts_entities=FACTS_ENTITIES)
     tokenizer = train_bpe_tokenizer(texts, vocab_size=min(TOKENIZER_VOCAB, fields["vocab_size"]))
@@ -132,7 +134,11 @@ def node_context(state_dir: str) -> Context:
 
 @dataclass(frozen=True)
 class RoundBench:
-    """One mode's message and node, and the timed calls on them."""
+    """One mode's message and node, and the timed calls on them.
+
+    No call collects garbage: a dropped model is freed at once (no reference cycle holds
+    it, tests/test_client_cache.py), as in a client process between two messages.
+    """
 
     message: Message
     context: Context

@@ -7,9 +7,11 @@ through one process's real ClientApp and compare every reply with the reply of t
 message after every cache is cleared, as in a fresh process.
 """
 
+import gc
 import math
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,20 @@ def test_lora_models_share_the_cached_frozen_base_and_never_write_it():
     full = build_model(ModelSpec(model=f"hf:{source}"))
     assert all(p.requires_grad for p in full.parameters())
     assert not {p.data_ptr() for p in full.parameters()} & {p.data_ptr() for _, p in frozen}
+
+
+@pytest.mark.parametrize("peft", ["none", "lora"])
+def test_a_dropped_model_is_freed_at_once_not_by_the_cyclic_collector(peft):
+    # A client builds a model per message: one kept alive by a reference cycle would hold
+    # its weights (and a full fine-tune's Adam state) until Python's collector runs.
+    model = build_model(ModelSpec(model=f"hf:{tiny_hf_model('llama')}", peft=peft))
+    gc.disable()
+    try:
+        alive = weakref.ref(model)
+        del model
+        assert alive() is None
+    finally:
+        gc.enable()
 
 
 def test_a_model_folder_rewritten_in_place_is_read_again(tmp_path):

@@ -16,6 +16,7 @@ final adapter is written with ``save_pretrained`` as PEFT users expect.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,15 +88,17 @@ class HFCausalLM(nn.Module):
                 f"model='hf:{source}' has no output embeddings (LM head): not a causal LM"
             )
         self.embedding_tap = nn.Identity()  # the embedding point: the LM head's input
-        self._head_hook = head.register_forward_pre_hook(self._tap_head_input)
+        # The hook holds the tap, not self: a hook bound to self would make every model a
+        # reference cycle, kept (weights, gradients, Adam state) until Python's cyclic
+        # collector happens to run, in a client process that builds one per message.
+        self._head_hook = head.register_forward_pre_hook(
+            functools.partial(_route_through, self.embedding_tap)
+        )
         self._width = int(head.weight.shape[1])
         config = lm.config
         self._max_length = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
-
-    def _tap_head_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (self.embedding_tap(args[0]), *args[1:])
 
     @property
     def embedding_point(self) -> nn.Module:
@@ -140,6 +143,11 @@ class HFCausalLM(nn.Module):
             codec = load_codec(self.source)
             codec.tokenizer.save_pretrained(target)  # type: ignore[attr-defined]
         return target
+
+
+def _route_through(tap: nn.Module, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of the LM head: its input, passed through the embedding tap."""
+    return (tap(args[0]), *args[1:])
 
 
 def hf_source(model: str) -> str:
