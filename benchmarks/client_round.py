@@ -6,7 +6,7 @@ FedASO's plain local training against a bare PyTorch + PEFT loop.
 A random-init model of the named shape is saved once to a temporary folder with a BPE
 tokenizer, so that ``model = hf:DIR`` loads it as a user's model. For a full fine-tune and
 for LoRA adapters, one plain (FedAvg) train message goes through the real ClientApp, and
-these are timed in interleaved repetitions:
+these are timed in interleaved repetitions (every other one in reverse order):
 
 * ``cold``: ``load_job`` (parse, build the model, load the message's arrays, tokenizer and
   data) after every per-process cache is cleared: what each message cost before the caches;
@@ -249,7 +249,10 @@ def time_modes(
     """Seconds per mode and variant, over ``repeats`` interleaved repetitions of them all.
 
     Every repetition runs each mode's variants in turn (after a warm-up of each), so that
-    the ratios of one repetition (plain/bare, LoRA/full) see the same machine load.
+    the ratios of one repetition (plain/bare, LoRA/full) see the same machine load. Every
+    other repetition runs them in reverse order: a call is slowed by what the call before
+    it left (freed memory the allocator hands back, caches), and a fixed order would charge
+    that to the same variant every time.
     """
     calls: dict[str, Callable[[], float]] = {}
     for mode, bench in benches.items():
@@ -260,7 +263,12 @@ def time_modes(
             f"{mode} alone": bench.alone_seconds,
             f"{mode} bare": bench.bare_seconds,
         }
-    results = interleaved(calls, repeats=repeats)
+    results = interleaved(calls, repeats=1)
+    backwards = dict(reversed(calls.items()))
+    for repetition in range(1, repeats):
+        order = backwards if repetition % 2 else calls
+        for name, values in interleaved(order, repeats=1, warmup=False).items():
+            results[name] += values
     return {mode: {v: results[f"{mode} {v}"] for v in VARIANTS} for mode in benches}
 
 
