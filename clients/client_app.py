@@ -29,6 +29,17 @@ config. Replies carry the ``partition-id``, which the server keys its per-partit
 store and privacy accounting by (node ids change when a SuperLink restarts).
 ``clients.faults`` (a testing aid, inert unless the server sends a fault) wraps the app.
 
+A long-lived client process (a simulation's actor) serves many messages, of many runs:
+what does not change between them is cached per process, keyed by everything it depends
+on (an ``hf:`` model's pretrained weights and tokenizer by their files' identity,
+``fedaso.models.cache``; tokenized corpora and partitions by their data config,
+``fedaso.data``). Everything that trains is built fresh by ``load_job`` for each message
+from the message's arrays, and every optimizer, Opacus or ASO state by ``train_local``,
+so that nothing carries over from one round or run into the next
+(tests/test_client_cache.py). On flwr 1.42 a deployed SuperNode starts a fresh process per
+message, so there the caches live for one message only (``benchmarks.client_round``
+measures both).
+
 The node's site policy (``clients.policy``; docs/SITE_POLICY.md) is checked on the parsed
 config before any model is built or data loaded, and its epsilon budget
 (``clients.ledger``) before a reply leaves; ``site_policy_mod``, outermost, keeps every

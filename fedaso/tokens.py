@@ -9,12 +9,13 @@ of an instruction record) are ``IGNORE_INDEX``, PyTorch's and Hugging Face's con
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
+from fedaso.models.cache import cached
 
 IGNORE_INDEX = -100  # target id of a position without loss (F.cross_entropy's default)
 BYTE_VOCAB_SIZE = 256
@@ -89,8 +90,7 @@ def load_codec(tokenizer: str) -> TextCodec:
     return BYTES if not tokenizer else _load_tokenizer(tokenizer)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_tokenizer(source: str) -> TokenizerCodec:
+def _read_tokenizer(source: str) -> TokenizerCodec:
     from transformers import AutoTokenizer
 
     try:
@@ -100,6 +100,10 @@ def _load_tokenizer(source: str) -> TokenizerCodec:
             f"model='hf:{source}' has no loadable tokenizer: {error}".splitlines()[0]
         ) from None
     return TokenizerCodec(tokenizer, source)
+
+
+# Keyed by the tokenizer files' identity: a folder rewritten in place is read again.
+_load_tokenizer = cached(_read_tokenizer, size=4)
 
 
 def token_spans(codec: TextCodec, text: str) -> tuple[list[int], list[tuple[int, int]]]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from fedaso.config import is_finite_number, require
+from fedaso.models.cache import cached
 
 HF_PREFIX = "hf:"
 PEFT_METHODS = ("none", "lora")
@@ -87,15 +88,17 @@ class HFCausalLM(nn.Module):
                 f"model='hf:{source}' has no output embeddings (LM head): not a causal LM"
             )
         self.embedding_tap = nn.Identity()  # the embedding point: the LM head's input
-        self._head_hook = head.register_forward_pre_hook(self._tap_head_input)
+        # The hook holds the tap, not self: a hook bound to self would make every model a
+        # reference cycle, kept (weights, gradients, Adam state) until Python's cyclic
+        # collector happens to run, in a client process that builds one per message.
+        self._head_hook = head.register_forward_pre_hook(
+            functools.partial(_route_through, self.embedding_tap)
+        )
         self._width = int(head.weight.shape[1])
         config = lm.config
         self._max_length = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
-
-    def _tap_head_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (self.embedding_tap(args[0]), *args[1:])
 
     @property
     def embedding_point(self) -> nn.Module:
@@ -142,40 +145,82 @@ class HFCausalLM(nn.Module):
         return target
 
 
+def _route_through(tap: nn.Module, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of the LM head: its input, passed through the embedding tap."""
+    return (tap(args[0]), *args[1:])
+
+
 def hf_source(model: str) -> str:
     """NAME_OR_PATH of ``hf:NAME_OR_PATH``."""
     return model.removeprefix(HF_PREFIX)
 
 
 def build_hf_model(source: str, *, peft: str, lora: LoraSettings) -> HFCausalLM:
-    """A fresh copy of the pretrained model at ``source``, with LoRA adapters if asked.
+    """A fresh model of the pretrained weights at ``source``, with LoRA adapters if asked.
 
-    The pretrained weights are read once per process and copied for each call (clients
-    build a model for every message). LoRA's A matrices are drawn from torch's global RNG,
-    so the caller seeds it; in a federation the server's initial adapters are sent anyway.
+    The pretrained weights are read once per process (``fedaso.models.cache``, keyed by the
+    files' identity) and never handed out themselves: a full fine-tune gets its own copy of
+    every weight; under LoRA the frozen base of a fresh module tree *shares* the cached
+    tensors (read-only: nothing writes a frozen weight), and only the adapters are new. LoRA's
+    A matrices are drawn from torch's global RNG, so the caller seeds it; in a federation
+    the server's initial adapters are sent anyway.
     """
-    lm = copy.deepcopy(_pretrained(source))
-    if peft == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules_list(),
-            task_type="CAUSAL_LM",
-        )
-        try:
-            with warnings.catch_warnings():
-                # PEFT asks a transformers 5 model the deprecated is_gradient_checkpointing.
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing")
-                lm = get_peft_model(lm, config)
-        except ValueError as error:
-            raise ValueError(
-                f"lora-target-modules={lora.target_modules!r} does not fit model='hf:{source}': "
-                f"{error}"
-            ) from None
+    pretrained = _pretrained(source)
+    if peft != "lora":
+        return HFCausalLM(copy.deepcopy(pretrained), source=source)
+    lm = _add_lora(_share_weights(pretrained), lora, source=source)
+    _unshare_trainable(lm, pretrained)
     return HFCausalLM(lm, source=source)
+
+
+def _share_weights(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters are new objects over the same tensors.
+
+    New ``nn.Parameter`` objects, so that PEFT setting ``requires_grad=False`` on them leaves
+    the cached module's own parameters trainable for a later full fine-tune. Buffers and
+    modules are copied (hooks that Opacus or FedASO add land on the copy). Tied parameters
+    stay tied: the memo maps each parameter once.
+    """
+    memo: dict[int, Any] = {
+        id(param): nn.Parameter(param.detach(), requires_grad=param.requires_grad)
+        for param in module.parameters()
+    }
+    return copy.deepcopy(module, memo)
+
+
+def _unshare_trainable(lm: nn.Module, pretrained: nn.Module) -> None:
+    """Give every trainable parameter of ``lm`` still on the cache's tensors its own copy.
+
+    PEFT freezes the whole base under plain LoRA, so this finds nothing then; it guards the
+    cache against PEFT options that leave part of the base trainable (``modules_to_save``,
+    trainable biases), which training would otherwise write into every later model.
+    """
+    cached = {param.data_ptr() for param in pretrained.parameters()}
+    for param in lm.parameters():
+        if param.requires_grad and param.data_ptr() in cached:
+            param.data = param.data.clone()
+
+
+def _add_lora(lm: nn.Module, lora: LoraSettings, *, source: str) -> nn.Module:
+    """``lm`` wrapped by PEFT with LoRA adapters (``get_peft_model`` freezes its base)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules_list(),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with warnings.catch_warnings():
+            # PEFT asks a transformers 5 model the deprecated is_gradient_checkpointing.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing")
+            return get_peft_model(lm, config)
+    except ValueError as error:
+        raise ValueError(
+            f"lora-target-modules={lora.target_modules!r} does not fit model='hf:{source}': {error}"
+        ) from None
 
 
 def require_transformers(model: str) -> None:
@@ -190,8 +235,8 @@ def require_transformers(model: str) -> None:
         ) from None
 
 
-@functools.lru_cache(maxsize=2)
-def _pretrained(source: str) -> nn.Module:
+def _read_pretrained(source: str) -> nn.Module:
+    """The pretrained model at ``source``, in eval mode (cached below: never modify it)."""
     require_transformers(HF_PREFIX + source)
     import transformers
     from transformers import AutoModelForCausalLM
@@ -206,3 +251,6 @@ def _pretrained(source: str) -> nn.Module:
         ) from None
     lm.eval()
     return lm
+
+
+_pretrained = cached(_read_pretrained)
