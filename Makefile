@@ -1,5 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 # Both create .venv and install FedASO into it first (once; again when pyproject.toml changes).
+# `make test` runs both test tiers; `make test-unit` only tests/unit/ (about two minutes),
+# `make test-integration` only tests/integration/ (real federations: Flower, Ray, SuperLinks).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +10,7 @@ PY := $(VENV)/bin/python
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-unit test-integration lint
 
 setup: $(VENV)/.installed
 
@@ -26,6 +28,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -3,11 +3,12 @@
     python -m benchmarks.linkstate [--num-clients 50,200,500] [--repeats 5]
 
 Flower's simulation engine polls the link state once per node every 0.1 s. This builds
-Flower's real state as ``run_simulation`` does (``tests/test_linkstate.populated_state``),
-with one delivered instruction per node in flight, as during a round, and times a sweep of
-every node's poll with Flower's ``get_message_ins`` and with
-``simulations.linkstate.get_message_ins_for_node``, interleaved, and prints medians and
-their ratio. A sweep that takes longer than 0.1 s means the driver never rests.
+Flower's real state as ``run_simulation`` does
+(``tests.unit.simulations.test_linkstate.populated_state``), with one delivered instruction
+per node in flight, as during a round, and times a sweep of every node's poll with Flower's
+``get_message_ins`` and with ``simulations.linkstate.get_message_ins_for_node``,
+interleaved, and prints medians and their ratio. A sweep that takes longer than 0.1 s means
+the driver never rests.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import flwr
 from benchmarks.common import require_positive, spread
 from simulations.console import HelpFormatter
 from simulations.linkstate import FLOWER_LOOKUP, get_message_ins_for_node
-from tests.test_linkstate import populated_state
+from tests.unit.simulations.test_linkstate import populated_state
 
 SWEEPS = 5  # sweeps timed per measurement
 

@@ -1,4 +1,4 @@
-"""Fuzzing at scale (not part of CI): every property of ``tests/test_fuzz.py``, 10,000 times.
+"""Fuzzing at scale (not part of CI): every property of ``tests/unit/test_fuzz.py``, 10,000 times.
 
     python -m tests.fuzz_at_scale [EXAMPLES]
 
@@ -22,7 +22,7 @@ DEFAULT_EXAMPLES = 10_000
 
 
 def main(argv: list[str]) -> int:
-    """Run tests/test_fuzz.py with ``argv[0]`` (or 10,000) examples per property."""
+    """Run tests/unit/test_fuzz.py with ``argv[0]`` (or 10,000) examples per property."""
     examples = int(argv[0]) if argv else DEFAULT_EXAMPLES
     if examples < 1:
         raise ValueError(f"EXAMPLES={examples} must be an integer >= 1")
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     return int(
         pytest.main(
             [
-                "tests/test_fuzz.py",
+                "tests/unit/test_fuzz.py",
                 "-q",
                 "-p",
                 "no:cacheprovider",

@@ -14,7 +14,7 @@ from fedaso.run_config import RunConfig
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
 from tests.hf_helpers import tiny_hf_model
-from tests.test_client_app import context, instruction
+from tests.unit.clients.test_client_app import context, instruction
 
 SMALL = {
     "num_server_rounds": 2,

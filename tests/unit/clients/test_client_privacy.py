@@ -15,8 +15,8 @@ from fedaso.payload import ANCHORS_KEY, load_model_arrays, model_to_arrays, spli
 from fedaso.privacy import RELEVANCE_FLOOR, clip_frobenius
 from fedaso.trainer import embed, train_local
 from flower_wire.records import record_to_arrays
-from tests.test_client_app import RUN as BASE_RUN
-from tests.test_client_app import context, instruction, kept_anchors
+from tests.unit.clients.test_client_app import RUN as BASE_RUN
+from tests.unit.clients.test_client_app import context, instruction, kept_anchors
 
 RUN = BASE_RUN.replace(max_steps=2)  # a few local steps show everything that leaves
 

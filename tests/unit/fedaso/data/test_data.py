@@ -27,7 +27,7 @@ from fedaso.data import (
     task_of,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def stream_text(split: TensorSplit) -> str:
@@ -99,7 +99,7 @@ def test_same_config_gives_equal_tensors():
 
 
 def test_data_is_identical_in_another_process_with_other_hash_seed():
-    code = "from tests.test_data import facts_digest; print(facts_digest())"
+    code = "from tests.unit.fedaso.data.test_data import facts_digest; print(facts_digest())"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True

@@ -27,7 +27,7 @@ from strategies.update_dp import (
     update_dp_calibrated,
 )
 from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
-from tests.test_linkstate import populated_state, server_task_identity  # noqa: F401
+from tests.unit.simulations.test_linkstate import populated_state, server_task_identity  # noqa: F401
 
 CALIBRATED = {"aggregation_weight": "uniform", "anchor_staleness_decay": 0.0}
 

@@ -37,7 +37,7 @@ from fedaso.run_config import AGGREGATION_WEIGHTS, ClientConfig, RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import payload, reply_metadata, train_reply
-from tests.test_client_app import client_config
+from tests.unit.clients.test_client_app import client_config
 
 GLOBAL = payload(0.5, 0.25)
 SCALE = int(os.environ.get("FEDASO_FUZZ_EXAMPLES", "0"))  # tests.fuzz_at_scale sets it

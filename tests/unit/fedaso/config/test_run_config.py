@@ -11,7 +11,7 @@ from fedaso.data import DataConfig
 from fedaso.privacy import PrivacyConfig
 from fedaso.run_config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_pyproject_run_config_lists_every_key_with_the_dataclass_default():

@@ -1,5 +1,5 @@
 """Traffic counting and partition queries on real Flower messages (the grids run end to end
-in tests/test_experiment_commands.py)."""
+in tests/integration/test_experiment_commands.py)."""
 
 import time
 
@@ -21,7 +21,7 @@ from strategies.grids import (
     reported_steps,
     round_of,
 )
-from tests.test_linkstate import populated_state, server_task_identity  # noqa: F401
+from tests.unit.simulations.test_linkstate import populated_state, server_task_identity  # noqa: F401
 
 
 def test_payload_bytes_split_model_and_anchors():

@@ -1,7 +1,7 @@
 """The tracking keys: checked values, and where a run's logs go and what they are named.
 
 The logs themselves are read back with MLflow's and TensorBoard's readers in
-``tests/test_experiment_commands.py`` (compare: MLflow; forgetting: TensorBoard).
+``tests/integration/test_experiment_commands.py`` (compare: MLflow; forgetting: TensorBoard).
 """
 
 from pathlib import Path

@@ -26,8 +26,8 @@ from strategies.grids import PartitionOrderedGrid, RegisteredPartitions
 from strategies.replies import ClientUpdate
 from strategies.server_state import decode, encode
 from tests.flower_helpers import error_reply, metrics, payload, reply_metadata, train_reply
-from tests.test_linkstate import populated_state, server_task_identity  # noqa: F401
-from tests.test_privacy_server import accounted
+from tests.unit.simulations.test_linkstate import populated_state, server_task_identity  # noqa: F401
+from tests.unit.strategies.test_privacy_server import accounted
 
 GLOBAL = payload(0.0, 0.0)
 

@@ -27,9 +27,8 @@ from clients.policy import (
 from clients.state import load_state, partition_directory, state_root
 from fedaso.privacy import PrivacyAccount
 from fedaso.run_config import RunConfig
-from simulations import cli
 from tests.hf_helpers import tiny_hf_model
-from tests.test_client_app import RUN, context, instruction
+from tests.unit.clients.test_client_app import RUN, context, instruction
 
 ANCHORS = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
 
@@ -207,20 +206,6 @@ def test_a_deployed_node_without_a_policy_is_strict_an_open_one_checks_nothing()
     assert site_policy({"partition-id": 0, "num-partitions": 2}) == SitePolicy()
     assert site_policy({SITE_POLICY_KEY: "strict"}) == SitePolicy()
     assert site_policy({SITE_POLICY_KEY: "open"}) is None
-
-
-def test_a_simulation_under_a_site_policy_refuses_and_allows(tmp_path, capsys):
-    policy = write_policy(tmp_path, "[limits]\nmax-local-epochs = 1\n")
-    tiny = ["--set=model-width=32", "--set=model-heads=2", "--set=num-anchors=16",
-            "--set=seq-len=32", "--set=facts-entities=12"]  # fmt: skip
-    argv = ["run", "--num-clients", "2", "--fraction-train", "1.0", "--rounds", "1",
-            "--site-policy", policy, *tiny]  # fmt: skip
-    assert cli.main([*argv, "--out", str(tmp_path / "a"), "--set=local-epochs=2"]) == 1
-    err = capsys.readouterr().err.splitlines()[-1]
-    assert "all 2 training replies failed" in err
-    assert "refused by site policy: max-local-epochs" in err
-    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--set=local-epochs=1"]) == 0
-    assert (tmp_path / "b" / "metrics.json").exists()
 
 
 def test_the_hub_is_offline_while_a_policy_forbids_it(monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from opacus.accountants import RDPAccountant
 
-PRIVACY_MD = Path(__file__).resolve().parents[1] / "docs" / "PRIVACY.md"
+PRIVACY_MD = Path(__file__).resolve().parents[4] / "docs" / "PRIVACY.md"
 HEADING = "## Worked figures"
 ROW = re.compile(  # | figure | sigma | q | releases | epsilon | ...
     r"^\| (?P<figure>[^|]+) \| (?P<sigma>[\d.]+) \| (?P<q>[\d.]+) "

@@ -88,15 +88,3 @@ def test_one_client_in_ten_repeating_its_error_does_not_stop_the_run():
     healthy = [train_reply(node, {"w": [1.0]}, {"loss": 1.0}) for node in range(2, 11)]
     for server_round in range(1, 3 * REPEATED_ERROR_ROUNDS):
         watch.check(server_round, [error_reply(1, "bad key"), *healthy])
-
-
-def test_a_simulation_whose_clients_all_fail_exits_non_zero_with_their_error(tmp_path, capsys):
-    tiny = ["--set=model-width=32", "--set=model-heads=2", "--set=num-anchors=16",
-            "--set=seq-len=32", "--set=facts-entities=12", "--set=local-epochs=1"]  # fmt: skip
-    argv = ["run", "--num-clients", "2", "--fraction-train", "1.0", "--rounds", "3",
-            "--out", str(tmp_path), "--set=fault-plan=0:raise,1:raise", *tiny]  # fmt: skip
-    assert cli.main(argv) == 1
-    err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("fedaso run: error: round 1: all 2 training replies failed")
-    assert "fault-plan: partition raises" in err
-    assert not (tmp_path / "metrics.json").exists()
