@@ -3,12 +3,8 @@
 import re
 
 from benchmarks import dp, simulation
-from benchmarks.common import (
-    supports_rss,
-)
-
-RATIO = r"\d+\.\d{3} \((IQR|range) \d+\.\d{3}-\d+\.\d{3}, n=\d+\)"
-TINY_RUN = ["--set", "model-width=32", "--set", "model-heads=2", "--set", "num-anchors=16"]
+from benchmarks.common import supports_rss
+from tests.unit.benchmarks.test_benchmarks import RATIO
 
 
 def test_dp_smoke(capsys):
@@ -25,10 +21,10 @@ def test_dp_smoke(capsys):
         assert re.search(rf"^DP-SGD ghost / hooks peak RSS growth: {RATIO}", out, re.M), out
 
 
-def test_simulation_smoke(capsys):
+def test_simulation_smoke(capsys, tiny):
     code = simulation.main(
         ["--num-clients", "2", "--rounds", "1", "--steps", "1", "--facts-entities", "12",
-         *TINY_RUN, "--set", "seq-len=32"]
+         *tiny.flags()]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
@@ -38,10 +34,10 @@ def test_simulation_smoke(capsys):
     assert "CPU seconds by process" in out
 
 
-def test_simulation_registered_clients_smoke(capsys):
+def test_simulation_registered_clients_smoke(capsys, tiny):
     code = simulation.main(
         ["--registered", "6", "--reference", "4", "--per-round", "2", "--rounds", "2",
-         "--steps", "1", *TINY_RUN, "--set", "seq-len=32"]
+         "--steps", "1", *tiny.flags()]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0

@@ -19,10 +19,9 @@ from tests.deployment import (
     submit,
 )
 
-TINY = (
-    "num-server-rounds=2 fraction-train=1.0 min-train-nodes=2 local-epochs=1 max-steps=3 "
-    "facts-entities=12 model-width=32 model-heads=2 num-anchors=16 seq-len=32"
-)
+# Two rounds in which both SuperNodes train at most 3 steps.
+SHORT = {"num_server_rounds": 2, "fraction_train": 1.0, "min_train_nodes": 2, "local_epochs": 1,
+         "max_steps": 3}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +36,8 @@ def plain(tmp_path_factory):
         federation.stop_all()
 
 
-def check_completed_run(federation, out_dir):
-    run_id, status = submit(federation, f"{TINY} out-dir='{out_dir}'")
+def check_completed_run(federation, out_dir, tiny):
+    run_id, status = submit(federation, tiny.run_config(**SHORT, out_dir=str(out_dir)))
     if status != "finished:completed":
         pytest.fail(f"run {run_id} ended {status}:\n{run_log(federation, run_id)[-6000:]}")
     rounds = json.loads((out_dir / "metrics.json").read_text())["rounds"]
@@ -51,8 +50,8 @@ def check_completed_run(federation, out_dir):
     assert (out_dir / "checkpoint" / "checkpoint.npz").exists()
 
 
-def test_two_supernodes_train_two_rounds(plain, tmp_path):
-    check_completed_run(plain, tmp_path / "out")
+def test_two_supernodes_train_two_rounds(plain, tmp_path, tiny):
+    check_completed_run(plain, tmp_path / "out", tiny)
 
 
 def test_a_bad_run_config_fails_with_one_clear_line(plain):
@@ -69,7 +68,7 @@ def test_a_bad_run_config_fails_with_one_clear_line(plain):
     assert messages == ["aso-tau=-1.0 is invalid: must be a finite number > 0"], log_text
 
 
-def test_tls_with_supernode_authentication(tmp_path):
+def test_tls_with_supernode_authentication(tmp_path, tiny):
     federation = start_superlink(tmp_path / "tls", tls=True, auth=True)
     try:
         for partition in (0, 1):
@@ -77,6 +76,6 @@ def test_tls_with_supernode_authentication(tmp_path):
             registered = federation.flwr("supernode", "register", str(public), "site")
             assert registered.returncode == 0, registered.stdout + registered.stderr
             start_supernode(federation, partition, 2, key=private)
-        check_completed_run(federation, tmp_path / "out")
+        check_completed_run(federation, tmp_path / "out", tiny)
     finally:
         federation.stop_all()

@@ -10,19 +10,16 @@ from fedaso.run_config import RunConfig
 from simulations import compare, forgetting
 from tests.tracking_readers import mlflow_artifacts, mlflow_runs, mlflow_series, tensorboard_series
 
-TINY = {"model-width": 32, "model-heads": 2, "num-anchors": 16, "seq-len": 32,
-        "facts-entities": 12, "local-epochs": 1}  # fmt: skip
-TINY_FLAGS = [f"--set={key}={value}" for key, value in TINY.items()]
-
 
 def model_bytes(run: RunConfig) -> int:
     return sum(t.numel() * t.element_size() for t in run.build_model().state_dict().values())
 
 
-def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path):
+def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path, tiny, ray_cluster):
     argv = ["--strategies", "fedaso,fedavg", "--seeds", "0,1", "--num-clients", "3",
-            "--fraction-train", "0.67", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
-    argv += [*TINY_FLAGS, "--set=tracking=mlflow"]
+            "--fraction-train", "0.67", "--rounds", "1", "--out", str(tmp_path),
+            "--ray-address", ray_cluster.address]  # fmt: skip
+    argv += [*tiny.flags(local_epochs=1), "--set=tracking=mlflow"]
     assert compare.main(argv) == 0
 
     with (tmp_path / "metrics.csv").open() as file:
@@ -40,7 +37,7 @@ def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path):
     figures = json.loads((tmp_path / "summary.json").read_text())["variants"]
     assert figures["fedaso"]["loss"]["count"] == 2
 
-    run = RunConfig.from_flat(TINY)
+    run = tiny.config(local_epochs=1)
     for seed in (0, 1):
         traffic = {}
         for strategy in ("fedaso", "fedavg"):
@@ -75,10 +72,11 @@ def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path):
     assert {"summary.md", "metrics.csv", "central.png"} <= mlflow_artifacts(runs["summary"])
 
 
-def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path):
+def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path, tiny, ray_cluster):
     argv = ["--strategies", "fedaso", "--num-clients", "2", "--fraction-train", "1.0",
-            "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
-    argv += [*TINY_FLAGS, "--set=tracking=tensorboard"]
+            "--rounds", "1", "--out", str(tmp_path),
+            "--ray-address", ray_cluster.address]  # fmt: skip
+    argv += [*tiny.flags(local_epochs=1), "--set=tracking=tensorboard"]
     assert forgetting.main(argv) == 0
     phase_a = json.loads((tmp_path / "phase-a" / "fedaso" / "metrics.json").read_text())
     phase_b = json.loads((tmp_path / "phase-b" / "fedaso" / "metrics.json").read_text())

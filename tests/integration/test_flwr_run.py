@@ -15,12 +15,12 @@ from tests.deployment import BIN, json_of, start_superlink
 from tests.hf_helpers import tiny_hf_model
 
 
-@pytest.fixture
-def superlink(tmp_path):
+@pytest.fixture(scope="module")
+def superlink(tmp_path_factory):
     """A SuperLink for simulations on a free port, stopped by its pid afterwards."""
     if shutil.which("flower-superlink", path=str(BIN)) is None:
         pytest.fail("flower-superlink is not installed next to this Python")
-    federation = start_superlink(tmp_path / "federation", simulation=True)
+    federation = start_superlink(tmp_path_factory.mktemp("federation"), simulation=True)
     try:
         yield federation
     finally:
@@ -28,12 +28,9 @@ def superlink(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["tinylm", "hf-lora"])
-def test_flwr_run_completes_and_writes_metrics(superlink, tmp_path, model):
+def test_flwr_run_completes_and_writes_metrics(superlink, tmp_path, tiny, model):
     out = tmp_path / "out"
-    overrides = (
-        f"num-server-rounds=2 fraction-train=0.5 facts-entities=12 model-width=32 "
-        f"model-heads=2 num-anchors=16 seq-len=32 out-dir='{out}'"
-    )
+    overrides = tiny.run_config(num_server_rounds=2, fraction_train=0.5, out_dir=str(out))
     if model == "hf-lora":
         overrides += f" model='hf:{tiny_hf_model('llama')}' peft='lora' lora-r=2 lr=0.01"
     started = superlink.flwr(

@@ -44,12 +44,14 @@ def test_lora_reply_carries_only_adapters_and_anchors():
     ("strategy", "peft", "arch"),
     [("fedaso", "lora", "llama"), ("fedavg", "lora", "llama"), ("fedaso", "none", "gpt2")],
 )
-def test_hf_simulation_trains_and_saves_in_hugging_face_format(tmp_path, strategy, peft, arch):
+def test_hf_simulation_trains_and_saves_in_hugging_face_format(
+    tmp_path, ray_cluster, strategy, peft, arch
+):
     source = tiny_hf_model(arch)
     run = RunConfig(
         strategy=strategy, model=f"hf:{source}", peft=peft, out_dir=str(tmp_path), **SMALL
     )
-    simulate(run, num_clients=3)
+    simulate(run, num_clients=3, ray_address=ray_cluster.address)
     rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
     losses = [r["central"]["loss"] for r in rounds]
     assert losses[-1] < losses[0], losses
@@ -76,13 +78,13 @@ def test_hf_simulation_trains_and_saves_in_hugging_face_format(tmp_path, strateg
     ("strategy", "update_dp"),
     [("fedprox", "none"), ("fedadam", "none"), ("fedaso", "server-fixed")],
 )
-def test_every_strategy_aggregates_only_the_adapters(tmp_path, strategy, update_dp):
+def test_every_strategy_aggregates_only_the_adapters(tmp_path, ray_cluster, strategy, update_dp):
     run = RunConfig(
         strategy=strategy, update_dp=update_dp, update_noise_multiplier=0.01,
         model=f"hf:{tiny_hf_model('llama')}", peft="lora", lora_r=2, out_dir=str(tmp_path),
         **(SMALL | {"num_server_rounds": 1}),
     )  # fmt: skip
-    simulate(run, num_clients=3)
+    simulate(run, num_clients=3, ray_address=ray_cluster.address)
     rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
     assert rounds[-1]["train"] and np.isfinite(rounds[-1]["central"]["loss"])
     final = torch.load(tmp_path / "model.pt", weights_only=True)

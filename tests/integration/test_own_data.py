@@ -3,11 +3,12 @@
 from simulations import cli
 
 
-def test_a_simulation_whose_clients_all_fail_exits_non_zero_with_their_error(tmp_path, capsys):
-    tiny = ["--set=model-width=32", "--set=model-heads=2", "--set=num-anchors=16",
-            "--set=seq-len=32", "--set=facts-entities=12", "--set=local-epochs=1"]  # fmt: skip
+def test_a_simulation_whose_clients_all_fail_exits_non_zero_with_their_error(
+    tmp_path, capsys, tiny, ray_cluster
+):
     argv = ["run", "--num-clients", "2", "--fraction-train", "1.0", "--rounds", "3",
-            "--out", str(tmp_path), "--set=fault-plan=0:raise,1:raise", *tiny]  # fmt: skip
+            "--out", str(tmp_path), "--set=fault-plan=0:raise,1:raise",
+            "--ray-address", ray_cluster.address, *tiny.flags(local_epochs=1)]  # fmt: skip
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("fedaso run: error: round 1: all 2 training replies failed")

@@ -5,25 +5,31 @@ import json
 import pytest
 
 from fedaso.data import load_partition
-from fedaso.run_config import RunConfig
 from simulations.engine import simulate
 from simulations.probe import probe_run
-from tests.integration.test_simulation import SMALL
+
+# Every client trains two local epochs on each round's model.
+SMALL = {"fraction_train": 1.0, "local_epochs": 2}
 
 
-def one_round(tmp_path, relevance_source: str, **settings) -> list[dict]:
-    """The rounds' records of a one-round federation of 2 clients under ``relevance_source``."""
-    run = RunConfig(
-        out_dir=str(tmp_path),
-        relevance_source=relevance_source,
-        **SMALL | {"num_server_rounds": 1} | settings,
-    )
-    simulate(run, num_clients=2)
-    return json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+@pytest.fixture
+def one_round(tmp_path, tiny, ray_cluster):
+    """The rounds' records of a one-round federation of 2 clients under a relevance source."""
+
+    def run_round(relevance_source: str, **settings) -> list[dict]:
+        run = tiny.config(
+            out_dir=str(tmp_path),
+            relevance_source=relevance_source,
+            **SMALL | {"num_server_rounds": 1} | settings,
+        )
+        simulate(run, num_clients=2, ray_address=ray_cluster.address)
+        return json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+
+    return run_round
 
 
-def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(tmp_path):
-    trained = one_round(tmp_path, "anchors-refit")[1]
+def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(one_round):
+    trained = one_round("anchors-refit")[1]
     assert trained["train"]["num-replies"] == 2
     assert trained["traffic"]["anchor-bytes-up"] == 0 < trained["traffic"]["anchor-bytes-down"]
     assert trained["train"]["anchor-drift"] > 0  # re-fitted under the new model
@@ -31,8 +37,8 @@ def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(tmp_pat
     assert 0 <= trained["central"]["relevance-auroc"] <= 1
 
 
-def test_probe_federation_scores_with_the_servers_probe(tmp_path):
-    rounds = one_round(tmp_path, "probe")
+def test_probe_federation_scores_with_the_servers_probe(one_round, tmp_path):
+    rounds = one_round("probe")
     trained = rounds[1]
     assert trained["train"]["num-replies"] == 2
     assert trained["traffic"]["anchor-bytes-up"] > 0  # the anchors still travel up (for U)
@@ -48,9 +54,9 @@ def test_probe_federation_scores_with_the_servers_probe(tmp_path):
     )
 
 
-def test_oracle_federation_weights_by_the_true_fact_tokens(tmp_path):
-    trained = one_round(tmp_path, "oracle", project_low_relevance=True)[1]["train"]
-    run = RunConfig(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
+def test_oracle_federation_weights_by_the_true_fact_tokens(one_round, tiny):
+    trained = one_round("oracle", project_low_relevance=True)[1]["train"]
+    run = tiny.config(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
     # Both clients train on every window each epoch: the token-weighted mean relevance is
     # the share of fact-value targets in their training splits.
     splits = [load_partition(run.data(num_partitions=2), k).train for k in (0, 1)]

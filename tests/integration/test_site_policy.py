@@ -4,12 +4,11 @@ from simulations import cli
 from tests.unit.clients.test_site_policy import write_policy
 
 
-def test_a_simulation_under_a_site_policy_refuses_and_allows(tmp_path, capsys):
+def test_a_simulation_under_a_site_policy_refuses_and_allows(tmp_path, capsys, tiny, ray_cluster):
     policy = write_policy(tmp_path, "[limits]\nmax-local-epochs = 1\n")
-    tiny = ["--set=model-width=32", "--set=model-heads=2", "--set=num-anchors=16",
-            "--set=seq-len=32", "--set=facts-entities=12"]  # fmt: skip
     argv = ["run", "--num-clients", "2", "--fraction-train", "1.0", "--rounds", "1",
-            "--site-policy", policy, *tiny]  # fmt: skip
+            "--site-policy", policy, "--ray-address", ray_cluster.address,
+            *tiny.flags()]  # fmt: skip
     assert cli.main([*argv, "--out", str(tmp_path / "a"), "--set=local-epochs=2"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
     assert "all 2 training replies failed" in err

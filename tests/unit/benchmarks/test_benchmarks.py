@@ -19,7 +19,6 @@ from benchmarks.common import (
 )
 
 RATIO = r"\d+\.\d{3} \((IQR|range) \d+\.\d{3}-\d+\.\d{3}, n=\d+\)"
-TINY_RUN = ["--set", "model-width=32", "--set", "model-heads=2", "--set", "num-anchors=16"]
 
 
 def test_spread_reports_median_and_iqr_or_range():

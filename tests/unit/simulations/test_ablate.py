@@ -11,15 +11,16 @@ from simulations.ablate import ABLATIONS, FULL
 from simulations.engine import add_run_flags
 from simulations.experiment import add_experiment_flags, plan_runs
 
-TINY = {"model-width": 16, "model-heads": 2, "model-layers": 1, "seq-len": 16,
-        "num-anchors": 8, "subspace-rank": 4}  # fmt: skip
+# Smaller still than the shared tiny run: one step of each variant is all that is compared.
+SMALLER = {"model_width": 16, "model_layers": 1, "seq_len": 16, "num_anchors": 8,
+           "subspace_rank": 4}  # fmt: skip
 
 
-def ablation_runs(tmp_path):
+def ablation_runs(tmp_path, tiny):
     parser = argparse.ArgumentParser()
     add_experiment_flags(parser)
     add_run_flags(parser)
-    args = parser.parse_args(["--out", str(tmp_path), *(f"--set={k}={v}" for k, v in TINY.items())])
+    args = parser.parse_args(["--out", str(tmp_path), *tiny.flags(**SMALLER)])
     return {s.variant: s.run for s in plan_runs(args, list(ABLATIONS.values()), [0], tmp_path)}
 
 
@@ -44,8 +45,8 @@ def one_step(run):
 
 
 @pytest.mark.parametrize("variant", ["no-projection", "lambda-0", "static-anchors", "fedavg"])
-def test_each_ablation_trains_differently_from_full_aso(tmp_path, variant):
-    runs = ablation_runs(tmp_path)
+def test_each_ablation_trains_differently_from_full_aso(tmp_path, tiny, variant):
+    runs = ablation_runs(tmp_path, tiny)
     full_params, full_anchors, start = one_step(runs[FULL])
     params, anchors, _ = one_step(runs[variant])
     assert not torch.equal(full_anchors, start)  # full ASO moves its anchors
@@ -58,7 +59,7 @@ def test_each_ablation_trains_differently_from_full_aso(tmp_path, variant):
         assert not all(torch.equal(a, b) for a, b in zip(params, full_params, strict=True))
 
 
-def test_full_aso_is_deterministic_on_the_same_batch(tmp_path):
-    runs = ablation_runs(tmp_path)
+def test_full_aso_is_deterministic_on_the_same_batch(tmp_path, tiny):
+    runs = ablation_runs(tmp_path, tiny)
     first, second = one_step(runs[FULL])[0], one_step(runs[FULL])[0]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))

@@ -39,19 +39,6 @@ from simulations.experiment import (
     write_reports,
 )
 
-TINY = [
-    "--set",
-    "model-width=32",
-    "--set",
-    "model-heads=2",
-    "--set",
-    "num-anchors=16",
-    "--set",
-    "seq-len=32",
-    "--set",
-    "facts-entities=12",
-]
-
 
 def parse(argv):
     parser = argparse.ArgumentParser()
@@ -123,8 +110,8 @@ def test_strategy_and_ablation_names_are_checked():
         chosen_variants("full-aso,nope")
 
 
-def test_identical_seeds_give_identical_partitions_across_strategies(tmp_path):
-    args = parse(["--out", str(tmp_path), "--num-clients", "3", *TINY])
+def test_identical_seeds_give_identical_partitions_across_strategies(tmp_path, tiny):
+    args = parse(["--out", str(tmp_path), "--num-clients", "3", *tiny.flags()])
     specs = plan_runs(args, strategy_variants("fedaso,fedavg,fedprox"), [0, 1], tmp_path)
     assert [(s.variant, s.seed) for s in specs][:3] == [
         ("fedaso", 0),
@@ -151,8 +138,8 @@ def test_one_seed_keeps_the_flat_layout(tmp_path):
     assert run_dir(tmp_path, "fedavg", 3, several_seeds=True) == tmp_path / "fedavg" / "seed-3"
 
 
-def test_ablation_variants_set_their_switches(tmp_path):
-    args = parse(["--out", str(tmp_path), *TINY, "--set", "aso-lambda=2.0"])
+def test_ablation_variants_set_their_switches(tmp_path, tiny):
+    args = parse(["--out", str(tmp_path), *tiny.flags(), "--set", "aso-lambda=2.0"])
     runs = {s.variant: s.run for s in plan_runs(args, list(ABLATIONS.values()), [0], tmp_path)}
     full = runs["full-aso"].aso()
     assert full.enabled and full.project_gradients and full.update_anchors
@@ -190,8 +177,8 @@ def fake_metrics(losses, steps, seconds=1.0, anchor_bytes=100):
     }
 
 
-def results(tmp_path):
-    args = parse(["--out", str(tmp_path), *TINY])
+def results(tmp_path, tiny):
+    args = parse(["--out", str(tmp_path), *tiny.flags()])
     specs = plan_runs(args, strategy_variants("fedaso,fedavg"), [0, 1], tmp_path)
     curves = {
         ("fedaso", 0): [5.0, 3.0, 2.0],
@@ -205,8 +192,8 @@ def results(tmp_path):
     ]
 
 
-def test_metrics_rows_one_per_variant_seed_round_and_csv(tmp_path):
-    rows = metrics_rows(results(tmp_path))
+def test_metrics_rows_one_per_variant_seed_round_and_csv(tmp_path, tiny):
+    rows = metrics_rows(results(tmp_path, tiny))
     assert len(rows) == 2 * 2 * 3
     assert list(rows[0])[:4] == ["variant", "seed", "round", "loss"]
     assert "extra-loss" not in rows[0]  # columns no run has are left out
@@ -222,8 +209,8 @@ def test_metrics_rows_one_per_variant_seed_round_and_csv(tmp_path):
     assert read[0]["mean-relevance"] == ""
 
 
-def test_summary_reduces_over_seeds(tmp_path):
-    runs = results(tmp_path)
+def test_summary_reduces_over_seeds(tmp_path, tiny):
+    runs = results(tmp_path, tiny)
     assert default_target(runs) == pytest.approx(2.9)  # fedavg's mean final loss
     summaries = {s.variant: s.figures for s in summarize(runs, target=2.9)}
     assert summaries["fedaso"]["loss"].mean == pytest.approx(2.1)
@@ -237,8 +224,8 @@ def test_summary_reduces_over_seeds(tmp_path):
     assert "2 ± 0 (1/2)" in table  # fedavg's rounds to target: one seed of two reached it
 
 
-def test_recall_target_defaults_to_the_lowest_final_recall(tmp_path):
-    runs = results(tmp_path)
+def test_recall_target_defaults_to_the_lowest_final_recall(tmp_path, tiny):
+    runs = results(tmp_path, tiny)
     assert default_recall_target(runs) is None  # no run measured recall
     curves = {
         ("fedaso", 0): [0, 0.2, 0.4],
@@ -263,17 +250,17 @@ def test_final_figures_average_seconds_and_bytes_over_trained_rounds():
     assert figures["model-bytes-per-round"] == 1000
 
 
-def test_paired_differences_subtract_the_reference_seed_by_seed(tmp_path):
-    (fedaso,) = paired_differences(results(tmp_path), "fedavg")
+def test_paired_differences_subtract_the_reference_seed_by_seed(tmp_path, tiny):
+    (fedaso,) = paired_differences(results(tmp_path, tiny), "fedavg")
     # fedaso - fedavg: seed 0: 2.0 - 3.0, seed 1: 2.2 - 2.8
     assert fedaso.variant == "fedaso"
     assert fedaso.figures["loss"].mean == pytest.approx(-0.8)
     assert fedaso.figures["loss"].std == pytest.approx(math.sqrt(0.08))  # sample std
-    assert paired_differences(results(tmp_path), "fedprox") == []
+    assert paired_differences(results(tmp_path, tiny), "fedprox") == []
 
 
-def test_reports_hold_the_paired_table_and_every_file(tmp_path):
-    write_reports(tmp_path, results(tmp_path), title="T", header="H", target=None,
+def test_reports_hold_the_paired_table_and_every_file(tmp_path, tiny):
+    write_reports(tmp_path, results(tmp_path, tiny), title="T", header="H", target=None,
                   label="strategy", reference="fedavg")  # fmt: skip
     summary = (tmp_path / "summary.md").read_text()
     assert "Paired differences to fedavg" in summary
@@ -284,16 +271,16 @@ def test_reports_hold_the_paired_table_and_every_file(tmp_path):
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "central.png").exists()
 
 
-def test_plots_are_written_as_small_pngs(tmp_path):
-    paths = plot_curves(metrics_rows(results(tmp_path)), tmp_path)
+def test_plots_are_written_as_small_pngs(tmp_path, tiny):
+    paths = plot_curves(metrics_rows(results(tmp_path, tiny)), tmp_path)
     assert [p.name for p in paths] == ["central.png", "aso.png", "traffic.png"]
     for path in paths:
         assert path.read_bytes()[:4] == b"\x89PNG"
         assert path.stat().st_size < 200_000
 
 
-def test_progress_shows_one_bar_per_run_with_round_loss_elapsed_and_estimate(tmp_path):
-    args = parse(["--out", str(tmp_path), "--rounds", "2", *TINY])
+def test_progress_shows_one_bar_per_run_with_round_loss_elapsed_and_estimate(tmp_path, tiny):
+    args = parse(["--out", str(tmp_path), "--rounds", "2", *tiny.flags()])
     specs = plan_runs(args, strategy_variants("fedaso,fedavg"), [0], tmp_path)
     stream = io.StringIO()
     progress = Progress(specs, stream)
@@ -316,8 +303,8 @@ def test_duration():
     assert duration(3 * 3600 + 120) == "3h02m"
 
 
-def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path):
-    args = parse(["--out", str(tmp_path), "--rounds", "2", *TINY])
+def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path, tiny):
+    args = parse(["--out", str(tmp_path), "--rounds", "2", *tiny.flags()])
     (spec,) = plan_runs(args, strategy_variants("fedavg"), [0], tmp_path)
     written = fake_metrics([5.0, 4.0, 3.0], [0, 1, 1]) | {
         "config": spec.run.to_flat(),
@@ -346,8 +333,8 @@ def test_model_description_names_the_model_that_ran():
     assert model_description(lora) == "model hf:models/base with LoRA r=4"
 
 
-def test_knowledge_plot_sets_fact_against_filler_relevance(tmp_path):
-    rows = metrics_rows(results(tmp_path))
+def test_knowledge_plot_sets_fact_against_filler_relevance(tmp_path, tiny):
+    rows = metrics_rows(results(tmp_path, tiny))
     for row in rows:
         if row["variant"] == "fedaso":
             row["relevance-fact"], row["relevance-filler"] = 0.3, 0.2

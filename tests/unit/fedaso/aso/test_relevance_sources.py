@@ -18,7 +18,6 @@ from fedaso.wire import PROBE_BIAS_KEY, PROBE_WEIGHT_KEY, probe_of, with_probe
 from flower_wire.records import record_to_arrays
 from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from tests.flower_helpers import metrics, payload, train_reply
-from tests.integration.test_simulation import SMALL
 
 
 def test_refit_is_warm_started_so_anchor_rows_keep_their_places():
@@ -74,16 +73,16 @@ def test_refit_refuses_anchor_dp_by_name():
         RunConfig(relevance_source="anchors-refit", anchor_dp="central")
 
 
-def tiny_probe_setting():
+def tiny_probe_setting(tiny):
     """A tiny LM run on facts, its central data and model."""
-    run = RunConfig(**SMALL | {"facts_entities": 4})
+    run = tiny.config(facts_entities=4)
     central = load_central(run.data(num_partitions=1))
     torch.manual_seed(0)
     return run, central, run.build_model()
 
 
-def test_probe_fit_on_public_documents_tells_their_fact_tokens_apart():
-    _, central, model = tiny_probe_setting()
+def test_probe_fit_on_public_documents_tells_their_fact_tokens_apart(tiny):
+    _, central, model = tiny_probe_setting(tiny)
     public = central.public_fact_probe
     probe = fit_relevance_probe(model, public, seed=0)
     fact, other = (embed(model, split) for split in (public.fact, public.filler))
@@ -124,8 +123,8 @@ def test_probe_travels_under_its_reserved_keys_and_only_down():
     assert out[PROBE_BIAS_KEY].tolist() == [0.25]
 
 
-def test_probe_scores_are_the_relevance_of_local_training():
-    run, central, model = tiny_probe_setting()
+def test_probe_scores_are_the_relevance_of_local_training(tiny):
+    run, central, model = tiny_probe_setting(tiny)
     probe = fit_relevance_probe(model, central.public_fact_probe, seed=0)
     data = central.eval
     before = probe.scores(torch.from_numpy(embed(model, data))).mean().item()
