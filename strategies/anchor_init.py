@@ -25,7 +25,7 @@ from flwr.app import (
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from fedaso.anchors import federated_kmeans
+from fedaso.aso.anchors import federated_kmeans
 from fedaso.privacy import fresh_rng, release_centroids
 from fedaso.run_config import RunConfig
 from fedaso.wire import (

@@ -45,32 +45,35 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
-from fedaso.anchors import kmeans_anchors, refit_anchors
+from fedaso.aso.anchors import kmeans_anchors, refit_anchors
+from fedaso.aso.relevance import RelevanceProbe
 from fedaso.config import resolve_device
 from fedaso.data import CentralData, load_central, task_of
+from fedaso.data.tokens import TextCodec, load_codec
 from fedaso.durable import write_atomically, write_text_atomically
-from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import HFCausalLM
-from fedaso.payload import load_model_arrays, model_to_arrays
+from fedaso.models.arrays import load_model_arrays, model_to_arrays
 from fedaso.privacy import sampling_seed, seeded_sampling
-from fedaso.probe import relevance_by_token_kind
-from fedaso.relevance import RelevanceProbe
-from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
-from fedaso.tokens import TextCodec, load_codec
-from fedaso.tracking import check_backend_installed, log_run, tracking_of
-from fedaso.trainer import embed, evaluate, fact_recall
+from fedaso.training.fact_relevance import fit_probe_on_public, relevance_by_token_kind
+from fedaso.training.trainer import embed, evaluate, fact_recall
 from fedaso.wire import RUN_KEY, join_payload, probe_of, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
 from strategies.failures import RunFailedError
-from strategies.faults import FaultPlanGrid
 from strategies.fedaso import FedASO
-from strategies.grids import MeteredGrid, PartitionOrderedGrid, RegisteredPartitions
-from strategies.polling import PromptGrid
+from strategies.grids import (
+    FaultPlanGrid,
+    MeteredGrid,
+    PartitionOrderedGrid,
+    PromptGrid,
+    RegisteredPartitions,
+)
+from strategies.initial_files import load_anchors_file, load_model_file
 from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 from strategies.rounds import RoundPlan, run_rounds
 from strategies.server_state import Checkpoints, RunIdentity
+from strategies.tracking import check_backend_installed, log_run, tracking_of
 from strategies.update_dp import build_update_dp, expected_sample_size
 
 MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
@@ -129,7 +132,7 @@ def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig
 
 class SeedCorpusRefit:
     """``anchors-refit``'s re-fit: k-means over the seed corpus under the new global model,
-    warm-started from the last anchors (``fedaso.anchors.refit_anchors``)."""
+    warm-started from the last anchors (``fedaso.aso.anchors.refit_anchors``)."""
 
     def __init__(self, run: RunConfig, central: CentralData) -> None:
         self.run = run
@@ -144,7 +147,7 @@ class SeedCorpusRefit:
 
 class PublicDocumentProbe:
     """``probe``'s fit: a logistic probe on the public documents' fact and other tokens
-    under the global model (``fedaso.relevance_probe``)."""
+    under the global model (``fedaso.aso.relevance_probe``)."""
 
     def __init__(self, run: RunConfig, central: CentralData) -> None:
         if central.public_fact_probe is None:
@@ -158,7 +161,7 @@ class PublicDocumentProbe:
 
     def __call__(self, model_arrays: dict[str, np.ndarray]) -> RelevanceProbe:
         load_model_arrays(self.model, model_arrays)
-        return fit_relevance_probe(self.model, self.public, seed=self.seed)
+        return fit_probe_on_public(self.model, self.public, seed=self.seed)
 
 
 RoundCallback = Callable[[int, Mapping[str, float]], None]
@@ -178,7 +181,8 @@ def central_metrics(
     Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
     Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
     the mean relevance of fact and filler tokens and the AUROC of relevance for fact
-    tokens against the others (``fedaso.probe``), scored by ``relevance_probe`` if given.
+    tokens against the others (``fedaso.training.fact_relevance``), scored by
+    ``relevance_probe`` if given.
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -404,7 +408,7 @@ def write_outputs(
 ) -> None:
     """Write metrics.json, model.pt (no reserved keys) and anchors.npy (if any).
 
-    ``model.pt`` holds the arrays that travel (``fedaso.payload``): the whole state dict of
+    ``model.pt`` holds the arrays that travel (``fedaso.models.arrays``): the whole state dict of
     a reference model, the adapters of a LoRA model. An ``hf:`` model is also written in
     Hugging Face format (``HFCausalLM.save``).
     """
@@ -428,7 +432,7 @@ def write_outputs(
     write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
     tracking = tracking_of(run.tracking, run.tracking_dir, str(out_dir))
-    if tracking is not None:  # run-config, per-round metrics, files (fedaso/tracking.py)
+    if tracking is not None:  # run-config, per-round metrics, files (strategies/tracking.py)
         files = [out_dir / name for name in ("model.pt", "anchors.npy", "metrics.json")]
         # An hf: model's Hugging Face folder: the adapter (LoRA) or the full model.
         files += sorted(

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.run_config import RunConfig
+from strategies.initial_files import load_anchors_file, load_model_file
 from strategies.server_app import load_initial_files
 
 RUN = RunConfig(model_width=16, model_heads=2, model_layers=1, seq_len=16, num_anchors=4,

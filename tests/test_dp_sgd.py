@@ -13,7 +13,7 @@ from fedaso.data import TensorSplit, load_partition
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
 from fedaso.run_config import RunConfig
-from fedaso.trainer import (
+from fedaso.training.trainer import (
     EmbeddingCapture,
     _ASOState,
     per_token_losses,

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from fedaso.aso.relevance import relevance_scores
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
+from fedaso.data.tokens import IGNORE_INDEX
 from fedaso.models import HFCausalLM, LoraSettings, ModelSpec, build_model
-from fedaso.payload import exchanged_names, load_model_arrays, model_to_arrays
+from fedaso.models.arrays import exchanged_names, load_model_arrays, model_to_arrays
 from fedaso.privacy import DPSGDConfig
-from fedaso.relevance import relevance_scores
-from fedaso.tokens import IGNORE_INDEX
-from fedaso.trainer import (
+from fedaso.training.trainer import (
     EmbeddingCapture,
     _ASOState,
     embed,

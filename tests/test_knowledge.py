@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from fedaso.aso.relevance import relevance_scores
 from fedaso.data import DataConfig, load_central
 from fedaso.data.corpora import _fact_probe, _lm_corpus, _text_corpus
 from fedaso.data.facts import _facts_world, _world
+from fedaso.data.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
 from fedaso.models import build_model
-from fedaso.probe import auroc, relevance_by_token_kind
-from fedaso.relevance import relevance_scores
 from fedaso.run_config import SERVER_ONLY_KEYS, RunConfig
-from fedaso.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
-from fedaso.trainer import embed
+from fedaso.training.fact_relevance import auroc, relevance_by_token_kind
+from fedaso.training.trainer import embed
 from tests.hf_helpers import tiny_hf_model
 
 

@@ -12,9 +12,9 @@ from flwr.serverapp.strategy import (
 )
 from opacus.accountants import RDPAccountant
 
-from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import SEEDED_SAMPLING_ENV
 from fedaso.run_config import RunConfig
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer, usable_centroids, wait_for_nodes
 from strategies.fedaso import FedASO

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from fedaso.aso.projection import project_gradient, projection_weights, semantic_subspace
+from fedaso.aso.relevance import relevance_scores
 from fedaso.config import ASOConfig
 from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.projection import project_gradient, projection_weights, semantic_subspace
-from fedaso.relevance import relevance_scores
-from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses, scored_tokens
+from fedaso.training.trainer import EmbeddingCapture, _ASOState, per_token_losses, scored_tokens
 
 
 def test_subspace_is_orthonormal_and_matches_numpy_svd():

@@ -8,9 +8,9 @@ import torch
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit, decode_bytes, encode_text
 from fedaso.data.corpora import _lm_corpus, _text_corpus
+from fedaso.data.tokens import BYTES
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
-from fedaso.tokens import BYTES
-from fedaso.trainer import evaluate, fact_recall, train_local
+from fedaso.training.trainer import evaluate, fact_recall, train_local
 
 LM = TinyLMConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16)
 

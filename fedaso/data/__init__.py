@@ -15,7 +15,7 @@ Every dataset is available without any download:
 * ``text:PATH``: a folder of ``.txt`` files; each top-level file or top-level sub-folder is one
   site (natural partition).
 * ``file:PATH``: a JSON, JSON Lines, CSV or Parquet file of text or instruction records
-  (``fedaso.files``), partitioned naturally by a column with ``natural:COLUMN``.
+  (``fedaso.data.files``), partitioned naturally by a column with ``natural:COLUMN``.
 
 The package's modules: ``config`` (``DataConfig`` and the names it accepts), ``splits`` (the
 shapes data takes), ``corpora`` (pydoc, text folders, digits, data files, windowing),
@@ -23,7 +23,7 @@ shapes data takes), ``corpora`` (pydoc, text folders, digits, data files, window
 on-disk cache). This module is the API: :func:`load_partition` and :func:`load_central`.
 
 Language-model (``lm``) data is encoded by the data config's ``tokenizer``: UTF-8 bytes for
-the reference model, or an ``hf:`` model's own tokenizer (``fedaso.tokens``). Documents are
+the reference model, or an ``hf:`` model's own tokenizer (``fedaso.data.tokens``). Documents are
 joined by newlines, encoded and cut into windows of ``seq_len + 1`` tokens; an instruction
 record is one right-padded sequence whose prompt and padding carry no loss. Partitions come from
 flwr-datasets partitioners applied to an in-memory table of the pooled documents; each
@@ -64,7 +64,7 @@ from fedaso.data.partition import (
     partition_cache_path,
 )
 from fedaso.data.splits import CentralData, ClientData, FactProbe, RecallPrompt, TensorSplit
-from fedaso.tokens import BYTES, encode
+from fedaso.data.tokens import BYTES, encode
 
 __all__ = [
     "ANCHOR_SEEDS",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from fedaso.config import is_finite_number, require
-from fedaso.files import FILE_PREFIX
-from fedaso.tokens import BYTE_VOCAB_SIZE
+from fedaso.data.files import FILE_PREFIX
+from fedaso.data.tokens import BYTE_VOCAB_SIZE
 
 if TYPE_CHECKING:
     pass

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fedaso.files import instruction_sequence, load_file_records
-from fedaso.tokens import IGNORE_INDEX, TextCodec, load_codec, token_spans
+from fedaso.data.files import instruction_sequence, load_file_records
+from fedaso.data.tokens import IGNORE_INDEX, TextCodec, load_codec, token_spans
 
 if TYPE_CHECKING:
     pass

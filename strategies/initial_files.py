@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedaso.payload import load_model_arrays
+from fedaso.models.arrays import load_model_arrays
 
 
 def _existing_file(path: str, key: str) -> Path:

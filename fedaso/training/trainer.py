@@ -45,14 +45,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedaso.anchors import ema_update_towards
+from fedaso.aso.anchors import ema_update_towards
+from fedaso.aso.projection import projection_hook, projection_weights, semantic_subspace
+from fedaso.aso.relevance import RelevanceProbe, score_tokens
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit
+from fedaso.data.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
 from fedaso.models import embedding_point_of, embedding_width_of
 from fedaso.privacy import DPSGDConfig, opacus_import, sampling_seed
-from fedaso.projection import projection_hook, projection_weights, semantic_subspace
-from fedaso.relevance import RelevanceProbe, score_tokens
-from fedaso.tokens import BYTES, IGNORE_INDEX, TextCodec, encode
 
 HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
 RECALL_CHUNK = 32  # prompts per forward pass of fact_recall
