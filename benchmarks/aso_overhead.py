@@ -61,12 +61,8 @@ from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.models import TinyLM, TinyLMConfig
 from fedaso.privacy import DPSGDConfig
-from fedaso.training.trainer import (
-    EmbeddingCapture,
-    LocalTrainResult,
-    per_token_losses,
-    train_local,
-)
+from fedaso.training.batches import EmbeddingCapture, per_token_losses
+from fedaso.training.trainer import LocalTrainResult, train_local
 from simulations.console import HelpFormatter
 
 # ASOConfig overrides of each variant; None is plain training.

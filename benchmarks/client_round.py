@@ -101,7 +101,7 @@ def clear_process_caches() -> None:
 
     clear_caches()
     corpora._build_corpus.cache_clear()
-    partition._partition_rows.cache_clear()
+    partition.partition_rows.cache_clear()
 
 
 def train_message(run: RunConfig, run_key: str = "client-round-bench") -> Message:
@@ -197,7 +197,7 @@ def bare_loop(
 ) -> float:
     """Train ``lm`` with Adam on shuffled batches, as anyone would; return the mean loss.
 
-    The batches are those of ``fedaso.training.trainer.make_loader``: a DataLoader shuffled by a
+    The batches are those of ``fedaso.training.batches.make_loader``: a DataLoader shuffled by a
     generator seeded with ``train.seed``.
     """
     generator = torch.Generator().manual_seed(train.seed)

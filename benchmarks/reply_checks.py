@@ -42,8 +42,8 @@ from fedaso.run_config import RunConfig
 from fedaso.wire import join_payload, split_payload
 from flower_wire.records import record_to_arrays
 from simulations.console import HelpFormatter
+from strategies.factory import build_strategy
 from strategies.fedaso import FedASO, Screening
-from strategies.server_app import build_strategy
 from tests.flower_helpers import metrics, train_reply
 
 MODELS = {

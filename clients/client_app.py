@@ -70,7 +70,8 @@ from fedaso.config import resolve_device
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.models.arrays import load_model_arrays, model_to_arrays
 from fedaso.run_config import ClientConfig, RunConfig
-from fedaso.training.trainer import embed, evaluate, train_local
+from fedaso.training.evaluate import embed, evaluate
+from fedaso.training.trainer import train_local
 from fedaso.wire import (
     ARRAYS,
     CENTROIDS,

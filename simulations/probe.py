@@ -43,8 +43,8 @@ from fedaso.training.fact_relevance import (
 from simulations.console import CommandParser
 from simulations.engine import format_table, resolve_run_config
 from simulations.experiment import parse_list
+from strategies.anchor_init import initial_anchors
 from strategies.initial_files import load_anchors_file, load_model_file
-from strategies.server_app import initial_anchors
 
 PROG = "python -m simulations.probe"
 

@@ -49,7 +49,7 @@ class AnchorRefitFedASO(FedASO):
     ----------
     refit : AnchorFit
         The server's re-fit: given the round's aggregated model arrays and the anchors it
-        sent, the anchors to send next (``strategies.server_app.SeedCorpusRefit``).
+        sent, the anchors to send next (``strategies.factory.SeedCorpusRefit``).
     **kwargs
         As for :class:`strategies.fedaso.FedASO`.
     """
@@ -101,7 +101,7 @@ class ProbeFedASO(FedASO):
     ----------
     fit_probe : ProbeFit
         The server's fit: given the global model's arrays, the probe to send with them
-        (``strategies.server_app.PublicDocumentProbe``).
+        (``strategies.factory.PublicDocumentProbe``).
     **kwargs
         As for :class:`strategies.fedaso.FedASO`.
     """

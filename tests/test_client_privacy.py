@@ -13,7 +13,8 @@ from fedaso.aso.anchors import local_centroids
 from fedaso.data import load_partition
 from fedaso.models.arrays import load_model_arrays, model_to_arrays
 from fedaso.privacy import RELEVANCE_FLOOR, clip_frobenius
-from fedaso.training.trainer import embed, train_local
+from fedaso.training.evaluate import embed
+from fedaso.training.trainer import train_local
 from fedaso.wire import ANCHORS_KEY, split_payload
 from flower_wire.records import record_to_arrays
 from tests.test_client_app import RUN as BASE_RUN

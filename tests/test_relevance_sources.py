@@ -12,8 +12,9 @@ from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import load_central, load_partition
 from fedaso.privacy import PrivacyConfig
 from fedaso.run_config import RunConfig
+from fedaso.training.evaluate import embed
 from fedaso.training.fact_relevance import auroc, fit_probe_on_public
-from fedaso.training.trainer import embed, train_local
+from fedaso.training.trainer import train_local
 from fedaso.wire import ANCHORS_KEY, PROBE_BIAS_KEY, PROBE_WEIGHT_KEY, probe_of, with_probe
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate

@@ -24,7 +24,7 @@ from torch import nn
 from fedaso.aso.relevance import RelevanceProbe, relevance_scores
 from fedaso.aso.relevance_probe import fit_relevance_probe
 from fedaso.data import FactProbe
-from fedaso.training.trainer import embed
+from fedaso.training.evaluate import embed
 
 
 @dataclass(frozen=True)
