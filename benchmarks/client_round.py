@@ -137,7 +137,7 @@ class RoundBench:
     """One mode's message and node, and the timed calls on them.
 
     No call collects garbage: a dropped model is freed at once (no reference cycle holds
-    it, tests/test_client_cache.py), as in a client process between two messages.
+    it, tests/unit/clients/test_client_cache.py), as in a client process between two messages.
     """
 
     message: Message

@@ -36,9 +36,9 @@ on (an ``hf:`` model's pretrained weights and tokenizer by their files' identity
 ``fedaso.data``). Everything that trains is built fresh by ``load_job`` for each message
 from the message's arrays, and every optimizer, Opacus or ASO state by ``train_local``,
 so that nothing carries over from one round or run into the next
-(tests/test_client_cache.py). On flwr 1.42 a deployed SuperNode starts a fresh process per
-message, so there the caches live for one message only (``benchmarks.client_round``
-measures both).
+(tests/unit/clients/test_client_cache.py). On flwr 1.42 a deployed SuperNode starts a
+fresh process per message, so there the caches live for one message only
+(``benchmarks.client_round`` measures both).
 
 The node's site policy (``clients.policy``; docs/SITE_POLICY.md) is checked on the parsed
 config before any model is built or data loaded, and its epsilon budget

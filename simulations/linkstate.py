@@ -14,8 +14,9 @@ instruction ids in arrival order: :func:`store_message_ins_indexed` adds to it, 
 :func:`get_message_ins_for_node` reads only the polling node's ids, running Flower's own
 validity check (clock, TTL, federation) on each before delivering it. A sweep then costs
 O(N + instructions). What a node receives, in which order, and when instructions are marked
-delivered are unchanged (tests/test_linkstate.py compares both lookups on Flower's own
-state); an expired instruction is dropped when its own node polls, not when any node does.
+delivered are unchanged (tests/unit/simulations/test_linkstate.py compares both lookups on
+Flower's own state); an expired instruction is dropped when its own node polls, not when any
+node does.
 
 The sweep itself still visits every registered node: 100,000 lookups every 0.1 s, all
 round long, for the hundred nodes sampled. :func:`sweep_pending` replaces the engine's

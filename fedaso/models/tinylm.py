@@ -12,8 +12,9 @@ itself. Under Opacus, the LayerNorm's output is re-wrapped by its full backward 
 forward hooks run, so a gradient hook on the LayerNorm's raw output would act *after* Opacus
 captured the LayerNorm's own per-sample gradients. The tap returns the wrapped tensor itself,
 so the ASO projection hook on it runs first and every parameter upstream of the embedding
-point, the LayerNorm's included, sees the projected gradient (tests/test_dp_sgd.py). The tap
-has no parameters and changes no number or state_dict key.
+point, the LayerNorm's included, sees the projected gradient
+(tests/unit/fedaso/training/test_dp_sgd.py). The tap has no parameters and changes no number
+or state_dict key.
 """
 
 from __future__ import annotations

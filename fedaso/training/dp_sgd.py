@@ -5,7 +5,8 @@ runs under Opacus (record-level DP-SGD): Poisson-sampled batches drawn from a se
 (``fedaso.privacy.sampling``), per-sample gradients clipped and noised by Opacus'
 ``DPOptimizer``. The ASO projection hook sits on the embedding point's output, upstream of
 Opacus' per-sample capture for every parameter below it, so the per-sample gradients that
-Opacus clips are the projected ones (see ``fedaso.models`` and tests/test_dp_sgd.py).
+Opacus clips are the projected ones (see ``fedaso.models`` and
+tests/unit/fedaso/training/test_dp_sgd.py).
 """
 
 from __future__ import annotations
