@@ -49,19 +49,20 @@ from benchmarks.common import (
     spread,
     supports_rss,
 )
-from fedaso.anchors import ema_update_towards
-from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import TensorSplit
-from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.privacy import DPSGDConfig
-from fedaso.projection import project_gradient, semantic_subspace
-from fedaso.relevance import (
+from fedaso.aso.anchors import ema_update_towards
+from fedaso.aso.projection import project_gradient, semantic_subspace
+from fedaso.aso.relevance import (
     column_max,
     cosine_similarities,
     relevance_from_similarities,
     score_tokens,
 )
-from fedaso.trainer import EmbeddingCapture, LocalTrainResult, per_token_losses, train_local
+from fedaso.config import ASOConfig, TrainConfig
+from fedaso.data import TensorSplit
+from fedaso.models import TinyLM, TinyLMConfig
+from fedaso.privacy import DPSGDConfig
+from fedaso.training.batches import EmbeddingCapture, per_token_losses
+from fedaso.training.trainer import LocalTrainResult, train_local
 from simulations.console import HelpFormatter
 
 # ASOConfig overrides of each variant; None is plain training.

@@ -46,15 +46,15 @@ from clients.policy import SITE_POLICY_KEY
 from clients.state import STATE_DIR_KEY
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import dataset_texts
+from fedaso.data.tokens import IGNORE_INDEX
 from fedaso.models import HFCausalLM
+from fedaso.models.arrays import model_to_arrays
 from fedaso.models.cache import clear_caches
-from fedaso.models.random_hf import causal_lm_config, train_bpe_tokenizer
-from fedaso.payload import model_to_arrays
 from fedaso.run_config import ClientConfig, RunConfig
-from fedaso.tokens import IGNORE_INDEX
-from fedaso.trainer import train_local
+from fedaso.training.trainer import train_local
 from fedaso.wire import ARRAYS, CONFIG
 from flower_wire.records import arrays_to_record
+from simulations.tools.random_hf import causal_lm_config, train_bpe_tokenizer
 
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = HF_SHAPES | {
     # The knowledge setting's base (`fedaso pretrain` defaults): d = 128, 4 layers.
@@ -101,7 +101,7 @@ def clear_process_caches() -> None:
 
     clear_caches()
     corpora._build_corpus.cache_clear()
-    partition._partition_rows.cache_clear()
+    partition.partition_rows.cache_clear()
 
 
 def train_message(run: RunConfig, run_key: str = "client-round-bench") -> Message:
@@ -197,7 +197,7 @@ def bare_loop(
 ) -> float:
     """Train ``lm`` with Adam on shuffled batches, as anyone would; return the mean loss.
 
-    The batches are those of ``fedaso.trainer.make_loader``: a DataLoader shuffled by a
+    The batches are those of ``fedaso.training.batches.make_loader``: a DataLoader shuffled by a
     generator seeded with ``train.seed``.
     """
     generator = torch.Generator().manual_seed(train.seed)

@@ -28,8 +28,8 @@ from benchmarks.common import MIB, interleaved, machine_header, ratios, spread
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.models import HFCausalLM, LoraSettings
-from fedaso.models.random_hf import causal_lm_config
-from fedaso.payload import model_to_arrays
+from fedaso.models.arrays import model_to_arrays
+from simulations.tools.random_hf import causal_lm_config
 
 # name -> (architecture, config fields): random-init shapes of public models.
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -71,7 +71,7 @@ class HFBench:
 
     def step_seconds(self, variant: str) -> float:
         """Wall seconds per local step of one ``train_local`` round of ``variant``."""
-        from fedaso.trainer import train_local
+        from fedaso.training.trainer import train_local
 
         synchronize(self.train)
         start = time.perf_counter()

@@ -13,7 +13,7 @@ layers, 32 anchors), times, interleaved in one run:
 - *decoding*: ``record_to_arrays`` of every reply alone, the part of the checks that any
   aggregation needs (Flower's FedAvg decodes too), which Flower's ``Array.numpy`` (one
   ``np.load`` per array) dominates;
-- *aggregation*: the averaging itself, ``fedaso.aggregation.capped_average`` over the
+- *aggregation*: the averaging itself, ``fedaso.aso.aggregation.capped_average`` over the
   models and the capped merge of the anchor reports.
 
 It prints medians, and per repetition the ratios checks / aggregation and (checks less
@@ -36,14 +36,14 @@ import numpy as np
 from flwr.app import Message
 
 from benchmarks.common import interleaved, machine_header, ratios, require_positive, spread
-from fedaso.aggregation import AnchorReport, PartitionAnchorStore, capped_average
-from fedaso.payload import model_to_arrays
+from fedaso.aso.aggregation import AnchorReport, PartitionAnchorStore, capped_average
+from fedaso.models.arrays import model_to_arrays
 from fedaso.run_config import RunConfig
 from fedaso.wire import join_payload, split_payload
 from flower_wire.records import record_to_arrays
 from simulations.console import HelpFormatter
+from strategies.factory import build_strategy
 from strategies.fedaso import FedASO, Screening
-from strategies.server_app import build_strategy
 from tests.flower_helpers import metrics, train_reply
 
 MODELS = {

@@ -55,9 +55,10 @@ from benchmarks.common import (
 from clients.client_app import app as client_app
 from clients.client_app import client_seed
 from fedaso.data import load_central, load_partition
-from fedaso.payload import join_payload, load_model_arrays, model_to_arrays, split_payload
+from fedaso.models.arrays import load_model_arrays, model_to_arrays
 from fedaso.run_config import ClientConfig, RunConfig
-from fedaso.trainer import train_local
+from fedaso.training.trainer import train_local
+from fedaso.wire import join_payload, split_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
 from simulations.console import HelpFormatter
 from simulations.engine import format_table, parse_value, simulate

@@ -27,7 +27,7 @@ keys (never the server-only ones), the server round and the run key; a missing k
 error naming it. The node's ``partition-id`` and ``num-partitions`` come from its node
 config. Replies carry the ``partition-id``, which the server keys its per-partition anchor
 store and privacy accounting by (node ids change when a SuperLink restarts).
-``clients.faults`` (a testing aid, inert unless the server sends a fault) wraps the app.
+``clients.fault_injection`` (a testing aid, inert unless the server sends a fault) wraps the app.
 
 A long-lived client process (a simulation's actor) serves many messages, of many runs:
 what does not change between them is cached per process, keyed by everything it depends
@@ -60,17 +60,18 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from torch import nn
 
-from clients.faults import fault_injection_mod
+from clients.fault_injection import fault_injection_mod
 from clients.ledger import Release, SiteLedger, new_releases
 from clients.policy import MessageConfigError, SitePolicy, site_policy, site_policy_mod
 from clients.release import anchor_report, centroid_report, train_metrics, update_clipping_mod
 from clients.state import PartitionState, load_state, partition_directory, state_root
+from fedaso.aso.relevance import RelevanceProbe
 from fedaso.config import resolve_device
 from fedaso.data import ClientData, load_partition, task_of
-from fedaso.payload import load_model_arrays, model_to_arrays
-from fedaso.relevance import RelevanceProbe
+from fedaso.models.arrays import load_model_arrays, model_to_arrays
 from fedaso.run_config import ClientConfig, RunConfig
-from fedaso.trainer import embed, evaluate, train_local
+from fedaso.training.evaluate import embed, evaluate
+from fedaso.training.trainer import train_local
 from fedaso.wire import (
     ARRAYS,
     CENTROIDS,

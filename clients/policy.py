@@ -46,7 +46,7 @@ from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedaso.data import DIGITS_NUM_FEATURES, TEXT_PREFIX, task_of
-from fedaso.files import FILE_PREFIX
+from fedaso.data.files import FILE_PREFIX
 from fedaso.models import is_hf
 from fedaso.models.hf import hf_source
 from fedaso.models.user import PY_PREFIX, load_factory

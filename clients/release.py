@@ -27,7 +27,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from clients.state import PartitionState
-from fedaso.anchors import local_centroids
+from fedaso.aso.anchors import local_centroids
 from fedaso.privacy import (
     PrivacyConfig,
     fresh_rng,
@@ -35,7 +35,7 @@ from fedaso.privacy import (
     noisy_relevance,
     release_centroids,
 )
-from fedaso.trainer import LocalTrainResult
+from fedaso.training.trainer import LocalTrainResult
 from fedaso.wire import (
     ANCHOR_EPSILON,
     CENTROID_ARRAYS,

@@ -12,7 +12,7 @@ from typing import TypeGuard
 
 import torch
 
-from fedaso.relevance import RELEVANCE_KINDS, RELEVANCE_SOURCES
+from fedaso.aso.relevance import RELEVANCE_KINDS, RELEVANCE_SOURCES
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")

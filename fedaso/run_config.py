@@ -21,6 +21,8 @@ from typing import Any
 
 from torch import nn
 
+from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
+from fedaso.aso.robust import ReplyBounds
 from fedaso.config import ASOConfig, TrainConfig, is_finite_number, require
 from fedaso.data import (
     DATASETS_ALLOWED,
@@ -32,15 +34,14 @@ from fedaso.data import (
     is_dataset_name,
     task_of,
 )
-from fedaso.faults import parse_fault_plan
+from fedaso.fault_plan import parse_fault_plan
 from fedaso.models import LoraSettings, ModelSpec, build_model, embedding_width_of, is_hf
 from fedaso.models.hf import hf_source
 from fedaso.privacy import PrivacyConfig
-from fedaso.robust import ReplyBounds
-from fedaso.tracking import check_tracking
 from fedaso.wire import RUN_KEY, SERVER_ROUND
 
 STRATEGIES = ("fedaso", "fedavg", "fedprox", "fedadam")
+TRACKING_BACKENDS = ("none", "tensorboard", "mlflow")  # run-config `tracking`
 # num-anchors and subspace-rank of 0 mean "the model's default": the report's M = 512 and
 # R = 16 for hf: models, the small values below for the reference models (spec section 11).
 AUTO_ANCHORS = {"hf": (512, 16), "reference": (32, 8)}
@@ -68,7 +69,7 @@ SERVER_ONLY_KEYS = frozenset(
         "max-reported-count",
         "checkpoint-dir",
         "resume",
-        "fault-plan",  # a testing aid; the server tells only the faulty node (strategies.faults)
+        "fault-plan",  # a testing aid; the server tells only the faulty node (strategies.grids)
         "fault-delay",
         "initial-model",
         "initial-anchors",
@@ -77,7 +78,6 @@ SERVER_ONLY_KEYS = frozenset(
         "tracking-dir",
     }
 )
-AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class RunConfig:
     lora_target_modules: str = "all-linear"  # PEFT's all-linear, or names: "q_proj,v_proj"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; ASO's own math stays fp32)
-    # Experiment tracking (fedaso/tracking.py)
+    # Experiment tracking (strategies/tracking.py)
     tracking: str = "none"  # none | tensorboard | mlflow
     tracking_dir: str = ""  # where tracking logs go; "" = out-dir/tracking
 
@@ -473,7 +473,7 @@ class RunConfig:
         parse_fault_plan(self.fault_plan)
 
     def reply_bounds(self) -> ReplyBounds:
-        """What the server allows one training reply (``fedaso.robust``), validated."""
+        """What the server allows one training reply (``fedaso.aso.robust``), validated."""
         return ReplyBounds(
             max_update_norm_ratio=self.max_update_norm_ratio,
             max_update_norm=self.max_update_norm,
@@ -564,3 +564,26 @@ class ClientConfig:
         """The flat ConfigRecord content a server sends (inverse of :meth:`from_message`)."""
         protocol = {SERVER_ROUND: self.server_round, RUN_KEY: self.run_key}
         return dict(self.extra) | self.run.client_view() | protocol
+
+
+def check_tracking(backend: str, tracking_dir: str, out_dir: str) -> None:
+    """Raise ``ValueError`` naming the key if the tracking keys do not fit together.
+
+    Whether the back-end is installed is checked by the server alone
+    (``strategies.tracking.check_backend_installed``): clients rebuild the run-config too,
+    and a site need not install the tracking extras.
+    """
+    require(
+        backend in TRACKING_BACKENDS,
+        "tracking",
+        backend,
+        f"must be one of {', '.join(TRACKING_BACKENDS)}",
+    )
+    if backend == "none":
+        return
+    require(
+        bool(tracking_dir or out_dir),
+        "tracking-dir",
+        tracking_dir,
+        f"must be set when tracking={backend!r} and out-dir is empty",
+    )

@@ -32,7 +32,7 @@ METRICS = "metrics"  # client -> server: train and evaluate metrics
 CENTROIDS = "centroids"  # client -> server: a k-means answer (arrays below)
 PARTITION = "partition"  # client -> server: the answer to a partition query
 FAULT = "fault"  # server -> one client, testing aid only: the fault it must commit
-FAULT_KIND = "kind"  # in the FAULT record: one of fedaso.faults.FAULT_KINDS
+FAULT_KIND = "kind"  # in the FAULT record: one of fedaso.fault_plan.FAULT_KINDS
 FAULT_DELAY = "delay"  # in the FAULT record: seconds after creation a "delay" fault answers
 
 # -- config keys that are not run-config keys -----------------------------------------------

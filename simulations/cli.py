@@ -8,15 +8,18 @@
     fedaso make-hf-model --arch llama --out models/tiny-llama
     fedaso pretrain --out models/base
 
-Each sub-command is the same command as its ``python -m simulations.<name>`` form (``bench
-NAME``: ``python -m benchmarks.<name>``), with the same flags; ``fedaso <command> --help``
-lists them with their defaults.
+Each sub-command is the same command as its ``python -m simulations.<name>`` form, with the
+same flags; ``fedaso <command> --help`` lists them with their defaults. ``fedaso bench`` runs
+``python -m benchmarks`` from this repository as a child process: the benchmarks import
+``simulations``, so ``simulations`` never imports them.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,15 +50,7 @@ COMMANDS = {
     "pretrain": Command(
         "simulations.pretrain", "a small pretrained base LM (public text), for hf:"
     ),
-    "bench": Command("simulations.cli", "performance benchmarks: bench NAME [flags]"),
-}
-BENCHMARKS = {
-    "aso-overhead": Command("benchmarks.aso_overhead", "ASO's local step over a plain one"),
-    "simulation": Command("benchmarks.simulation", "the simulation engine vs the compute floor"),
-    "dp": Command("benchmarks.dp", "DP-SGD's local step over ASO's"),
-    "linkstate": Command("benchmarks.linkstate", "Flower's message lookup vs the indexed one"),
-    "deployment": Command("benchmarks.deployment", "seconds per round on the Deployment Engine"),
-    "reply-checks": Command("benchmarks.reply_checks", "the server's reply checks vs averaging"),
+    "bench": Command("benchmarks", "performance benchmarks: bench NAME [flags]"),
 }
 
 
@@ -82,25 +77,25 @@ def dispatch(
         hint = f"; did you mean {close[0]}?" if close else ""
         parser.error(f"unknown command {name!r}{hint} (commands: {', '.join(commands)})")
     if commands is COMMANDS and name == "bench":
-        return bench(rest, f"{prog} bench")
+        return bench(rest)
     main: Callable[..., int] = importlib.import_module(commands[name].module).main
     return main(rest, prog=f"{prog} {name}")
 
 
-def bench(argv: Sequence[str], prog: str) -> int:
-    """``fedaso bench NAME [flags]``: run ``benchmarks.<name>`` with ``flags``.
+def bench(argv: Sequence[str]) -> int:
+    """``fedaso bench NAME [flags]``: ``python -m benchmarks NAME [flags]``, in a child process.
 
-    Opacus installs a top-level package also named ``benchmarks``, which would shadow this
-    project's when ``fedaso`` runs from outside the repository; the repository goes first.
+    The benchmarks are not installed with FedASO; they run from this repository, which goes
+    first on the child's path: Opacus installs a top-level package also named
+    ``benchmarks`` that would otherwise shadow this project's.
     """
-    if str(ROOT) not in sys.path[:1] and (ROOT / "benchmarks").is_dir():
-        sys.path.insert(0, str(ROOT))
-        sys.modules.pop("benchmarks", None)
-    if argv and argv[0] in BENCHMARKS:
-        main: Callable[..., int] = importlib.import_module(BENCHMARKS[argv[0]].module).main
-        return main(list(argv[1:]))
-    description = "Performance benchmarks; each prints ratios measured side by side."
-    return dispatch(prog, BENCHMARKS, argv, description)  # help, or an unknown name
+    if not (ROOT / "benchmarks" / "__main__.py").is_file():
+        message = f"the benchmarks are not in {ROOT} (a repository checkout has them)"
+        print(f"fedaso bench: error: {message}", file=sys.stderr)
+        return 2
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    command = [sys.executable, "-m", COMMANDS["bench"].module, *argv]
+    return subprocess.run(command, env={**os.environ, "PYTHONPATH": path}, check=False).returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import sys
 
-from fedaso.run_config import AGGREGATION_WEIGHTS, STRATEGIES
+from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
+from fedaso.run_config import STRATEGIES
 from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags
 from simulations.experiment import (

@@ -173,7 +173,8 @@ def simulate(
     from clients.policy import OPEN, SITE_POLICY_KEY, site_policy_file
     from simulations.linkstate import indexed_message_lookup
     from simulations.registration import published_registration
-    from strategies.server_app import build_server_app, load_initial_files
+    from strategies.initial_files import load_initial_files
+    from strategies.server_app import build_server_app
 
     if num_clients < max(1, run.min_train_nodes):
         raise ValueError(

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedaso.data import dataset_texts
-from fedaso.models.random_hf import ARCHITECTURES, save_random_model
 from simulations.console import CommandParser
+from simulations.tools.random_hf import ARCHITECTURES, save_random_model
 
 PROG = "python -m simulations.make_hf_model"
 

@@ -1,9 +1,10 @@
 """Pretrain a small base language model on public text, for ``model = hf:DIR``.
 
 Federated fine-tuning starts from a publicly pretrained base; this command makes one offline
-(see ``fedaso.pretraining``): a byte-level BPE tokenizer and a Llama-architecture causal LM
-trained on CPython's pydoc topics and standard-library docstrings, never on ``facts``. The
-result is cached by its settings, so a second call with the same flags returns at once.
+(see ``simulations.tools.pretraining``): a byte-level BPE tokenizer and a Llama-architecture
+causal LM trained on CPython's pydoc topics and standard-library docstrings, never on
+``facts``. The result is cached by its settings, so a second call with the same flags
+returns at once.
 
     python -m simulations.pretrain --out models/base
     fedaso run --set model=hf:models/base --dataset facts ...
@@ -18,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from fedaso.pretraining import PretrainConfig, pretrain
 from simulations.console import CommandParser
+from simulations.tools.pretraining import PretrainConfig, pretrain
 
 PROG = "python -m simulations.pretrain"
 DEFAULT_CACHE = Path(os.environ.get("FEDASO_CACHE", Path.home() / ".cache" / "fedaso")) / "pretrain"

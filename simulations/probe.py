@@ -3,8 +3,8 @@
 For every anchor seed, number of anchors M and temperature tau, the server's initial
 anchors (k-means over the seed corpus, as a FedASO run starts) score the held-out
 ``facts`` tokens, and the mean relevance of fact-value tokens is set against that of
-filler tokens (``fedaso.probe``), beside the AUROC of relevance for fact tokens against
-all others and Eq. 4's relative weight ``(1 + lambda s_fact) / (1 + lambda s_other)``
+filler tokens (``fedaso.training.fact_relevance``), beside the AUROC of relevance for fact
+tokens against all others and Eq. 4's relative weight ``(1 + lambda s_fact) / (1 + lambda s_other)``
 (with the run's ``aso-lambda``). An AUROC near 0.5 or a weight ratio near 1 means Eq. 4
 cannot emphasize knowledge: relevance does not tell facts from filler. No federation
 runs, so the grid takes seconds. With ``--set relevance-source=probe`` a last row scores
@@ -33,15 +33,18 @@ import torch
 from torch import nn
 
 from fedaso.data import load_central
-from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.models import embedding_width_of
-from fedaso.probe import FactRelevance, relevance_by_token_kind
-from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
+from fedaso.training.fact_relevance import (
+    FactRelevance,
+    fit_probe_on_public,
+    relevance_by_token_kind,
+)
 from simulations.console import CommandParser
 from simulations.engine import format_table, resolve_run_config
 from simulations.experiment import parse_list
-from strategies.server_app import initial_anchors
+from strategies.anchor_init import initial_anchors
+from strategies.initial_files import load_anchors_file, load_model_file
 
 PROG = "python -m simulations.probe"
 
@@ -102,7 +105,7 @@ def logistic_probe_relevance(model: nn.Module, run: RunConfig) -> FactRelevance:
     central = load_central(run.data(num_partitions=1))
     if central.fact_probe is None or central.public_fact_probe is None:
         raise ValueError(f"dataset={run.dataset!r} has no facts to probe: use facts")
-    fitted = fit_relevance_probe(model, central.public_fact_probe, seed=run.seed)
+    fitted = fit_probe_on_public(model, central.public_fact_probe, seed=run.seed)
     empty = np.zeros((2, embedding_width_of(model)), dtype=np.float32)  # unused by the probe
     return relevance_by_token_kind(model, central.fact_probe, empty, tau=run.aso_tau,
                                    relevance_probe=fitted)  # fmt: skip

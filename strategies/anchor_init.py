@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
+import torch
 from flwr.app import (
     ConfigRecord,
     Message,
@@ -25,9 +26,11 @@ from flwr.app import (
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from fedaso.anchors import federated_kmeans
+from fedaso.aso.anchors import federated_kmeans, kmeans_anchors
+from fedaso.data import CentralData
 from fedaso.privacy import fresh_rng, release_centroids
 from fedaso.run_config import RunConfig
+from fedaso.training.evaluate import embed
 from fedaso.wire import (
     ARRAYS,
     CENTROID_ARRAYS,
@@ -204,3 +207,21 @@ def wait_for_nodes(grid: Grid, minimum: int, *, timeout: float, poll: float = 1.
         log(INFO, "Waiting for nodes to connect: %d connected (need %d)", len(nodes), minimum)
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
     return nodes
+
+
+MAX_KMEANS_TOKENS = 20_000  # k-means over more seed tokens buys little and costs seconds
+
+
+def seed_embeddings(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """The seed corpus' embeddings ``(n, d)`` under ``model``, at most ``MAX_KMEANS_TOKENS``."""
+    embeddings = embed(model, central.seed_corpus)  # (n, d)
+    if len(embeddings) > MAX_KMEANS_TOKENS:
+        rows = np.random.default_rng(run.seed).choice(len(embeddings), MAX_KMEANS_TOKENS, False)
+        embeddings = embeddings[np.sort(rows)]
+    return embeddings
+
+
+def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
+    """k-means anchors over the seed corpus' embeddings under the initial model."""
+    embeddings = seed_embeddings(model, central, run)
+    return kmeans_anchors(embeddings=embeddings, num_anchors=run.num_anchors, seed=run.seed)

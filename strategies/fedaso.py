@@ -1,7 +1,7 @@
 """FedASO: relevance-weighted aggregation with per-partition anchor merging (Flower Strategy).
 
 Implements docs/SPEC.md sections 5, 6 and 10 on Flower's message API. Each training reply carries
-one ArrayRecord (the model's arrays plus the anchor set under ``fedaso.payload.ANCHORS_KEY``)
+one ArrayRecord (the model's arrays plus the anchor set under ``fedaso.wire.ANCHORS_KEY``)
 and one MetricRecord (``num-examples``, ``num-tokens``, ``mean-relevance``, ...). The model
 is averaged with weights ``w_k`` (mean relevance by default, report Eq. 7); anchor sets are
 stored per partition (the reply's source node) with their round, and merged with staleness
@@ -12,11 +12,11 @@ reply, FedASO checks each reply on its own (``strategies.replies``): a reply wit
 a missing record or key, wrong array names, shapes or dtypes, non-finite values, a metric
 that is not one finite number, a non-positive weight, a ``partition-id`` it may not speak
 for (``strategies.partitions``), or an update whose norm exceeds ``max-update-norm`` or
-``max-update-norm-ratio`` times the round's median (``fedaso.robust``) is logged, counted in
+``max-update-norm-ratio`` times the round's median (``fedaso.aso.robust``) is logged, counted in
 the round's metrics and left out; the others are aggregated, in partition order so that the
 result does not depend on the order replies arrive in. What a reply claims is clipped before
 it weighs anything (relevance to [0, 1], counts to ``max-reported-count``), and no reply
-holds more than ``max-client-share`` of the new model or anchors (``fedaso.robust``). A
+holds more than ``max-client-share`` of the new model or anchors (``fedaso.aso.robust``). A
 round with no usable reply keeps the previous global state. Under Flower's DP wrappers,
 :meth:`FedASO.admit` runs the same checks before the wrapper clips anything
 (``strategies.update_dp``). Anchor reports are stored under the partition the client
@@ -48,11 +48,13 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedaso.aggregation import (
+from fedaso.aso.aggregation import (
+    AGGREGATION_WEIGHTS,
     AnchorReport,
     PartitionAnchorStore,
     capped_average,
 )
+from fedaso.aso.robust import ReplyBounds, capped_shares, norm_outliers, update_norm
 from fedaso.privacy import (
     PrivacyAccount,
     PrivacyConfig,
@@ -60,8 +62,6 @@ from fedaso.privacy import (
     fresh_rng,
     local_release_norm_bound,
 )
-from fedaso.robust import ReplyBounds, capped_shares, norm_outliers, update_norm
-from fedaso.run_config import AGGREGATION_WEIGHTS
 from fedaso.wire import ANCHOR_EPSILON, CLIENT_EPSILONS, join_payload, split_payload
 from flower_wire.records import arrays_to_record, metric_record, record_to_arrays
 from strategies.grids import GridProxy
@@ -134,7 +134,7 @@ class FedASO(FedAvg):
     privacy : PrivacyConfig or None (default: None, no anchor DP)
         Anchor release mode (``none``, ``local``, ``central``), clip, noise and delta.
     bounds : ReplyBounds or None (default: None, nothing bounded)
-        What one reply may do (``fedaso.robust.ReplyBounds``): drop a reply whose model
+        What one reply may do (``fedaso.aso.robust.ReplyBounds``): drop a reply whose model
         update or anchor change is longer than ``max_update_norm`` or
         ``max_update_norm_ratio`` times the round's median, cap its counts at
         ``max_reported_count`` and its share of a round at ``max_client_share``. The median-relative

@@ -1,4 +1,4 @@
-"""Grid wrappers of the ServerApp: reproducible client sampling and per-round traffic.
+"""Grid wrappers of the ServerApp: each one watches or changes what passes through a grid.
 
 Flower's strategies sample clients with ``random.sample(list(grid.get_node_ids()), k)``.
 Node ids are random 64-bit integers drawn anew by every SuperLink (and every simulation),
@@ -12,18 +12,32 @@ SuperLink) each node is asked once for its ``partition-id`` (a ``query.partition
 message answered by the ClientApp).
 
 :class:`MeteredGrid` tallies the arrays carried by the messages each round: model bytes
-and anchor bytes (the reserved ``aso.`` keys of ``fedaso.payload``), sent to and received
+and anchor bytes (the reserved ``aso.`` keys of ``fedaso.wire``), sent to and received
 from the clients, counted from the ArrayRecords actually passed through the grid. It also
 sums the local steps the clients report (``num-steps``), for the rounds- and
 steps-to-target measure.
 
-Both delegate everything else to the grid they wrap, so they stack.
+Replies collected as soon as they arrive: Flower 1.42's ``HttpGrid.send_and_receive`` (the
+Deployment Engine's grid) pulls replies, then sleeps 3 s whenever some are missing, so every
+exchange of a deployed round waits on average 1.5 s, and up to 3 s, after its last reply has
+reached the SuperLink. :class:`PromptGrid` pushes the same messages and pulls the same
+replies through the wrapped grid, every ``POLL_SECONDS``; the round's time-out is kept. A
+pull is one small request to the SuperLink (the replies' ids).
+
+Fault injection, server side (a testing aid): with run-config ``fault-plan`` set (e.g.
+``"1:raise,2:nan"``, see ``fedaso.fault_plan``), :class:`FaultPlanGrid` adds a ``fault``
+ConfigRecord (``fedaso.wire.FAULT``) to the training messages of the listed partitions only;
+``clients.fault_injection`` acts on it. No client ever receives the plan itself, and a
+healthy client's messages are unchanged. Never set ``fault-plan`` in a real run.
+
+All delegate everything else to the grid they wrap (:class:`GridProxy`), so they stack.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,13 +45,18 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common import log
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedaso.fault_plan import parse_fault_plan
+from fedaso.run_config import RunConfig
 from fedaso.wire import (
+    FAULT,
+    FAULT_DELAY,
+    FAULT_KIND,
     NUM_STEPS,
     PARTITION_ID,
     PARTITION_QUERY,
@@ -360,3 +379,74 @@ def reported_steps(content: RecordDict) -> int:
         if isinstance(value, int | float) and math.isfinite(value):
             return int(value)
     return 0
+
+
+POLL_SECONDS = 0.1  # as often as Flower's in-memory grid (simulation) pulls
+
+
+class PromptGrid(GridProxy):
+    """``send_and_receive`` through the wrapped grid's push and pull, polling every 0.1 s."""
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Push ``messages``; pull their replies until all came or ``timeout`` s passed."""
+        waiting = set(self.inner.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting:
+            pulled = list(self.inner.pull_messages(waiting))
+            replies.extend(pulled)
+            waiting.difference_update(reply.metadata.reply_to_message_id for reply in pulled)
+            if not waiting or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(POLL_SECONDS)
+        return replies
+
+
+class FaultPlanGrid(GridProxy):
+    """Adds each planned fault to the training messages of its partition's node.
+
+    Parameters
+    ----------
+    inner : Grid
+        The grid to send through.
+    run : RunConfig
+        Its ``fault-plan``; a ``delay`` fault answers ``round-timeout + fault-delay``
+        seconds after the message was created.
+    partition_of : callable
+        Node id -> partition id, or None while unknown.
+    """
+
+    def __init__(
+        self, inner: Grid, run: RunConfig, partition_of: Callable[[int], int | None]
+    ) -> None:
+        super().__init__(inner)
+        self.plan = parse_fault_plan(run.fault_plan)
+        self.delay = run.round_timeout + run.fault_delay
+        self.partition_of = partition_of
+
+    def with_fault(self, message: Message) -> Message:
+        """``message``, or a copy that carries its node's planned fault."""
+        partition = self.partition_of(message.metadata.dst_node_id)
+        kind = None if partition is None else self.plan.get(partition)
+        if kind is None or message.metadata.message_type != TRAIN:
+            return message
+        fault = ConfigRecord({FAULT_KIND: kind, FAULT_DELAY: self.delay})
+        return Message(
+            content=RecordDict({**message.content, FAULT: fault}),
+            dst_node_id=message.metadata.dst_node_id,
+            message_type=message.metadata.message_type,
+            ttl=message.metadata.ttl,
+            group_id=message.metadata.group_id,
+        )
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Send and receive through the wrapped grid, faults added."""
+        return self.inner.send_and_receive(map(self.with_fault, messages), timeout=timeout)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Push through the wrapped grid, faults added."""
+        return self.inner.push_messages(map(self.with_fault, messages))

@@ -1,7 +1,7 @@
 """Which node may speak for which partition: ``partition-id`` bound on first use.
 
 A training reply says which partition it comes from (metric ``partition-id``), and FedASO
-keeps one anchor report per partition (``fedaso.aggregation.PartitionAnchorStore``). Taken
+keeps one anchor report per partition (``fedaso.aso.aggregation.PartitionAnchorStore``). Taken
 as sent, that claim would let a node speak for another site (its real replies then look
 like repeats and are dropped) or invent a new partition every round (the anchor store and
 the checkpoint grow without bound). :class:`PartitionRegistry` therefore binds

@@ -6,7 +6,7 @@ Fine-tuning rotates the states at the embedding point, so anchors that clients m
 Eq. 1 from a fixed start lose the tokens they stood for. Under ``anchors-refit`` the server
 instead re-fits the anchor set after every round: k-means over its public seed corpus,
 embedded by the new global model, warm-started from the last centroids
-(``fedaso.anchors.refit_anchors``). The anchors travel down only: clients score relevance
+(``fedaso.aso.anchors.refit_anchors``). The anchors travel down only: clients score relevance
 and project against them but neither move nor send them (``clients.client_app``), so a
 reply is the model's arrays alone, the section 5 merge is unused, and a round's upload
 carries no anchor bytes. A reply that does carry anchors is rejected like any reply whose
@@ -14,7 +14,7 @@ arrays differ from what was asked for.
 
 ``relevance-source = probe`` (:class:`ProbeFedASO`): after every round the server fits a
 logistic probe on its span-labelled public documents under the new global model
-(``fedaso.relevance_probe``) and sends its ``w`` and ``b`` with the payload, under
+(``fedaso.aso.relevance_probe``) and sends its ``w`` and ``b`` with the payload, under
 ``fedaso.wire``'s reserved probe keys. Clients score relevance with it; anchors still
 move by Eq. 1, travel up and are merged as usual, since the projection's subspace comes
 from them. Replies do not echo the probe.
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from flwr.app import Message
 
-from fedaso.aggregation import capped_average
+from fedaso.aso.aggregation import capped_average
+from fedaso.aso.relevance import RelevanceProbe
 from fedaso.privacy import PrivacyConfig
-from fedaso.relevance import RelevanceProbe
 from fedaso.wire import join_payload, split_payload, with_probe, without_probe
 from strategies.fedaso import FedASO
 from strategies.replies import ClientUpdate, parse_train_reply
@@ -49,7 +49,7 @@ class AnchorRefitFedASO(FedASO):
     ----------
     refit : AnchorFit
         The server's re-fit: given the round's aggregated model arrays and the anchors it
-        sent, the anchors to send next (``strategies.server_app.SeedCorpusRefit``).
+        sent, the anchors to send next (``strategies.factory.SeedCorpusRefit``).
     **kwargs
         As for :class:`strategies.fedaso.FedASO`.
     """
@@ -101,7 +101,7 @@ class ProbeFedASO(FedASO):
     ----------
     fit_probe : ProbeFit
         The server's fit: given the global model's arrays, the probe to send with them
-        (``strategies.server_app.PublicDocumentProbe``).
+        (``strategies.factory.PublicDocumentProbe``).
     **kwargs
         As for :class:`strategies.fedaso.FedASO`.
     """

@@ -5,7 +5,7 @@ inconsistent reply): a training reply with an error, a missing record or key, wr
 names, shapes or dtypes, non-finite values, a metric the server reads that is not a finite
 number (a list, say), or a non-positive weight is turned into a reason string here, which
 the strategy logs and counts; a usable one becomes a :class:`ClientUpdate`. What a reply
-claims is bounded before it weighs anything (``fedaso.robust.ReplyBounds``): its mean
+claims is bounded before it weighs anything (``fedaso.aso.robust.ReplyBounds``): its mean
 relevance is clipped to [0, 1], its honest range, and its counts to
 ``max-reported-count``. Evaluation replies are checked likewise. Record and metric names
 are those of ``fedaso.wire``.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Message, MetricRecord
 
-from fedaso.aggregation import client_weight, is_usable_weight
-from fedaso.robust import ReplyBounds
+from fedaso.aso.aggregation import client_weight, is_usable_weight
+from fedaso.aso.robust import ReplyBounds
 from fedaso.wire import (
     CLIENT_EPSILONS,
     COUNT_METRICS,

@@ -6,7 +6,7 @@ import numpy as np
 from flwr.app import Error, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
-from fedaso.payload import ANCHORS_KEY
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record
 
 

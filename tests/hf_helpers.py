@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from fedaso.data import dataset_texts
-from fedaso.models.random_hf import save_random_model
+from simulations.tools.random_hf import save_random_model
 
 ROOT = Path(tempfile.mkdtemp(prefix="fedaso-test-hf-"))
 

@@ -1,4 +1,4 @@
-"""The ablation variants really change local training (unit level, with fedaso.trainer)."""
+"""The ablation variants really change local training (unit level, with fedaso.training.trainer)."""
 
 import argparse
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedaso.data import TensorSplit
-from fedaso.trainer import train_local
+from fedaso.training.trainer import train_local
 from simulations.ablate import ABLATIONS, FULL
 from simulations.engine import add_run_flags
 from simulations.experiment import add_experiment_flags, plan_runs

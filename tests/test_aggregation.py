@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from fedaso.aggregation import AnchorReport, PartitionAnchorStore, client_weight, weighted_average
+from fedaso.aso.aggregation import (
+    AnchorReport,
+    PartitionAnchorStore,
+    client_weight,
+    weighted_average,
+)
 
 
 def test_client_weight_kinds():

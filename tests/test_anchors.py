@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.anchors import ema_update_towards, kmeans_anchors
-from fedaso.relevance import score_tokens
+from fedaso.aso.anchors import ema_update_towards, kmeans_anchors
+from fedaso.aso.relevance import score_tokens
 
 
 def test_ema_update_matches_loop_reference():

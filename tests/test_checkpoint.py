@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.initial_files import load_anchors_file, load_model_file
 from fedaso.run_config import RunConfig
-from strategies.server_app import load_initial_files
+from strategies.initial_files import load_anchors_file, load_initial_files, load_model_file
 
 RUN = RunConfig(model_width=16, model_heads=2, model_layers=1, seq_len=16, num_anchors=4,
                 subspace_rank=2)  # fmt: skip

@@ -11,8 +11,9 @@ from flwr.app.metadata import Metadata
 from clients.client_app import app, node_partition
 from clients.policy import SITE_POLICY_KEY
 from clients.state import STATE_DIR_KEY, load_state, partition_directory, state_root
-from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
+from fedaso.models.arrays import model_to_arrays
 from fedaso.run_config import SERVER_ONLY_KEYS, ClientConfig, RunConfig
+from fedaso.wire import ANCHORS_KEY, join_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
 
 RUN_KEY = "test-run"

@@ -21,8 +21,8 @@ import torch
 from benchmarks.client_round import clear_process_caches, node_context, train_message
 from clients.client_app import app
 from fedaso.models import LoraSettings, ModelSpec, build_model
+from fedaso.models.arrays import model_to_arrays
 from fedaso.models.cache import source_identity
-from fedaso.payload import model_to_arrays
 from fedaso.privacy import SEEDED_SAMPLING_ENV
 from fedaso.run_config import RunConfig
 from flower_wire.records import record_to_arrays

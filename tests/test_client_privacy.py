@@ -9,11 +9,13 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from opacus.accountants import RDPAccountant
 
 from clients.client_app import app, client_seed
-from fedaso.anchors import local_centroids
+from fedaso.aso.anchors import local_centroids
 from fedaso.data import load_partition
-from fedaso.payload import ANCHORS_KEY, load_model_arrays, model_to_arrays, split_payload
+from fedaso.models.arrays import load_model_arrays, model_to_arrays
 from fedaso.privacy import RELEVANCE_FLOOR, clip_frobenius
-from fedaso.trainer import embed, train_local
+from fedaso.training.evaluate import embed
+from fedaso.training.trainer import train_local
+from fedaso.wire import ANCHORS_KEY, split_payload
 from flower_wire.records import record_to_arrays
 from tests.test_client_app import RUN as BASE_RUN
 from tests.test_client_app import context, instruction, kept_anchors

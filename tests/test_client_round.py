@@ -10,7 +10,7 @@ import torch
 
 from benchmarks import client_round
 from fedaso.config import ASOConfig
-from fedaso.trainer import train_local
+from fedaso.training.trainer import train_local
 
 
 def test_client_round_prints_setup_rounds_and_ratios(capsys):

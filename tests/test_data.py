@@ -367,9 +367,9 @@ def test_partitions_are_cached_on_disk_and_read_back_without_flwr_datasets(tmp_p
 def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDASO_CACHE_DIR", str(tmp_path))
     base = DataConfig(num_partitions=5, seed=1)
-    corpus = corpora._corpus_of(base)
+    corpus = corpora.corpus_of(base)
     paths = {
-        partition.partition_cache_path(config, corpora._corpus_of(config))
+        partition.partition_cache_path(config, corpora.corpus_of(config))
         for config in (
             base,
             dataclasses.replace(base, seed=2),
@@ -387,8 +387,8 @@ def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp
         "[[1], [2], [3], [4], [9999]]",
     ):
         path.write_text(bad)
-        partition._partition_rows.cache_clear()
-        assert partition._partition_rows(base) == want
+        partition.partition_rows.cache_clear()
+        assert partition.partition_rows(base) == want
         assert partition._read_partition_cache(path, 5, len(corpus.labels)) == want  # rewritten
     monkeypatch.setenv("FEDASO_CACHE_DIR", "")
     assert partition.partition_cache_path(base, corpus) is None

@@ -13,13 +13,9 @@ from fedaso.data import TensorSplit, load_partition
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
 from fedaso.run_config import RunConfig
-from fedaso.trainer import (
-    EmbeddingCapture,
-    _ASOState,
-    per_token_losses,
-    scored_tokens,
-    train_local,
-)
+from fedaso.training.aso_state import ASOState
+from fedaso.training.batches import EmbeddingCapture, per_token_losses, scored_tokens
+from fedaso.training.trainer import train_local
 
 ASO = ASOConfig(num_anchors=6, subspace_rank=3, aso_lambda=1.0, aso_tau=0.2)
 
@@ -45,7 +41,7 @@ def test_reference_models_pass_opacus_validation(model):
 def aso_gradients(model, inputs, targets, anchors, *, point, per_sample):
     """Gradients of the ASO loss, either plain ``.grad`` or Opacus' summed per-sample grads."""
     forward = GradSampleModule(model) if per_sample else model
-    state = _ASOState(anchors, ASO)
+    state = ASOState(anchors, ASO)
     with EmbeddingCapture(point) as capture:
         losses = per_token_losses(forward(inputs), targets)
         weighted, _ = state.weight_losses(capture.output, losses, scored_tokens(targets))

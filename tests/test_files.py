@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fedaso.data import DataConfig, load_central, load_partition
-from fedaso.files import instruction_sequence, render_prompt
-from fedaso.tokens import BYTES, IGNORE_INDEX, load_codec
+from fedaso.data.files import instruction_sequence, render_prompt
+from fedaso.data.tokens import BYTES, IGNORE_INDEX, load_codec
 from tests.hf_helpers import tiny_hf_model
 
 RECORDS = [

@@ -31,9 +31,11 @@ from hypothesis.extra import numpy as hnp
 
 from clients.client_app import load_job
 from clients.policy import PolicyRefusalError, SitePolicy, count_parameters, data_path
-from fedaso.payload import ANCHORS_KEY, join_payload, model_to_arrays
-from fedaso.robust import MAX_REPORTED_COUNT, ReplyBounds
-from fedaso.run_config import AGGREGATION_WEIGHTS, ClientConfig, RunConfig
+from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
+from fedaso.aso.robust import MAX_REPORTED_COUNT, ReplyBounds
+from fedaso.models.arrays import model_to_arrays
+from fedaso.run_config import ClientConfig, RunConfig
+from fedaso.wire import ANCHORS_KEY, join_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import payload, reply_metadata, train_reply

@@ -9,7 +9,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
 from clients.client_app import app
-from fedaso.payload import ANCHORS_KEY
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record
 from strategies.grids import (
     PARTITION_QUERY,

@@ -4,22 +4,17 @@ import numpy as np
 import pytest
 import torch
 
+from fedaso.aso.relevance import relevance_scores
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import TensorSplit
+from fedaso.data.tokens import IGNORE_INDEX
 from fedaso.models import HFCausalLM, LoraSettings, ModelSpec, build_model
-from fedaso.payload import exchanged_names, load_model_arrays, model_to_arrays
+from fedaso.models.arrays import exchanged_names, load_model_arrays, model_to_arrays
 from fedaso.privacy import DPSGDConfig
-from fedaso.relevance import relevance_scores
-from fedaso.tokens import IGNORE_INDEX
-from fedaso.trainer import (
-    EmbeddingCapture,
-    _ASOState,
-    embed,
-    evaluate,
-    per_token_losses,
-    scored_tokens,
-    train_local,
-)
+from fedaso.training.aso_state import ASOState
+from fedaso.training.batches import EmbeddingCapture, per_token_losses, scored_tokens
+from fedaso.training.evaluate import embed, evaluate
+from fedaso.training.trainer import train_local
 from tests.hf_helpers import tiny_hf_model
 
 ASO = ASOConfig(num_anchors=6, subspace_rank=3, aso_tau=0.3, aso_lambda=0.7)
@@ -58,7 +53,7 @@ def test_projection_on_a_lora_model_matches_a_per_token_reference():
     model = hf("llama", peft="lora", r=2, alpha=4, dropout=0.0)
     inputs, targets = batch()
     anchors = torch.randn(6, model.embedding_width, generator=torch.Generator().manual_seed(2))
-    state = _ASOState(anchors, ASO)
+    state = ASOState(anchors, ASO)
     params = [p for p in model.parameters() if p.requires_grad]
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)

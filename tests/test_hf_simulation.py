@@ -9,8 +9,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from clients.client_app import app
-from fedaso.payload import ANCHORS_KEY, load_model_arrays
+from fedaso.models.arrays import load_model_arrays
 from fedaso.run_config import RunConfig
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
 from tests.hf_helpers import tiny_hf_model

@@ -6,34 +6,35 @@ import numpy as np
 import pytest
 import torch
 
+from fedaso.aso.relevance import relevance_scores
 from fedaso.data import DataConfig, load_central
-from fedaso.data.corpora import _fact_probe, _lm_corpus, _text_corpus
-from fedaso.data.facts import _facts_world, _world
+from fedaso.data.corpora import text_corpus_of
+from fedaso.data.facts import client_and_public_entities, facts_world
+from fedaso.data.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
+from fedaso.data.windows import eval_fact_probe, lm_corpus
 from fedaso.models import build_model
-from fedaso.probe import auroc, relevance_by_token_kind
-from fedaso.relevance import relevance_scores
 from fedaso.run_config import SERVER_ONLY_KEYS, RunConfig
-from fedaso.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
-from fedaso.trainer import embed
+from fedaso.training.evaluate import embed
+from fedaso.training.fact_relevance import auroc, relevance_by_token_kind
 from tests.hf_helpers import tiny_hf_model
 
 
 def test_public_entities_share_nothing_with_the_clients_and_leave_them_unchanged():
-    private, public = _world(3, 6)
-    assert _facts_world(3, 6) == private
+    private, public = client_and_public_entities(3, 6)
+    assert facts_world(3, 6) == private
     assert len(public) == len(private)
     private_words = {e.name for e in private} | {v for e in private for v in e.values}
     invented = {e.name for e in public} | {v for e in public for v in e.values}
     # Invented values never repeat; choice values (professions, pets, ...) may.
     assert not {e.name for e in public} & private_words
     assert not (invented - {v for e in public for v in e.values}) & private_words
-    corpus = _text_corpus("facts", 3, 6)
+    corpus = text_corpus_of("facts", 3, 6)
     for text, _ in corpus.knowledge:
         assert not any(entity.name in text for entity in private)
 
 
 def test_eval_fact_spans_cover_exactly_the_values():
-    corpus = _text_corpus("facts:b", 1, 5)
+    corpus = text_corpus_of("facts:b", 1, 5)
     answers = sorted(p.answer.strip(" .") for p in corpus.recall_prompts)
     stated = sorted(
         text[a:b]
@@ -55,8 +56,8 @@ def _reference_fact_mask(texts, spans_per_text, seq_len, stride=None):
 
 
 def test_fact_probe_splits_targets_like_a_character_reference():
-    corpus = _text_corpus("facts", 0, 4)
-    probe = _fact_probe(corpus, 32, BYTES)
+    corpus = text_corpus_of("facts", 0, 4)
+    probe = eval_fact_probe(corpus, 32, BYTES)
     expected = _reference_fact_mask(corpus.eval_texts, corpus.eval_fact_spans, 32)
     assert torch.equal(probe.fact.targets != IGNORE_INDEX, expected)
     assert torch.equal(probe.filler.targets != IGNORE_INDEX, ~expected)
@@ -67,9 +68,9 @@ def test_fact_probe_splits_targets_like_a_character_reference():
 
 @pytest.mark.parametrize("stride", [8, 33])
 def test_training_windows_carry_fact_targets_like_a_character_reference(stride):
-    corpus = _text_corpus("facts", 0, 4)
+    corpus = text_corpus_of("facts", 0, 4)
     rows = [1, 4, 5, 9]
-    train = _lm_corpus(corpus, 32, BYTES).rows_to_split(rows, stride)
+    train = lm_corpus(corpus, 32, BYTES).rows_to_split(rows, stride)
     documents = [corpus.pool[row] for row in rows]
     expected = _reference_fact_mask(
         [d.text for d in documents], [d.fact_spans for d in documents], 32, stride
@@ -90,8 +91,8 @@ def test_relevance_source_oracle_needs_facts():
 def test_fact_probe_with_a_bpe_tokenizer_marks_the_value_words():
     source = tiny_hf_model("llama")
     codec = load_codec(source)
-    corpus = _text_corpus("facts", 0, 12)
-    probe = _fact_probe(corpus, 48, codec)
+    corpus = text_corpus_of("facts", 0, 12)
+    probe = eval_fact_probe(corpus, 48, codec)
     values = {word for p in corpus.recall_prompts for word in p.answer.strip(" .").split()}
     fact_ids = probe.fact.targets[probe.fact.targets != IGNORE_INDEX].tolist()
     assert fact_ids

@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.payload import (
-    ANCHORS_KEY,
-    join_payload,
-    load_model_arrays,
-    model_to_arrays,
-    split_payload,
-)
+from fedaso.models.arrays import load_model_arrays, model_to_arrays
+from fedaso.wire import ANCHORS_KEY, join_payload, split_payload
 
 
 def test_join_and_split_round_trip_keeps_order_and_values():

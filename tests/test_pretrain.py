@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedaso.data import dataset_texts
-from fedaso.pretraining import (
+from simulations.pretrain import main
+from simulations.tools.pretraining import (
     METADATA_FILE,
     PretrainConfig,
     learning_rate,
@@ -16,7 +17,6 @@ from fedaso.pretraining import (
     split_held_out,
     token_windows,
 )
-from simulations.pretrain import main
 
 TINY = ["--width", "16", "--layers", "1", "--heads", "2", "--vocab-size", "300",
         "--seq-len", "16", "--steps", "6", "--warmup", "1", "--batch-size", "4",

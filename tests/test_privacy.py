@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
-from fedaso.anchors import federated_kmeans, kmeans_anchors, local_centroids
+from fedaso.aso.anchors import federated_kmeans, kmeans_anchors, local_centroids
 from fedaso.privacy import (
     RELEVANCE_FLOOR,
     PrivacyAccount,

@@ -12,14 +12,15 @@ from flwr.serverapp.strategy import (
 )
 from opacus.accountants import RDPAccountant
 
-from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import SEEDED_SAMPLING_ENV
 from fedaso.run_config import RunConfig
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer, usable_centroids, wait_for_nodes
+from strategies.factory import build_strategy
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, RoundTraffic
-from strategies.server_app import build_strategy, seed_client_sampling
+from strategies.server_app import seed_client_sampling
 from strategies.update_dp import (
     UpdateDPAccounting,
     build_update_dp,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
-from fedaso.payload import ANCHORS_KEY
+from fedaso.aso.robust import ReplyBounds
 from fedaso.privacy import PrivacyConfig
-from fedaso.robust import ReplyBounds
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import record_to_arrays
 from strategies.fedaso import CENTRAL_RELEASES, FedASO
 from tests.flower_helpers import error_reply, metrics, payload, train_reply

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
+from fedaso.aso.projection import project_gradient, projection_weights, semantic_subspace
+from fedaso.aso.relevance import relevance_scores
 from fedaso.config import ASOConfig
 from fedaso.models import TinyLM, TinyLMConfig
-from fedaso.projection import project_gradient, projection_weights, semantic_subspace
-from fedaso.relevance import relevance_scores
-from fedaso.trainer import EmbeddingCapture, _ASOState, per_token_losses, scored_tokens
+from fedaso.training.aso_state import ASOState
+from fedaso.training.batches import EmbeddingCapture, per_token_losses, scored_tokens
 
 
 def test_subspace_is_orthonormal_and_matches_numpy_svd():
@@ -91,7 +92,7 @@ def test_hook_matches_brute_force_per_token_reference(low_relevance):
         project_low_relevance=low_relevance,
     )  # fmt: skip
     anchors = torch.randn(6, 8)
-    state = _ASOState(anchors, aso)
+    state = ASOState(anchors, aso)
 
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)
@@ -105,7 +106,7 @@ def test_hook_matches_brute_force_per_token_reference(low_relevance):
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-4)
     # The projection must matter: the same weighted loss without it moves upstream grads.
-    unprojected = _ASOState(anchors, ASOConfig(**{**aso.__dict__, "project_gradients": False}))
+    unprojected = ASOState(anchors, ASOConfig(**{**aso.__dict__, "project_gradients": False}))
     model.zero_grad()
     with EmbeddingCapture(model.embedding_point) as capture:
         losses = per_token_losses(model(inputs), targets)

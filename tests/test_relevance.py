@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fedaso.relevance import (
+from fedaso.aso.relevance import (
     column_max,
     cosine_similarities,
     literal_eq3_scores,

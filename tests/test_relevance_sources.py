@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.anchors import refit_anchors
+from fedaso.aso.anchors import refit_anchors
+from fedaso.aso.relevance import RelevanceProbe
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import load_central, load_partition
-from fedaso.payload import ANCHORS_KEY
 from fedaso.privacy import PrivacyConfig
-from fedaso.probe import auroc
-from fedaso.relevance import RelevanceProbe
-from fedaso.relevance_probe import fit_relevance_probe
 from fedaso.run_config import RunConfig
-from fedaso.trainer import embed, train_local
-from fedaso.wire import PROBE_BIAS_KEY, PROBE_WEIGHT_KEY, probe_of, with_probe
+from fedaso.training.evaluate import embed
+from fedaso.training.fact_relevance import auroc, fit_probe_on_public
+from fedaso.training.trainer import train_local
+from fedaso.wire import ANCHORS_KEY, PROBE_BIAS_KEY, PROBE_WEIGHT_KEY, probe_of, with_probe
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
 from simulations.probe import probe_run
@@ -109,7 +108,7 @@ def tiny_probe_setting():
 def test_probe_fit_on_public_documents_tells_their_fact_tokens_apart():
     _, central, model = tiny_probe_setting()
     public = central.public_fact_probe
-    probe = fit_relevance_probe(model, public, seed=0)
+    probe = fit_probe_on_public(model, public, seed=0)
     fact, other = (embed(model, split) for split in (public.fact, public.filler))
     assert probe.weight.shape == (fact.shape[1],)
     # s = sigmoid(w . e + b), by hand.
@@ -150,7 +149,7 @@ def test_probe_travels_under_its_reserved_keys_and_only_down():
 
 def test_probe_scores_are_the_relevance_of_local_training():
     run, central, model = tiny_probe_setting()
-    probe = fit_relevance_probe(model, central.public_fact_probe, seed=0)
+    probe = fit_probe_on_public(model, central.public_fact_probe, seed=0)
     data = central.eval
     before = probe.scores(torch.from_numpy(embed(model, data))).mean().item()
     aso = ASOConfig(num_anchors=16, subspace_rank=4, relevance_source="probe")

@@ -1,7 +1,7 @@
 """Faults, time-outs and restarts in real federations on Flower's simulation engine (Ray).
 
 The misbehaving clients are real ClientApps told by run-config ``fault-plan`` (a testing
-aid, ``clients.faults``) to raise, answer late, or send garbage.
+aid, ``clients.fault_injection``) to raise, answer late, or send garbage.
 """
 
 import numpy as np

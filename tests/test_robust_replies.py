@@ -1,6 +1,6 @@
 """Bad replies never poison or stop a round: dtypes, norms, counts, partitions, evaluation.
 
-Real Flower messages; the spoiled replies come from ``clients.faults.spoil``, the same code
+Real Flower messages; the spoiled replies come from ``clients.fault_injection.spoil``, the same code
 the fault-injection mod runs inside real ClientApps.
 """
 
@@ -13,10 +13,16 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.faults import NORM_FACTOR, spoil
-from fedaso.aggregation import weighted_average
-from fedaso.faults import FAULT_KINDS, LYING_KINDS, parse_fault_plan
-from fedaso.robust import MAX_REPORTED_COUNT, ReplyBounds, capped_shares, norm_outliers, update_norm
+from clients.fault_injection import NORM_FACTOR, spoil
+from fedaso.aso.aggregation import weighted_average
+from fedaso.aso.robust import (
+    MAX_REPORTED_COUNT,
+    ReplyBounds,
+    capped_shares,
+    norm_outliers,
+    update_norm,
+)
+from fedaso.fault_plan import FAULT_KINDS, LYING_KINDS, parse_fault_plan
 from fedaso.run_config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays

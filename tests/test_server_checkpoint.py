@@ -13,8 +13,8 @@ from flwr.serverapp.strategy import (
     Result,
 )
 
-from fedaso.payload import ANCHORS_KEY
 from fedaso.run_config import RunConfig
+from fedaso.wire import ANCHORS_KEY
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, RoundTraffic
 from strategies.server_state import (

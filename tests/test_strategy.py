@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord
 
-from fedaso.payload import ANCHORS_KEY
+from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
 from tests.flower_helpers import error_reply, metrics, payload, train_reply

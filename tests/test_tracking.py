@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedaso.run_config import RunConfig
-from fedaso.tracking import check_backend_installed, tracking_of
+from strategies.tracking import check_backend_installed, tracking_of
 
 
 def test_bad_tracking_values_name_the_key():

@@ -7,10 +7,12 @@ import torch
 
 from fedaso.config import ASOConfig, TrainConfig
 from fedaso.data import RecallPrompt, TensorSplit, decode_bytes, encode_text
-from fedaso.data.corpora import _lm_corpus, _text_corpus
+from fedaso.data.corpora import text_corpus_of
+from fedaso.data.tokens import BYTES
+from fedaso.data.windows import lm_corpus
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
-from fedaso.tokens import BYTES
-from fedaso.trainer import evaluate, fact_recall, train_local
+from fedaso.training.evaluate import evaluate, fact_recall
+from fedaso.training.trainer import train_local
 
 LM = TinyLMConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16)
 
@@ -61,7 +63,7 @@ def test_each_aso_mechanism_changes_training(change):
 
 def facts_split(seq_len=16):
     """Byte windows of a few facts training documents, with their fact targets."""
-    return _lm_corpus(_text_corpus("facts", 0, 2), seq_len, BYTES).rows_to_split(range(6), 17)
+    return lm_corpus(text_corpus_of("facts", 0, 2), seq_len, BYTES).rows_to_split(range(6), 17)
 
 
 def test_oracle_relevance_is_the_fact_indicator_in_eq4_and_the_reported_mean():

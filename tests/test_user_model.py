@@ -6,7 +6,7 @@ import torch
 from custom_models.user_model import ByteGRU
 from fedaso.data import load_partition
 from fedaso.run_config import RunConfig
-from fedaso.trainer import train_local
+from fedaso.training.trainer import train_local
 
 
 def test_user_factory_model_trains_with_aso():

@@ -15,15 +15,18 @@ Every dataset is available without any download:
 * ``text:PATH``: a folder of ``.txt`` files; each top-level file or top-level sub-folder is one
   site (natural partition).
 * ``file:PATH``: a JSON, JSON Lines, CSV or Parquet file of text or instruction records
-  (``fedaso.files``), partitioned naturally by a column with ``natural:COLUMN``.
+  (``fedaso.data.files``), partitioned naturally by a column with ``natural:COLUMN``.
 
 The package's modules: ``config`` (``DataConfig`` and the names it accepts), ``splits`` (the
-shapes data takes), ``corpora`` (pydoc, text folders, digits, data files, windowing),
-``facts`` (the generated corpus) and ``partition`` (flwr-datasets partitioning and its
-on-disk cache). This module is the API: :func:`load_partition` and :func:`load_central`.
+shapes data takes), ``corpora`` (which corpus a dataset gives; data files, digits),
+``texts`` (pydoc, text folders, the held-out split), ``windows`` (token windows and fact
+masks), ``facts`` and ``fact_domains`` (the generated corpus), ``tokens`` (bytes or a
+tokenizer), ``files`` (``file:PATH`` records) and ``partition`` (flwr-datasets
+partitioning and its on-disk cache). This module is the API: :func:`load_partition` and
+:func:`load_central`.
 
 Language-model (``lm``) data is encoded by the data config's ``tokenizer``: UTF-8 bytes for
-the reference model, or an ``hf:`` model's own tokenizer (``fedaso.tokens``). Documents are
+the reference model, or an ``hf:`` model's own tokenizer (``fedaso.data.tokens``). Documents are
 joined by newlines, encoded and cut into windows of ``seq_len + 1`` tokens; an instruction
 record is one right-padded sequence whose prompt and padding carry no loss. Partitions come from
 flwr-datasets partitioners applied to an in-memory table of the pooled documents; each
@@ -49,22 +52,22 @@ from fedaso.data.config import (
     TEXT_PREFIX,
     VOCAB_SIZE,
     DataConfig,
-    _dataset_kind,
-    _is_int,
+    dataset_kind,
     group_column,
     is_dataset_name,
+    is_int,
     task_of,
 )
-from fedaso.data.corpora import _corpus_of, _text_corpus
+from fedaso.data.corpora import corpus_of, text_corpus_of
 from fedaso.data.partition import (
     CACHE_DIR_VARIABLE,
     PARTITION_CACHE_VERSION,
-    _partition_rows,
-    _train_test_rows,
     partition_cache_path,
+    partition_rows,
+    train_test_rows,
 )
 from fedaso.data.splits import CentralData, ClientData, FactProbe, RecallPrompt, TensorSplit
-from fedaso.tokens import BYTES, encode
+from fedaso.data.tokens import BYTES, encode
 
 __all__ = [
     "ANCHOR_SEEDS",
@@ -119,14 +122,14 @@ def load_partition(config: DataConfig, partition_id: int) -> ClientData:
         ``num_partitions`` partitions, or the partition is too small for one training window.
     """
     require(
-        _is_int(partition_id) and 0 <= partition_id < config.num_partitions,
+        is_int(partition_id) and 0 <= partition_id < config.num_partitions,
         "partition_id",
         partition_id,
         f"must be an integer in [0, num_partitions={config.num_partitions})",
     )
-    corpus = _corpus_of(config)
-    rows = _partition_rows(config)[partition_id]
-    train_rows, test_rows = _train_test_rows(rows, config, partition_id)
+    corpus = corpus_of(config)
+    rows = partition_rows(config)[partition_id]
+    train_rows, test_rows = train_test_rows(rows, config, partition_id)
     # Overlapping training windows show every fact at several positions of the context;
     # held-out windows stay disjoint so that no byte is scored twice.
     train = corpus.rows_to_split(train_rows, config.window_stride or config.seq_len + 1)
@@ -141,7 +144,7 @@ def load_partition(config: DataConfig, partition_id: int) -> ClientData:
 
 def load_central(config: DataConfig) -> CentralData:
     """The server's data; it depends only on dataset, seed, seq_len and facts_entities."""
-    corpus = _corpus_of(config)
+    corpus = corpus_of(config)
     return CentralData(
         task=corpus.task,
         seed_corpus=corpus.seed_corpus,
@@ -154,12 +157,12 @@ def load_central(config: DataConfig) -> CentralData:
 
 def dataset_texts(dataset: str, *, seed: int = 0, facts_entities: int = 40) -> list[str]:
     """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on."""
-    kind = _dataset_kind(dataset)
+    kind = dataset_kind(dataset)
     require(
         kind in ("facts", "pydoc", "text"),
         "dataset",
         dataset,
         "must be a text dataset: facts, facts:a, facts:b, pydoc or text:PATH",
     )
-    corpus = _text_corpus(dataset, seed, facts_entities)
+    corpus = text_corpus_of(dataset, seed, facts_entities)
     return [d.text for d in corpus.pool] + list(corpus.eval_texts) + list(corpus.seed_texts)

@@ -10,15 +10,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
 
 from fedaso.config import is_finite_number, require
-from fedaso.files import FILE_PREFIX
-from fedaso.tokens import BYTE_VOCAB_SIZE
-
-if TYPE_CHECKING:
-    pass
-
+from fedaso.data.files import FILE_PREFIX
+from fedaso.data.tokens import BYTE_VOCAB_SIZE
 
 VOCAB_SIZE = BYTE_VOCAB_SIZE  # byte-level LM
 DIGITS_NUM_FEATURES = 64  # 8x8 pixels
@@ -37,21 +32,19 @@ FACTS_DOMAINS = {"facts": ("a", "b"), "facts:a": ("a",), "facts:b": ("b",)}
 TEXT_PREFIX = "text:"
 
 # Held-out shares of pydoc's documents and of each text site's paragraphs.
-_EVAL_FRACTION = 0.10
-_SEED_FRACTION = 0.05
+EVAL_FRACTION = 0.10
+SEED_FRACTION = 0.05
 # digits holds out more for eval: its rows are single samples, not long documents.
-_DIGITS_EVAL_FRACTION = 0.15
-_DIGITS_SEED_FRACTION = 0.05
+DIGITS_EVAL_FRACTION = 0.15
+DIGITS_SEED_FRACTION = 0.05
 # A text site with fewer paragraphs than this is cut into this many slices by size instead.
-_MIN_SITE_PIECES = 20
+MIN_SITE_PIECES = 20
 # Consecutive paragraphs are merged into documents of at least this many characters, so
 # that a row carries enough bytes for a few LM windows.
-_DOCUMENT_CHARS = 1000
+DOCUMENT_CHARS = 1000
 # Dirichlet resamples until every partition has this many rows: one to train on, one to test.
-_MIN_PARTITION_ROWS = 2
-_FACTS_GROUPS = 8  # continents (domain A) and families (domain B) per domain
-
-_Item = TypeVar("_Item")
+MIN_PARTITION_ROWS = 2
+FACTS_GROUPS = 8  # continents (domain A) and families (domain B) per domain
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.dataset, str) and _dataset_kind(self.dataset) is not None,
+            isinstance(self.dataset, str) and dataset_kind(self.dataset) is not None,
             "dataset",
             self.dataset,
             f"must be one of {DATASETS_ALLOWED}",
@@ -80,7 +73,7 @@ class DataConfig:
             isinstance(self.partitioner, str)
             and (
                 self.partitioner in ("iid", "natural")
-                or _dirichlet_alpha(self.partitioner) is not None
+                or dirichlet_alpha(self.partitioner) is not None
                 or bool(group_column(self.partitioner))
             ),
             "partitioner",
@@ -88,13 +81,13 @@ class DataConfig:
             f"must be one of {PARTITIONERS_ALLOWED}",
         )
         require(
-            not group_column(self.partitioner) or _dataset_kind(self.dataset) == "file",
+            not group_column(self.partitioner) or dataset_kind(self.dataset) == "file",
             "partitioner",
             self.partitioner,
             f"natural:COLUMN partitions file: datasets; dataset={self.dataset!r} has no columns",
         )
         require(
-            not (self.partitioner == "natural" and _dataset_kind(self.dataset) == "file"),
+            not (self.partitioner == "natural" and dataset_kind(self.dataset) == "file"),
             "partitioner",
             self.partitioner,
             "a file: dataset partitions naturally by a column: use natural:COLUMN",
@@ -107,7 +100,7 @@ class DataConfig:
             f"must be one of {', '.join(ANCHOR_SEEDS)}",
         )
         require(
-            self.anchor_seed == "generic" or _dataset_kind(self.dataset) == "facts",
+            self.anchor_seed == "generic" or dataset_kind(self.dataset) == "facts",
             "anchor-seed",
             self.anchor_seed,
             f"knowledge seeds anchors with facts about public entities; dataset={self.dataset!r} "
@@ -120,13 +113,13 @@ class DataConfig:
             "digits has no natural partition id; use iid or dirichlet:ALPHA",
         )
         require(
-            _is_int(self.num_partitions) and self.num_partitions >= 1,
+            is_int(self.num_partitions) and self.num_partitions >= 1,
             "num-partitions",
             self.num_partitions,
             "must be an integer >= 1",
         )
         require(
-            _is_int(self.seq_len) and self.seq_len >= 2,
+            is_int(self.seq_len) and self.seq_len >= 2,
             "seq-len",
             self.seq_len,
             "must be an integer >= 2",
@@ -137,15 +130,15 @@ class DataConfig:
             self.test_fraction,
             "must be a number in [0, 1)",
         )
-        require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "must be an integer >= 0")
+        require(is_int(self.seed) and self.seed >= 0, "seed", self.seed, "must be an integer >= 0")
         require(
-            _is_int(self.facts_entities) and self.facts_entities >= 2,
+            is_int(self.facts_entities) and self.facts_entities >= 2,
             "facts-entities",
             self.facts_entities,
             "must be an integer >= 2",
         )
         require(
-            _is_int(self.window_stride) and 0 <= self.window_stride <= self.seq_len + 1,
+            is_int(self.window_stride) and 0 <= self.window_stride <= self.seq_len + 1,
             "window-stride",
             self.window_stride,
             f"must be an integer in [0, seq-len + 1 = {self.seq_len + 1}] (0: disjoint windows)",
@@ -154,12 +147,12 @@ class DataConfig:
 
 def is_dataset_name(dataset: object) -> bool:
     """True if ``dataset`` names a built-in dataset or has the form ``text:PATH``."""
-    return _dataset_kind(dataset) is not None
+    return dataset_kind(dataset) is not None
 
 
 def task_of(dataset: str) -> str:
     """``"classify"`` for digits, ``"lm"`` for every text dataset."""
-    kind = _dataset_kind(dataset)
+    kind = dataset_kind(dataset)
     require(kind is not None, "dataset", dataset, f"must be one of {DATASETS_ALLOWED}")
     return "classify" if kind == "digits" else "lm"
 
@@ -168,11 +161,11 @@ def task_of(dataset: str) -> str:
 # Config parsing
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _dataset_kind(dataset: object) -> str | None:
+def dataset_kind(dataset: object) -> str | None:
     """``"facts"``, ``"pydoc"``, ``"digits"`` or ``"text"``; None for an unknown name."""
     if not isinstance(dataset, str):
         return None
@@ -194,7 +187,7 @@ def group_column(partitioner: str) -> str:
     return partitioner.removeprefix(NATURAL_PREFIX).strip()
 
 
-def _dirichlet_alpha(partitioner: str) -> float | None:
+def dirichlet_alpha(partitioner: str) -> float | None:
     """ALPHA of ``"dirichlet:ALPHA"``; None unless ``partitioner`` has that form, ALPHA > 0."""
     kind, _, value = partitioner.partition(":")
     if kind != "dirichlet":
@@ -206,6 +199,6 @@ def _dirichlet_alpha(partitioner: str) -> float | None:
     return alpha if math.isfinite(alpha) and alpha > 0 else None
 
 
-def _rng(*salt: object) -> random.Random:
+def seeded_rng(*salt: object) -> random.Random:
     """A private generator per purpose; str seeds hash with SHA-512, stable across processes."""
     return random.Random(":".join(str(part) for part in salt))

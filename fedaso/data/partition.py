@@ -16,9 +16,15 @@ if TYPE_CHECKING:
     import datasets
     from flwr_datasets.partitioner import Partitioner
 
-from fedaso.data.config import _MIN_PARTITION_ROWS, DataConfig, _dirichlet_alpha, _rng, group_column
-from fedaso.data.corpora import _corpus_of
-from fedaso.data.splits import _Corpus
+from fedaso.data.config import (
+    MIN_PARTITION_ROWS,
+    DataConfig,
+    dirichlet_alpha,
+    group_column,
+    seeded_rng,
+)
+from fedaso.data.corpora import corpus_of
+from fedaso.data.splits import Corpus
 
 # ---------------------------------------------------------------------------------------
 # Partitioning
@@ -30,14 +36,14 @@ CACHE_DIR_VARIABLE = "FEDASO_CACHE_DIR"  # "" turns the on-disk partition cache 
 
 
 @functools.lru_cache(maxsize=8)
-def _partition_rows(config: DataConfig) -> tuple[tuple[int, ...], ...]:
+def partition_rows(config: DataConfig) -> tuple[tuple[int, ...], ...]:
     """Pool row indices of every partition, from the flwr-datasets partitioner.
 
     Every client process needs them, and importing flwr-datasets costs each process about
     two seconds (its package imports its plotting helpers), so the result is also cached on
     disk (:func:`partition_cache_path`), keyed by everything it depends on.
     """
-    corpus = _corpus_of(config)
+    corpus = corpus_of(config)
     _check_partition_count(config, corpus)
     path = partition_cache_path(config, corpus)
     cached = _read_partition_cache(path, config.num_partitions, len(corpus.labels))
@@ -48,7 +54,7 @@ def _partition_rows(config: DataConfig) -> tuple[tuple[int, ...], ...]:
     return rows
 
 
-def partition_cache_path(config: DataConfig, corpus: _Corpus) -> Path | None:
+def partition_cache_path(config: DataConfig, corpus: Corpus) -> Path | None:
     """The cache file of ``config``'s partition rows, or None when caching is off.
 
     The directory is ``$FEDASO_CACHE_DIR`` (empty: off), else ``$XDG_CACHE_HOME/fedaso`` or
@@ -115,7 +121,7 @@ def _write_partition_cache(path: Path | None, rows: tuple[tuple[int, ...], ...])
 
 
 def _partition_with_flwr_datasets(
-    config: DataConfig, corpus: _Corpus
+    config: DataConfig, corpus: Corpus
 ) -> tuple[tuple[int, ...], ...]:
     """Run the flwr-datasets partitioner of ``config`` over the corpus's pool."""
     partitioner = _make_partitioner(config)
@@ -134,14 +140,14 @@ def _partition_with_flwr_datasets(
         # Only Dirichlet fails here, after its resampling budget leaves a partition too small.
         raise ValueError(
             f"partitioner={config.partitioner!r} could not give each of the "
-            f"{config.num_partitions} partitions at least {_MIN_PARTITION_ROWS} of the "
+            f"{config.num_partitions} partitions at least {MIN_PARTITION_ROWS} of the "
             f"{len(corpus.labels)} documents of dataset={config.dataset!r}; use a larger "
             "ALPHA or fewer partitions"
         ) from error
     return rows
 
 
-def _check_partition_count(config: DataConfig, corpus: _Corpus) -> None:
+def _check_partition_count(config: DataConfig, corpus: Corpus) -> None:
     num_rows = len(corpus.labels)
     if config.num_partitions > num_rows:
         raise ValueError(
@@ -177,13 +183,13 @@ def _make_partitioner(config: DataConfig) -> Partitioner:
     return DirichletPartitioner(
         num_partitions=config.num_partitions,
         partition_by="label",
-        alpha=_dirichlet_alpha(config.partitioner),
-        min_partition_size=_MIN_PARTITION_ROWS,
+        alpha=dirichlet_alpha(config.partitioner),
+        min_partition_size=MIN_PARTITION_ROWS,
         seed=config.seed,
     )
 
 
-def _pool_table(corpus: _Corpus, seed: int) -> datasets.Dataset:
+def _pool_table(corpus: Corpus, seed: int) -> datasets.Dataset:
     """The pool as a table with the original row index, in a seeded random order."""
     import datasets
 
@@ -191,7 +197,7 @@ def _pool_table(corpus: _Corpus, seed: int) -> datasets.Dataset:
     # topic by topic (pydoc) or site by site (text), so the rows are shuffled first; the
     # other partitioners do not depend on the order.
     order = list(range(len(corpus.labels)))
-    _rng(seed, "pool-order").shuffle(order)
+    seeded_rng(seed, "pool-order").shuffle(order)
     columns: dict[str, list[int] | list[str]] = {
         "row": order,
         "label": [corpus.labels[row] for row in order],
@@ -201,11 +207,11 @@ def _pool_table(corpus: _Corpus, seed: int) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns)
 
 
-def _train_test_rows(
+def train_test_rows(
     rows: Sequence[int], config: DataConfig, partition_id: int
 ) -> tuple[list[int], list[int]]:
     """Seeded split of a partition's rows; at least one row stays for training."""
     shuffled = list(rows)
-    _rng(config.seed, "train-test", partition_id).shuffle(shuffled)
+    seeded_rng(config.seed, "train-test", partition_id).shuffle(shuffled)
     num_test = max(0, min(int(len(shuffled) * config.test_fraction), len(shuffled) - 1))
     return shuffled[num_test:], shuffled[:num_test]

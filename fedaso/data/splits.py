@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class CentralData:
 
 
 @dataclass(frozen=True)
-class _Document:
+class Document:
     """One pooled LM row."""
 
     text: str
@@ -98,10 +94,10 @@ class _Document:
 
 
 @dataclass(frozen=True)
-class _TextCorpus:
+class TextCorpus:
     """An LM dataset before windowing."""
 
-    pool: tuple[_Document, ...]  # rows that get partitioned
+    pool: tuple[Document, ...]  # rows that get partitioned
     eval_texts: tuple[str, ...]
     seed_texts: tuple[str, ...]
     recall_prompts: tuple[RecallPrompt, ...] = ()
@@ -111,7 +107,7 @@ class _TextCorpus:
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors and a function: compare by identity
-class _Corpus:
+class Corpus:
     """A dataset ready for partitioning: per-row keys and a way to tensorize rows."""
 
     task: str  # "lm" or "classify"

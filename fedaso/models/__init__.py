@@ -15,7 +15,7 @@ Back-ends:
   (``fedaso.models.hf``);
 * ``py:MODULE:FACTORY``: a user's own ``nn.Module`` (``fedaso.models.user``).
 
-Which arrays of a model travel between server and clients is decided in ``fedaso.payload``:
+Which arrays of a model travel between server and clients is decided in ``fedaso.models.arrays``:
 all of them, or only the trainable ones when part of the model is frozen (LoRA).
 """
 

@@ -9,7 +9,7 @@ the tap's output to the head, so the tensor that ASO scores and whose gradient i
 is the very tensor the head reads, as with the reference TinyLM.
 
 With ``peft = lora`` the base is frozen and PEFT's LoRA adapters are the only trainable
-parameters; ``fedaso.payload`` then exchanges only those (the base never travels), and the
+parameters; ``fedaso.models.arrays`` then exchanges only those (the base never travels), and the
 final adapter is written with ``save_pretrained`` as PEFT users expect.
 """
 
@@ -138,7 +138,7 @@ class HFCausalLM(nn.Module):
         target = out_dir / ("adapter" if self.is_peft else "model")
         self.lm.save_pretrained(target)  # type: ignore[operator]
         if not self.is_peft:
-            from fedaso.tokens import load_codec
+            from fedaso.data.tokens import load_codec
 
             codec = load_codec(self.source)
             codec.tokenizer.save_pretrained(target)  # type: ignore[attr-defined]

@@ -11,7 +11,6 @@ from typing import Any
 
 from fedaso.durable import write_text_atomically
 from fedaso.run_config import RunConfig
-from fedaso.tracking import log_files, tracking_of
 from simulations.engine import format_table
 from simulations.experiment.plots import plot_curves
 from simulations.experiment.runner import RunResult, RunSpec
@@ -27,6 +26,7 @@ from simulations.experiment.statistics import (
     summarize,
     training_warnings,
 )
+from strategies.tracking import log_files, tracking_of
 
 
 def write_metrics_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:

@@ -5,7 +5,7 @@ knowledge, so that Eq. 4 emphasizes them. On ``facts`` this can be measured: the
 documents' tokens are split into those whose next-token target is part of a fact's value
 (``FactProbe.fact``) and all others (``FactProbe.filler``). The relevance of the embedding
 that predicts a token is the weight its loss gets, so that is what is scored here, with the
-same score as local training (``fedaso.relevance.relevance_scores``).
+same score as local training (``fedaso.aso.relevance.relevance_scores``).
 
 Three figures (docs/SPEC.md section 13): the mean relevance of each kind; the AUROC of relevance
 for fact tokens against all others, the selectivity that bounds what Eq. 4 can speed up;
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedaso.aso.relevance import RelevanceProbe, relevance_scores
+from fedaso.aso.relevance_probe import fit_relevance_probe
 from fedaso.data import FactProbe
-from fedaso.relevance import RelevanceProbe, relevance_scores
-from fedaso.trainer import embed
+from fedaso.training.evaluate import embed
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,8 @@ def relevance_by_token_kind(
     return FactRelevance(
         fact=float(fact.mean()), filler=float(filler.mean()), auroc=auroc(fact, filler)
     )
+
+
+def fit_probe_on_public(model: nn.Module, public: FactProbe, *, seed: int) -> RelevanceProbe:
+    """Fit the logistic relevance probe on ``public``'s fact and other tokens under ``model``."""
+    return fit_relevance_probe(embed(model, public.fact), embed(model, public.filler), seed=seed)

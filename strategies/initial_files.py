@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedaso.payload import load_model_arrays
+from fedaso.config import resolve_device
+from fedaso.data import CentralData
+from fedaso.models.arrays import load_model_arrays
+from fedaso.run_config import RunConfig
+from strategies.anchor_init import initial_anchors
 
 
 def _existing_file(path: str, key: str) -> Path:
@@ -78,3 +82,41 @@ def load_anchors_file(
     if not np.issubdtype(anchors.dtype, np.number) or not np.isfinite(anchors).all():
         raise ValueError(f"{key}={path!r} is invalid: anchors must be finite numbers")
     return anchors.astype(np.float32)
+
+
+def embedding_width(model: torch.nn.Module) -> int:
+    """The width ``d`` of a reference model's embedding point."""
+    width = getattr(model, "embedding_width", None)
+    if not isinstance(width, int):
+        raise ValueError(f"{type(model).__name__} does not state its embedding_width")
+    return width
+
+
+def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | None]:
+    """The model, loaded from ``initial-model`` if set, and the ``initial-anchors`` if set.
+
+    Raises ``ValueError`` naming the key and path for a missing or unfit file.
+    """
+    model = run.build_model()
+    if run.initial_model:
+        load_model_file(run.initial_model, model)
+    anchors = None
+    if run.initial_anchors:
+        anchors = load_anchors_file(
+            run.initial_anchors, num_anchors=run.num_anchors, width=embedding_width(model)
+        )
+    return model, anchors
+
+
+def starting_point(
+    run: RunConfig, central: CentralData
+) -> tuple[torch.nn.Module, np.ndarray | None]:
+    """The initial global model and (FedASO) anchors: fresh, or loaded from a previous run.
+
+    FedASO's anchors come from ``initial-anchors`` or else from k-means under the (possibly
+    loaded) model; the baselines get none.
+    """
+    model, anchors = load_initial_files(run)
+    if run.strategy == "fedaso" and anchors is None and run.anchor_init == "server":
+        anchors = initial_anchors(model.to(resolve_device(run.device)), central, run)
+    return model, anchors

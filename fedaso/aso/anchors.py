@@ -151,7 +151,7 @@ def ema_update_towards(
         Detached batch embeddings, shape ``(N, d)``.
     nearest_token : torch.Tensor
         ``x*_j``, the index of each anchor's most similar token, shape ``(M,)``, as
-        ``fedaso.relevance.score_tokens`` returns it.
+        ``fedaso.aso.relevance.score_tokens`` returns it.
     alpha : float
         Anchor rate in (0, 1).
     """

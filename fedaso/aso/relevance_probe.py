@@ -17,29 +17,30 @@ from __future__ import annotations
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from torch import nn
 
-from fedaso.data import FactProbe
-from fedaso.relevance import RelevanceProbe
-from fedaso.trainer import embed
+from fedaso.aso.relevance import RelevanceProbe
 
 MAX_PROBE_TOKENS = 20_000  # per class: a logistic fit over more buys little and costs seconds
 
 
-def fit_relevance_probe(model: nn.Module, public: FactProbe, *, seed: int) -> RelevanceProbe:
-    """Fit the probe on ``public``'s fact (1) and other (0) tokens under ``model``."""
+def fit_relevance_probe(fact: np.ndarray, other: np.ndarray, *, seed: int) -> RelevanceProbe:
+    """Fit the probe on the embeddings ``(n, d)`` of fact tokens (1) and other tokens (0).
+
+    ``fedaso.training.fact_relevance.fit_probe_on_public`` embeds a public
+    ``FactProbe`` under a model and calls this.
+    """
     # Imported here: scikit-learn is slow to import and only the server fits a probe.
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
-    classes = [_at_most(embed(model, split), rng) for split in (public.fact, public.filler)]
+    classes = [_at_most(rows, rng) for rows in (fact, other)]
     features = np.concatenate(classes)  # (n, d)
     labels = np.repeat([1, 0], [len(rows) for rows in classes])  # (n,)
     # Standardized features: the L2 penalty then means the same whatever the scale of the
     # embedding point (a fresh model's states are tiny); the scaling folds into (w, b).
     mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6  # (d,), (d,)
     logistic = LogisticRegression(class_weight="balanced", max_iter=1000)
-    with threadpool_limits(limits=1):  # as fedaso.anchors' k-means: next to busy actors
+    with threadpool_limits(limits=1):  # as fedaso.aso.anchors' k-means: next to busy actors
         logistic.fit((features - mean) / std, labels)
     weight = logistic.coef_[0] / std  # (d,): w . e + b = coef . (e - mean) / std + intercept
     bias = float(logistic.intercept_[0] - weight @ mean)

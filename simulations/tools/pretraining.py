@@ -234,7 +234,7 @@ def pretrain(
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from fedaso.models.random_hf import causal_lm_config, train_bpe_tokenizer
+    from simulations.tools.random_hf import causal_lm_config, train_bpe_tokenizer
 
     transformers.utils.logging.disable_progress_bar()
     train_texts, held_texts = split_held_out(pretraining_texts())

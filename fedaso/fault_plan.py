@@ -1,7 +1,7 @@
 """Fault plans: a testing aid that makes chosen partitions misbehave on purpose.
 
 Run-config ``fault-plan`` names, per partition, one way its training replies go wrong, e.g.
-``"1:raise,2:nan,3:delay"``. ``clients.faults`` applies the plan to real replies of real
+``"1:raise,2:nan,3:delay"``. ``clients.fault_injection`` applies the plan to real replies of real
 ClientApps, so that tests (and a cautious site operator) can watch FedASO drop bad replies,
 count failures and time-outs, and carry on with the others, and bound replies that lie
 (``LYING_KINDS``). An empty plan (the default)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from fedaso.tokens import IGNORE_INDEX, TextCodec
+from fedaso.data.tokens import IGNORE_INDEX, TextCodec
 
 FILE_PREFIX = "file:"
 LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}

@@ -1,8 +1,8 @@
-"""A model's arrays as the plain ``{name: np.ndarray}`` dicts that messages carry.
+"""Which arrays of a model travel, as the plain ``{name: np.ndarray}`` dicts messages carry.
 
 ``model_to_arrays`` and ``load_model_arrays`` convert between a torch model and the model
 part of the payload; the payload itself (model plus the anchor set under a reserved key) is
-defined in ``fedaso.wire``, whose names are re-exported here for older imports.
+defined in ``fedaso.wire``, which stays plain NumPy.
 """
 
 from __future__ import annotations
@@ -12,17 +12,6 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import nn
-
-from fedaso.wire import ANCHORS_KEY, RESERVED_PREFIX, join_payload, split_payload
-
-__all__ = [
-    "ANCHORS_KEY",
-    "RESERVED_PREFIX",
-    "join_payload",
-    "load_model_arrays",
-    "model_to_arrays",
-    "split_payload",
-]
 
 
 def exchanged_names(model: nn.Module) -> list[str]:

@@ -35,7 +35,6 @@ from typing import Any
 
 from fedaso.config import require
 
-TRACKING_BACKENDS = ("none", "tensorboard", "mlflow")
 # The Python package each back-end needs, as installed by the `tracking` extra.
 BACKEND_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 SECTIONS = ("train", "evaluate", "central", "traffic")
@@ -64,29 +63,6 @@ class Tracking:
     def tensorboard_dir(self) -> Path:
         """This run's TensorBoard log folder."""
         return self.directory / "tensorboard" / self.run_name
-
-
-def check_tracking(backend: str, tracking_dir: str, out_dir: str) -> None:
-    """Raise ``ValueError`` naming the key if the tracking keys do not fit together.
-
-    Whether the back-end is installed is checked by the server alone
-    (:func:`check_backend_installed`): clients rebuild the run-config too, and a site
-    need not install the tracking extras.
-    """
-    require(
-        backend in TRACKING_BACKENDS,
-        "tracking",
-        backend,
-        f"must be one of {', '.join(TRACKING_BACKENDS)}",
-    )
-    if backend == "none":
-        return
-    require(
-        bool(tracking_dir or out_dir),
-        "tracking-dir",
-        tracking_dir,
-        f"must be set when tracking={backend!r} and out-dir is empty",
-    )
 
 
 def check_backend_installed(backend: str) -> None:

@@ -199,7 +199,7 @@ def literal_eq3_scores(
 class RelevanceProbe:
     """``relevance-source = probe``'s logistic probe: weights ``w`` ``(d,)`` and bias ``b``.
 
-    The server fits it (``fedaso.relevance_probe``); its ``d + 1`` numbers travel under
+    The server fits it (``fedaso.aso.relevance_probe``); its ``d + 1`` numbers travel under
     ``fedaso.wire``'s reserved probe keys.
     """
 

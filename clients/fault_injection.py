@@ -1,8 +1,8 @@
 """Fault injection (a testing aid): a ClientApp mod that makes chosen partitions misbehave.
 
-With run-config ``fault-plan`` set (e.g. ``"1:raise,2:nan"``, see ``fedaso.faults``), the
+With run-config ``fault-plan`` set (e.g. ``"1:raise,2:nan"``, see ``fedaso.fault_plan``), the
 server adds a ``fault`` record to the training messages of each listed partition
-(``strategies.faults``; no client sees the plan), and this mod spoils that partition's
+(``strategies.grids``; no client sees the plan), and this mod spoils that partition's
 reply in the named way: it raises, replies late, or replies arrays and metrics a broken or
 hostile client could send.
 The spoiled reply travels through Flower like any other, so tests watch the real server
@@ -18,7 +18,7 @@ import numpy as np
 from flwr.app import Array, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedaso.faults import FAULT_KINDS
+from fedaso.fault_plan import FAULT_KINDS
 from fedaso.wire import (
     ANCHORS_KEY,
     ARRAYS,

@@ -10,7 +10,7 @@ Anchor sets are merged per partition (docs/SPEC.md section 5): the server keeps 
 latest report and the round it came from, and the next global set is their weighted average
 with weights decayed by ``gamma ** age``, so partitions not sampled this round still count.
 Both averages can cap any one contributor's share of the result (``capped_average``,
-``fedaso.robust.capped_shares``): what a cap leaves over stays with the previous state.
+``fedaso.aso.robust.capped_shares``): what a cap leaves over stays with the previous state.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from fedaso.robust import capped_shares
-from fedaso.run_config import AGGREGATION_WEIGHTS
+from fedaso.aso.robust import capped_shares
+
+# The weights w_k that client_weight knows (run-config ``aggregation-weight``).
+AGGREGATION_WEIGHTS = ("relevance", "relevance-x-examples", "examples", "uniform")
 
 
 def client_weight(*, kind: str, mean_relevance: float, num_tokens: int, num_examples: int) -> float:
@@ -80,7 +82,7 @@ def capped_average(
 ) -> dict[str, np.ndarray]:
     """The weighted average of ``arrays`` in which none holds more than ``max_share``.
 
-    The shares come from :func:`fedaso.robust.capped_shares`; when the arrays are too few
+    The shares come from :func:`fedaso.aso.robust.capped_shares`; when the arrays are too few
     to carry the whole result under the cap, ``previous`` (the state before this round)
     holds the share left over.
     """
