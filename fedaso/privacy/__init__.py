@@ -1,4 +1,4 @@
-"""Differential privacy of FedASO (spec section 7; docs/PRIVACY.md), in four files:
+"""Differential privacy of FedASO (docs/SPEC.md section 7; docs/PRIVACY.md), in four files:
 
 - ``settings``: the privacy run-config keys as frozen dataclasses (``PrivacyConfig``,
   ``DPSGDConfig``) and the allowed modes;

@@ -1,4 +1,4 @@
-"""The privacy settings of a run (spec section 7; docs/PRIVACY.md), typed and validated.
+"""The privacy settings of a run (docs/SPEC.md section 7; docs/PRIVACY.md), typed and validated.
 
 Field ``a_b`` of each dataclass is run-config key ``a-b``; errors name the key.
 """
@@ -21,7 +21,7 @@ DP_GRAD_SAMPLE_MODES = ("hooks", "ghost")
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """The privacy run-config keys (spec section 7); field ``a_b`` is key ``a-b``."""
+    """The privacy run-config keys (docs/SPEC.md section 7); field ``a_b`` is key ``a-b``."""
 
     anchor_dp: str = "none"  # none | local | central
     anchor_clip: float = 2.0  # c: per-row bound of an anchor change under anchor DP (C = c sqrt M)
@@ -76,7 +76,7 @@ class PrivacyConfig:
         """C, the Frobenius bound of a client's anchor change under anchor DP: ``c sqrt(M)``.
 
         ``anchor-clip`` bounds the root-mean-square row of the change, so that the bound
-        grows with the number of anchors M as an honest change does (spec section 13); the
+        grows with the number of anchors M as an honest change does (docs/SPEC.md section 13); the
         noise of both modes is calibrated to this C. Without anchor DP nothing is clipped.
         """
         if num_anchors < 1:
