@@ -188,9 +188,17 @@ class RunConfig:
 
     def model_spec(self) -> ModelSpec:
         """Which model this run trains (``fedaso.models``)."""
-        from fedaso.models import ModelSpec  # the models read their names from here
+        from fedaso.data.config import DIGITS_NUM_CLASSES, DIGITS_NUM_FEATURES, VOCAB_SIZE
+        from fedaso.models import ModelSpec  # fedaso.models reads its names from here
 
-        return ModelSpec(config=self.model, task=self.data.task, seq_len=self.data.seq_len)
+        return ModelSpec(
+            config=self.model,
+            task=self.data.task,
+            seq_len=self.data.seq_len,
+            vocab_size=VOCAB_SIZE,
+            num_features=DIGITS_NUM_FEATURES,
+            num_classes=DIGITS_NUM_CLASSES,
+        )
 
     def build_model(self) -> nn.Module:
         """This run's model, freshly initialized or the pretrained ``hf:`` weights.

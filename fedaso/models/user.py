@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-PY_PREFIX = "py:"
+from fedaso.config.model import PY_PREFIX
+
 
 
 class UserModel(nn.Module):
