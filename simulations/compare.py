@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 
 from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
-from fedaso.run_config import STRATEGIES
+from fedaso.config.federation import STRATEGIES
 from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags, format_table
 from simulations.experiment import (
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     )
     keys = list(summaries[0].figures)
     rows = [[key, *(s.figures[key].text() for s in summaries)] for key in keys]
-    print(f"\nFinal central evaluation on {specs[0].run.dataset}:")
+    print(f"\nFinal central evaluation on {specs[0].run.data.dataset}:")
     print(format_table(["figure", *(s.variant for s in summaries)], rows))
     print(outputs_note(args.out, results))
     return 0

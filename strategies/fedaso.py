@@ -181,7 +181,7 @@ class FedASO(FedAvg):
         self.local_releases: dict[str, int] = {}  # local mode: releases seen per partition
         self.sampled_count = 0  # clients sampled this round: central mode's fixed denominator
         self.sample_rate = 1.0  # sampled / connected nodes this round
-        bounds = bounds or ReplyBounds()
+        bounds = bounds or ReplyBounds.off()
         if self.privacy.central_dp and bounds.max_update_norm_ratio:
             # A bound relative to the round's median lets one client's data decide whether
             # another's reply counts, which central DP's sensitivity does not allow.

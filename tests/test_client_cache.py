@@ -20,18 +20,18 @@ import torch
 
 from benchmarks.client_round import clear_process_caches, node_context, train_message
 from clients.client_app import app
+from fedaso.config import RunConfig
 from fedaso.models import LoraSettings, ModelSpec, build_model
 from fedaso.models.arrays import model_to_arrays
 from fedaso.models.cache import source_identity
 from fedaso.privacy import SEEDED_SAMPLING_ENV
-from fedaso.run_config import RunConfig
 from flower_wire.records import record_to_arrays
 from tests.hf_helpers import tiny_hf_model
 
 
 def runs(model_dir: str) -> list[tuple[str, RunConfig]]:
     """Five different runs (run key, config) on one hf: model, in the order a node sees them."""
-    common = RunConfig(
+    common = RunConfig.of(
         strategy="fedavg", model=f"hf:{model_dir}", dataset="facts", facts_entities=8,
         seq_len=32, batch_size=4, max_steps=2, local_epochs=1, device="cpu",
     )  # fmt: skip
@@ -48,7 +48,7 @@ def runs(model_dir: str) -> list[tuple[str, RunConfig]]:
 
 def reply_of(run_key: str, run: RunConfig) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """The ClientApp's reply (model arrays, metrics) to ``run``'s round-1 train message."""
-    torch.manual_seed(run.seed)  # the server's initial adapters differ per run
+    torch.manual_seed(run.federation.seed)  # the server's initial adapters differ per run
     message = train_message(run, run_key)
     reply = app(message, node_context(tempfile.mkdtemp(prefix="fedaso-cache-test-")))
     assert not reply.has_error(), reply.error.reason

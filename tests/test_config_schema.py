@@ -38,7 +38,9 @@ def test_regenerating_the_table_keeps_the_rest_of_pyproject():
 
 def test_a_drifted_file_is_found(tmp_path):
     (tmp_path / "docs").mkdir()
-    pyproject = (ROOT / "pyproject.toml").read_text().replace("aso-lambda = 1.0", "aso-lambda = 2.0")
+    pyproject = (
+        (ROOT / "pyproject.toml").read_text().replace("aso-lambda = 1.0", "aso-lambda = 2.0")
+    )
     (tmp_path / "pyproject.toml").write_text(pyproject)
     (tmp_path / "docs" / "CONFIG.md").write_text(config_doc())
     assert stale_files(tmp_path) == [tmp_path / "pyproject.toml"]
@@ -95,4 +97,4 @@ def test_sections_route_field_names_and_reject_unknown_ones():
 
 def test_a_run_config_is_not_built_with_unresolved_anchors():
     with pytest.raises(ValueError, match="num-anchors=0"):
-        RunConfig(aso=dataclasses.replace(RunConfig().aso, num_anchors=0))
+        RunConfig.of(aso=dataclasses.replace(RunConfig().aso, num_anchors=0))

@@ -8,11 +8,10 @@ from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
 from opacus.validators import ModuleValidator
 
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import ASOConfig, RunConfig, TrainConfig
 from fedaso.data import TensorSplit, load_partition
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
-from fedaso.run_config import RunConfig
 from fedaso.training.aso_state import ASOState
 from fedaso.training.batches import EmbeddingCapture, per_token_losses, scored_tokens
 from fedaso.training.trainer import train_local
@@ -207,8 +206,8 @@ def test_dp_sgd_batches_are_secret_unless_the_site_asks_for_seeded_sampling(monk
 def test_under_dp_sgd_one_record_is_one_window_of_text_no_other_window_holds():
     """Issue 17: overlapping windows put one span of text in several DP-SGD records, so a
     record-level guarantee would not cover the span. Under DP-SGD windows tile the stream."""
-    run = RunConfig(facts_entities=12, seq_len=32, window_stride=16)
-    overlapping = load_partition(run.data(num_partitions=2), 0).train
+    run = RunConfig.of(facts_entities=12, seq_len=32, window_stride=16)
+    overlapping = load_partition(run.data_config(num_partitions=2), 0).train
     disjoint = load_partition(run.replace(dp_sgd=True).data(num_partitions=2), 0).train
     # Windows of T + 1 = 33 tokens every 16 tokens: the stream is the first window, then
     # each next window's last 16 tokens.

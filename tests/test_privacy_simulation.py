@@ -5,7 +5,7 @@ import math
 import pytest
 from opacus.accountants import RDPAccountant
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from simulations.engine import simulate
 from strategies.server_state import read_checkpoint
 
@@ -29,13 +29,13 @@ def opacus_epsilon(history, delta=1e-5):
 
 
 def run_rounds(tmp_path, num_clients=3, **changes):
-    run = RunConfig(out_dir=str(tmp_path), **(TINY | changes))
+    run = RunConfig.of(out_dir=str(tmp_path), **(TINY | changes))
     rounds = simulate(run, num_clients=num_clients)["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert all(math.isfinite(r["central"]["loss"]) for r in rounds)
     # Under central DP the sample is secret: metrics.json must not list it (issue 17).
     listed = ["train-partitions" in r["traffic"] for r in rounds[1:]]
-    assert listed == [not run.privacy().central_dp] * 2
+    assert listed == [not run.privacy.central_dp] * 2
     return [r["train"] for r in rounds[1:]]
 
 
@@ -113,11 +113,11 @@ def test_a_resumed_run_keeps_counting_where_the_clients_left_off(tmp_path):
     # Issue 12, defect 2: client-side accounting survives a server restart.
     private = {"anchor_dp": "local", "relevance_noise": 0.5, "dp_sgd": True}
     first = simulate(
-        RunConfig(out_dir=str(tmp_path / "a"), **(TINY | private | {"num_server_rounds": 1})),
+        RunConfig.of(out_dir=str(tmp_path / "a"), **(TINY | private | {"num_server_rounds": 1})),
         num_clients=2,
     )["rounds"][1]["train"]
     resumed = simulate(
-        RunConfig(
+        RunConfig.of(
             out_dir=str(tmp_path / "b"),
             resume=str(tmp_path / "a" / "checkpoint"),
             **(TINY | private),
@@ -142,14 +142,16 @@ def test_update_dp_keeps_every_accountant_and_the_anchor_store_across_a_resume(t
         "anchor_dp": "local",
     }
     first = tmp_path / "a"
-    simulate(RunConfig(out_dir=str(first), **(private | {"num_server_rounds": 1})), num_clients=2)
+    simulate(
+        RunConfig.of(out_dir=str(first), **(private | {"num_server_rounds": 1})), num_clients=2
+    )
     saved = read_checkpoint(first / "checkpoint").components
     assert saved["strategy"]["update-accountant"] == [[0.5, 1.0, 1]]
     fedaso_state = saved["strategy.inner.inner"]  # FedASO inside Flower's wrapper
     assert fedaso_state["local-releases"] == {"partition-0": 1, "partition-1": 1}
     assert fedaso_state["anchor-store"]["partitions"] == ["partition-0", "partition-1"]
     resumed = simulate(
-        RunConfig(out_dir=str(tmp_path / "b"), resume=str(first / "checkpoint"), **private),
+        RunConfig.of(out_dir=str(tmp_path / "b"), resume=str(first / "checkpoint"), **private),
         num_clients=2,
     )["rounds"][2]["train"]
     assert resumed["update-epsilon"] == pytest.approx(opacus_epsilon([(0.5, 1.0, 2)]))

@@ -8,10 +8,9 @@ import torch
 
 from fedaso.aso.anchors import refit_anchors
 from fedaso.aso.relevance import RelevanceProbe
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import ASOConfig, RunConfig, TrainConfig
 from fedaso.data import load_central, load_partition
 from fedaso.privacy import PrivacyConfig
-from fedaso.run_config import RunConfig
 from fedaso.training.evaluate import embed
 from fedaso.training.fact_relevance import auroc, fit_probe_on_public
 from fedaso.training.trainer import train_local
@@ -74,12 +73,12 @@ def test_refit_refuses_anchor_dp_by_name():
     with pytest.raises(ValueError, match="anchor_dp='local'"):
         AnchorRefitFedASO(refit=lambda m, a: a, privacy=PrivacyConfig(anchor_dp="local"))
     with pytest.raises(ValueError, match=r"relevance-source='anchors-refit'.*anchor-dp='central'"):
-        RunConfig(relevance_source="anchors-refit", anchor_dp="central")
+        RunConfig.of(relevance_source="anchors-refit", anchor_dp="central")
 
 
 def one_round(tmp_path, relevance_source: str, **settings) -> list[dict]:
     """The rounds' records of a one-round federation of 2 clients under ``relevance_source``."""
-    run = RunConfig(
+    run = RunConfig.of(
         out_dir=str(tmp_path),
         relevance_source=relevance_source,
         **SMALL | {"num_server_rounds": 1} | settings,
@@ -99,8 +98,8 @@ def test_anchors_refit_federation_sends_anchors_down_only_and_moves_them(tmp_pat
 
 def tiny_probe_setting():
     """A tiny LM run on facts, its central data and model."""
-    run = RunConfig(**SMALL | {"facts_entities": 4})
-    central = load_central(run.data(num_partitions=1))
+    run = RunConfig.of(**SMALL | {"facts_entities": 4})
+    central = load_central(run.data_config(num_partitions=1))
     torch.manual_seed(0)
     return run, central, run.build_model()
 
@@ -171,7 +170,7 @@ def test_probe_scores_are_the_relevance_of_local_training():
 )
 def test_probe_source_is_refused_where_it_cannot_work(settings, message):
     with pytest.raises(ValueError, match=message):
-        RunConfig(relevance_source="probe", **settings)
+        RunConfig.of(relevance_source="probe", **settings)
 
 
 def test_probe_federation_scores_with_the_servers_probe(tmp_path):
@@ -193,10 +192,10 @@ def test_probe_federation_scores_with_the_servers_probe(tmp_path):
 
 def test_oracle_federation_weights_by_the_true_fact_tokens(tmp_path):
     trained = one_round(tmp_path, "oracle", project_low_relevance=True)[1]["train"]
-    run = RunConfig(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
+    run = RunConfig.of(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
     # Both clients train on every window each epoch: the token-weighted mean relevance is
     # the share of fact-value targets in their training splits.
-    splits = [load_partition(run.data(num_partitions=2), k).train for k in (0, 1)]
+    splits = [load_partition(run.data_config(num_partitions=2), k).train for k in (0, 1)]
     facts = sum(int(split.fact_targets.sum()) for split in splits)
     tokens = sum(split.targets.numel() for split in splits)
     assert trained["num-replies"] == 2

@@ -22,8 +22,8 @@ from fedaso.aso.robust import (
     norm_outliers,
     update_norm,
 )
+from fedaso.config import RunConfig
 from fedaso.fault_plan import FAULT_KINDS, LYING_KINDS, parse_fault_plan
-from fedaso.run_config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer
@@ -316,7 +316,7 @@ def test_a_partition_passes_to_a_new_node_only_once_its_node_is_gone_and_survive
 def test_under_update_dp_a_bad_reply_is_dropped_before_the_wrapper_sees_it():
     # Flower's wrapper skips the whole round for one error reply and clips before FedASO's
     # checks; FedASO.admit now filters first.
-    run = RunConfig(
+    run = RunConfig.of(
         update_dp="server-fixed",
         update_clip=100.0,
         update_noise_multiplier=0.0,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from simulations.engine import simulate
 from simulations.probe import probe_run
 
@@ -22,7 +22,7 @@ SMALL = {
 
 @pytest.mark.parametrize("strategy", ["fedaso", "fedavg"])
 def test_simulation_trains_and_writes_metrics(tmp_path, strategy):
-    run = RunConfig(strategy=strategy, out_dir=str(tmp_path), **SMALL)
+    run = RunConfig.of(strategy=strategy, out_dir=str(tmp_path), **SMALL)
     metrics = simulate(run, num_clients=3)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["config"]["strategy"] == strategy

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from fedaso.aso.relevance import RELEVANCE_KINDS, RELEVANCE_SOURCES
 from fedaso.checks import is_count, is_finite_number, require
 from fedaso.config.fields import Section, setting
-from fedaso.aso.relevance import RELEVANCE_KINDS, RELEVANCE_SOURCES
 
 # The model family's (M, R): the report's M = 512 and R = 16 for hf: models, small values
 # for the reference models that train in seconds (spec section 11).

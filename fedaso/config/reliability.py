@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedaso.aso.robust import ReplyBounds
 from fedaso.checks import is_finite_number, require
 from fedaso.config.fields import Section, setting
-from fedaso.faults import parse_fault_plan
-from fedaso.robust import ReplyBounds
+from fedaso.fault_plan import parse_fault_plan
 
 
 @dataclass(frozen=True, kw_only=True)

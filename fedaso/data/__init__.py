@@ -40,24 +40,20 @@ from collections.abc import Sequence
 
 import torch
 
-from fedaso.config import require
-from fedaso.data.config import (
+from fedaso.checks import is_count, require
+from fedaso.config.data import (
     ANCHOR_SEEDS,
     DATASETS_ALLOWED,
-    DIGITS_NUM_CLASSES,
-    DIGITS_NUM_FEATURES,
     FACTS_DOMAINS,
     NATURAL_PREFIX,
     PARTITIONERS_ALLOWED,
     TEXT_PREFIX,
-    VOCAB_SIZE,
-    DataConfig,
     dataset_kind,
     group_column,
     is_dataset_name,
-    is_int,
     task_of,
 )
+from fedaso.data.config import DIGITS_NUM_CLASSES, DIGITS_NUM_FEATURES, VOCAB_SIZE, DataConfig
 from fedaso.data.corpora import corpus_of, text_corpus_of
 from fedaso.data.partition import (
     CACHE_DIR_VARIABLE,
@@ -122,7 +118,7 @@ def load_partition(config: DataConfig, partition_id: int) -> ClientData:
         ``num_partitions`` partitions, or the partition is too small for one training window.
     """
     require(
-        is_int(partition_id) and 0 <= partition_id < config.num_partitions,
+        is_count(partition_id, minimum=0) and partition_id < config.num_partitions,
         "partition_id",
         partition_id,
         f"must be an integer in [0, num_partitions={config.num_partitions})",

@@ -48,6 +48,7 @@ __all__ = [
     "is_hf",
 ]
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model to build: the model section and what the data decides about it."""

@@ -18,16 +18,14 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fedaso.models.cache import cached
-
 from fedaso.config.model import HF_PREFIX, ModelConfig, hf_source
+from fedaso.models.cache import cached
 
 
 class HFCausalLM(nn.Module):
@@ -103,7 +101,6 @@ class HFCausalLM(nn.Module):
 def _route_through(tap: nn.Module, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook of the LM head: its input, passed through the embedding tap."""
     return (tap(args[0]), *args[1:])
-
 
 
 def build_hf_model(config: ModelConfig) -> HFCausalLM:
