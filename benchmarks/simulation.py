@@ -645,10 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     run = benchmark_run_config(args, max(args.num_clients), out_dir="")
     print(
-        f"Simulation vs compute floor: strategy {run.federation.strategy}, {args.rounds} rounds, every "
+        f"Simulation vs compute floor: strategy {run.federation.strategy}, {args.rounds} rounds, "
+        "every "
         f"{'sampled ' * bool(args.registered)}client trains {args.steps} steps of batch "
         f"{run.training.batch_size} per round; model "
-        f"d={run.model.model_width}, {run.model.model_layers} layers, T={run.data.seq_len}, M={run.aso.num_anchors}; "
+        f"d={run.model.model_width}, {run.model.model_layers} layers, T={run.data.seq_len}, "
+        f"M={run.aso.num_anchors}; "
         f"{args.client_cpus:g} CPU per actor ({int((os.cpu_count() or 1) // args.client_cpus)}"
         f" concurrent clients); "
         + ("data: see below" if args.registered else f"facts-entities={args.facts_entities}")

@@ -39,7 +39,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        help=f"federated rounds (default: num-server-rounds = {default.federation.num_server_rounds})",
+        help=f"federated rounds (default: {default.federation.num_server_rounds})",
     )
     parser.add_argument(
         "--dataset",
@@ -48,7 +48,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--partitioner",
-        help=f"iid | dirichlet:ALPHA | natural | natural:COLUMN (default: {default.data.partitioner})",
+        help="iid | dirichlet:ALPHA | natural | natural:COLUMN "
+        f"(default: {default.data.partitioner})",
     )
     parser.add_argument(
         "--fraction-train",

@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             "",
             header,
             f"- phase A trains on `{domain_a}`, phase B continues on `{domain_b}` "
-            f"({results_b[0].spec.run.federation.num_server_rounds} rounds; anchors: {args.anchors}); "
+            f"({results_b[0].spec.run.federation.num_server_rounds} rounds; "
+            f"anchors: {args.anchors}); "
             "A's figures are on A's central evaluation data",
             "",
             table,

@@ -341,7 +341,8 @@ class Checkpoints:
             check_resumable(self.resumed.config, run, run.reliability.resume)
             if self.resumed.server_round > run.federation.num_server_rounds:
                 raise CheckpointError(
-                    f"num-server-rounds={run.federation.num_server_rounds} is invalid: the checkpoint "
+                    f"num-server-rounds={run.federation.num_server_rounds} is invalid: the "
+                    "checkpoint "
                     f"{run.reliability.resume!r} is already at round {self.resumed.server_round}"
                 )
 

@@ -32,13 +32,14 @@ def one_step(run):
     anchors = torch.randn(
         run.num_anchors, run.model_width, generator=torch.Generator().manual_seed(2)
     )
-    aso = run.aso()
+    aso = run.local_aso()
     result = train_local(
         model,
         batch,
         anchors=anchors if aso.enabled else None,
         aso=aso,
-        train=run.replace(max_steps=1, batch_size=8, optimizer="sgd", lr=0.1).train(seed=0),
+        train=run.replace(max_steps=1, batch_size=8, optimizer="sgd", lr=0.1).training,
+        seed=0,
     )
     return [p.detach().clone() for p in model.parameters()], result.anchors, anchors
 

@@ -166,8 +166,9 @@ def test_relevance_noise_reply_carries_only_privatized_relevance_statistics():
         model,
         data.train,
         anchors=torch.from_numpy(GLOBAL.copy()),
-        aso=run.aso(enabled=True),
-        train=run.train(seed=client_seed(run, 1, 1)),
+        aso=run.aso,
+        train=run.training,
+        seed=client_seed(run, 1, 1),
     ).mean_relevance
     assert raw not in metrics.values()
     assert metrics["mean-relevance"] != raw

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from fedaso.aso.robust import ReplyBounds
 from fedaso.config import SECTIONS, RunConfig, client_keys, run_config_keys, server_only_keys
 from fedaso.config.client import ClientConfig
 from fedaso.config.generated import config_doc, stale_files, with_table
 from fedaso.data.config import DataConfig
 from fedaso.models import ModelSpec
 from fedaso.privacy import DPSGDConfig
-from fedaso.robust import ReplyBounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_sections_route_field_names_and_reject_unknown_ones():
     run = RunConfig.of(aso_lambda=2.0, lora_r=4, round_timeout=5.0)
     assert (run.aso.aso_lambda, run.model.lora_r, run.reliability.round_timeout) == (2.0, 4, 5.0)
     assert run.replace(lr=0.5).training.lr == 0.5
-    with pytest.raises(ValueError, match="unknown run-config key 'aso-lamda'.*aso-lambda"):
+    with pytest.raises(ValueError, match=r"unknown run-config key 'aso-lamda'.*aso-lambda"):
         RunConfig.of(aso_lamda=1.0)
 
 

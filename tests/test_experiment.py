@@ -154,13 +154,13 @@ def test_one_seed_keeps_the_flat_layout(tmp_path):
 def test_ablation_variants_set_their_switches(tmp_path):
     args = parse(["--out", str(tmp_path), *TINY, "--set", "aso-lambda=2.0"])
     runs = {s.variant: s.run for s in plan_runs(args, list(ABLATIONS.values()), [0], tmp_path)}
-    full = runs["full-aso"].aso()
+    full = runs["full-aso"].aso
     assert full.enabled and full.project_gradients and full.update_anchors
     assert full.aso_lambda == 2.0  # the variant keeps what the flags set
-    assert not runs["no-projection"].aso().project_gradients
-    assert runs["lambda-0"].aso().aso_lambda == 0.0
-    assert not runs["static-anchors"].aso().update_anchors
-    assert runs["fedavg"].federation.strategy == "fedavg" and not runs["fedavg"].aso().enabled
+    assert not runs["no-projection"].aso.project_gradients
+    assert runs["lambda-0"].aso.aso_lambda == 0.0
+    assert not runs["static-anchors"].aso.update_anchors
+    assert runs["fedavg"].federation.strategy == "fedavg" and runs["fedavg"].local_aso() is None
     for name in ("no-projection", "lambda-0", "static-anchors"):
         assert runs[name].replace(
             project_gradients=True, aso_lambda=2.0, update_anchors=True

@@ -123,7 +123,9 @@ def replies(draw):
 
 
 def fresh_strategy(ratio: float) -> FedASO:
-    strategy = FedASO(bounds=ReplyBounds(max_update_norm_ratio=ratio), anchor_staleness_decay=0.5)
+    strategy = FedASO(
+        bounds=ReplyBounds.off(max_update_norm_ratio=ratio), anchor_staleness_decay=0.5
+    )
     strategy.global_arrays = {k: v.copy() for k, v in GLOBAL.items()}
     return strategy
 

@@ -47,7 +47,7 @@ def test_too_little_text_to_hold_out_is_an_error_naming_dataset_and_reason(tmp_p
     (folder / "a.txt").write_text("only a few words here")
     dataset = f"text:{folder}"
     with pytest.raises(ValueError, match=rf"dataset='{dataset}' leaves no held-out evaluation"):
-        load_central(RunConfig.of(dataset=dataset).data(num_partitions=1))
+        load_central(RunConfig.of(dataset=dataset).data_config(num_partitions=1))
 
 
 def test_natural_partitions_that_do_not_fit_the_clients_fail_before_round_1(tmp_path, capsys):

@@ -19,7 +19,9 @@ def test_user_factory_model_trains_with_aso():
     assert model.embedding_point is model.net.norm
     data = load_partition(run.data_config(num_partitions=2), 0)
     anchors = torch.randn(8, 16)
-    result = train_local(model, data.train, anchors=anchors, aso=run.aso(), train=run.train(seed=0))
+    result = train_local(
+        model, data.train, anchors=anchors, aso=run.aso, train=run.training, seed=0
+    )
     assert result.num_steps == 3 and 0 < result.mean_relevance < 1
 
 

@@ -100,18 +100,21 @@ def model_description(run: RunConfig) -> str:
 def experiment_header(specs: Sequence[RunSpec], num_clients: int, command: str) -> str:
     """Markdown lines saying what ran: command, clients, rounds, data, seeds."""
     run = specs[0].run
+    federation = run.federation
     seeds = sorted({spec.seed for spec in specs})
     return "\n".join(
         [
             f"Command: `{command}`",
             "",
-            f"- {num_clients} clients, fraction-train {run.federation.fraction_train} "
-            f"({max(int(num_clients * run.federation.fraction_train), run.federation.min_train_nodes)} per round), "
-            f"{run.federation.num_server_rounds} rounds, dataset `{run.data.dataset}`, "
+            f"- {num_clients} clients, fraction-train {federation.fraction_train} "
+            f"({max(int(num_clients * federation.fraction_train), federation.min_train_nodes)} "
+            "per round), "
+            f"{federation.num_server_rounds} rounds, dataset `{run.data.dataset}`, "
             f"partitioner `{run.data.partitioner}`",
             f"- seeds {', '.join(map(str, seeds))}; figures are mean ± sample std over seeds",
             f"- {model_description(run)}, seq-len {run.data.seq_len}, "
-            f"local epochs {run.training.local_epochs}, batch {run.training.batch_size}, lr {run.training.lr}",
+            f"local epochs {run.training.local_epochs}, batch {run.training.batch_size}, "
+            f"lr {run.training.lr}",
         ]
     )
 
