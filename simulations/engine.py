@@ -183,7 +183,7 @@ def simulate(
             f"{run.federation.min_train_nodes} (the server would wait for nodes forever)"
         )
     if not run.outputs.out_dir:
-        raise ValueError("simulate() needs run.out_dir to collect the metrics")
+        raise ValueError("simulate() needs run.outputs.out_dir to collect the metrics")
     if not 0 <= client_gpus <= 1:
         raise ValueError(f"--client-gpus={client_gpus} must be in [0, 1] (a share of one GPU)")
     load_initial_files(run)

@@ -78,13 +78,14 @@ def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
     """One row ``[seed, M, tau, *figures]`` per setting, under ``base``'s model.
 
     ``figures`` are :func:`_figures`' fact and filler means, their ratio, Eq. 4's weight
-    ratio at ``base.aso_lambda`` and the AUROC.
+    ratio at ``base.aso.aso_lambda`` and the AUROC.
     """
     model = base.build_model()
     rows: list[list[object]] = []
     for anchor_seed in seeds:
         for num_anchors in anchors:
-            run = base.replace(anchor_seed=anchor_seed, num_anchors=num_anchors)
+            # R plays no part in relevance; 0 takes the model's default below this M.
+            run = base.replace(anchor_seed=anchor_seed, num_anchors=num_anchors, subspace_rank=0)
             central = load_central(run.data_config(num_partitions=1))
             if central.fact_probe is None:
                 raise ValueError(f"dataset={run.data.dataset!r} has no facts to probe: use facts")

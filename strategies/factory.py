@@ -25,7 +25,7 @@ from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 
 
 def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strategy:
-    """Return the strategy named by ``run.strategy``, configured from the run-config.
+    """Return the strategy named by ``run.federation.strategy``, configured from the run-config.
 
     ``relevance-source = anchors-refit`` needs the server's ``central`` data: its seed
     corpus is what the anchors are re-fitted over each round.

@@ -78,7 +78,7 @@ def run_federation(
     on_round: RoundCallback | None = None,
     registered: RegisteredPartitions | None = None,
 ) -> Result:
-    """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``.
+    """Run the run-config's rounds on ``grid``; write the outputs if it sets ``out-dir``.
 
     Clients are sampled in partition order (reproducible per seed, except under central DP,
     whose sample is secret) and every round's traffic is metered (see ``strategies.grids``).

@@ -323,7 +323,7 @@ class Checkpoints:
     ----------
     run : RunConfig
         The run; ``run.checkpoint_path()`` is where checkpoints go ("" = nowhere) and
-        ``run.resume`` the checkpoint to continue from ("" = start afresh).
+        ``run.reliability.resume`` the checkpoint to continue from ("" = start afresh).
 
     Raises
     ------

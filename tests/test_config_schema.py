@@ -97,4 +97,4 @@ def test_sections_route_field_names_and_reject_unknown_ones():
 
 def test_a_run_config_is_not_built_with_unresolved_anchors():
     with pytest.raises(ValueError, match="num-anchors=0"):
-        RunConfig.of(aso=dataclasses.replace(RunConfig().aso, num_anchors=0))
+        RunConfig(aso=dataclasses.replace(RunConfig().aso, num_anchors=0))

@@ -154,8 +154,9 @@ def test_one_seed_keeps_the_flat_layout(tmp_path):
 def test_ablation_variants_set_their_switches(tmp_path):
     args = parse(["--out", str(tmp_path), *TINY, "--set", "aso-lambda=2.0"])
     runs = {s.variant: s.run for s in plan_runs(args, list(ABLATIONS.values()), [0], tmp_path)}
-    full = runs["full-aso"].aso
-    assert full.enabled and full.project_gradients and full.update_anchors
+    full = runs["full-aso"].local_aso()
+    assert full is not None
+    assert full.project_gradients and full.update_anchors
     assert full.aso_lambda == 2.0  # the variant keeps what the flags set
     assert not runs["no-projection"].aso.project_gradients
     assert runs["lambda-0"].aso.aso_lambda == 0.0

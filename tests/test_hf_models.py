@@ -21,8 +21,8 @@ from tests.hf_helpers import tiny_hf_model
 ASO = ASOConfig(num_anchors=6, subspace_rank=3, aso_tau=0.3, aso_lambda=0.7)
 
 
-def hf(arch="llama", peft="none", **lora):
-    spec = model_spec(model=f"hf:{tiny_hf_model(arch)}", peft=peft, **lora)
+def hf(arch="llama", peft="none", **lora_keys):
+    spec = model_spec(model=f"hf:{tiny_hf_model(arch)}", peft=peft, **lora_keys)
     torch.manual_seed(0)
     return build_model(spec)
 
@@ -51,7 +51,7 @@ def test_embedding_point_is_the_input_of_the_lm_head(arch):
 
 
 def test_projection_on_a_lora_model_matches_a_per_token_reference():
-    model = hf("llama", peft="lora", r=2, alpha=4, dropout=0.0)
+    model = hf("llama", peft="lora", lora_r=2, lora_alpha=4, lora_dropout=0.0)
     inputs, targets = batch()
     anchors = torch.randn(6, model.embedding_width, generator=torch.Generator().manual_seed(2))
     state = ASOState(anchors, ASO)
@@ -111,7 +111,7 @@ def test_padding_is_excluded_from_loss_relevance_anchors_and_counts():
 
 
 def test_lora_exchanges_only_adapters_and_the_base_never_travels():
-    model = hf("llama", peft="lora", r=4)
+    model = hf("llama", peft="lora", lora_r=4)
     names = exchanged_names(model)
     assert names and all("lora_" in name for name in names)
     arrays = model_to_arrays(model)
@@ -121,7 +121,7 @@ def test_lora_exchanges_only_adapters_and_the_base_never_travels():
     # Loading adapter arrays into a fresh LoRA model reproduces its outputs.
     changed = {name: array + 0.1 for name, array in arrays.items()}
     load_model_arrays(model, changed)
-    other = hf("llama", peft="lora", r=4)
+    other = hf("llama", peft="lora", lora_r=4)
     load_model_arrays(other, changed)
     inputs, _ = batch()
     with torch.no_grad():  # eval(): LoRA dropout off
@@ -143,7 +143,7 @@ def test_dp_sgd_trains_lora_adapters_and_names_an_unsupported_module():
     train = TrainConfig(batch_size=4, lr=1e-3, local_epochs=1, device="cpu")
     dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="hooks")
     anchors = torch.randn(6, 32)
-    model = hf("llama", peft="lora", r=2)
+    model = hf("llama", peft="lora", lora_r=2)
     before = {k: v.copy() for k, v in model_to_arrays(model).items()}
     result = train_local(model, data, anchors=anchors, aso=ASO, train=train, seed=0, dp_sgd=dp)
     assert result.dp_history and result.num_steps >= 1
@@ -154,7 +154,7 @@ def test_dp_sgd_trains_lora_adapters_and_names_an_unsupported_module():
 
 
 def test_bf16_autocast_keeps_aso_math_in_fp32():
-    model = hf("llama", peft="lora", r=2)
+    model = hf("llama", peft="lora", lora_r=2)
     inputs, targets = batch(rows=4)
     data = TensorSplit(inputs=inputs, targets=targets)
     train = TrainConfig(batch_size=4, lr=1e-3, local_epochs=1, device="cpu", precision="bf16")

@@ -153,7 +153,7 @@ def test_probe_scores_are_the_relevance_of_local_training():
     before = probe.scores(torch.from_numpy(embed(model, data))).mean().item()
     aso = ASOConfig(num_anchors=16, subspace_rank=4, relevance_source="probe")
     one_step = TrainConfig(local_epochs=1, batch_size=len(data), lr=0.01)
-    anchors = torch.randn(16, run.model_width)
+    anchors = torch.randn(16, run.model.model_width)
     result = train_local(model, data, anchors=anchors, aso=aso, train=one_step, seed=0,
                          relevance_probe=probe)  # fmt: skip
     assert result.mean_relevance == pytest.approx(before, rel=1e-5)

@@ -1,22 +1,12 @@
-"""Run-config parsing and validation; pyproject's defaults match the dataclass."""
+"""Run-config parsing and validation across sections: flat form, errors, anchor defaults."""
 
-import dataclasses
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from fedaso.config import ASOConfig, RunConfig, TrainConfig
-from fedaso.data import DataConfig
-from fedaso.privacy import PrivacyConfig
+from fedaso.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_pyproject_run_config_lists_every_key_with_the_dataclass_default():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    field_defaults = {f.name.replace("_", "-"): f.default for f in dataclasses.fields(RunConfig)}
-    assert pyproject["tool"]["flwr"]["app"]["config"] == field_defaults
 
 
 def test_anchor_defaults_follow_the_model_and_are_written_resolved():
@@ -78,19 +68,3 @@ def test_subspace_rank_is_below_the_number_of_anchors():
     with pytest.raises(ValueError, match=r"subspace-rank=8 .*num-anchors - 1 = 7"):
         RunConfig.of(num_anchors=8, subspace_rank=8)
     assert RunConfig.of(num_anchors=8, subspace_rank=7).aso.subspace_rank == 7
-
-
-@pytest.mark.parametrize("layer", [ASOConfig, TrainConfig, DataConfig, PrivacyConfig])
-def test_every_config_layer_has_the_run_configs_defaults(layer):
-    run = RunConfig()
-    # TrainConfig.proximal_mu is the weight a FedProx round sends (0 = plain training);
-    # run-config proximal-mu is FedProx's own default. They are different settings.
-    fields = [f.name for f in dataclasses.fields(layer) if f.name != "proximal_mu"]
-    shared = [name for name in fields if hasattr(run, name)]
-    assert shared
-    differ = {
-        name: (getattr(layer(), name), getattr(run, name))
-        for name in shared
-        if getattr(layer(), name) != getattr(run, name)
-    }
-    assert differ == {}
