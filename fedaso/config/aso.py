@@ -27,7 +27,11 @@ class ASOConfig(Section):
     aso_tau: float = setting(0.1, "temperature tau of the relevance softmax")
     aso_alpha: float = setting(0.01, "anchor EMA rate alpha of Eq. 1, in (0, 1)")
     num_anchors: int = setting(
-        0, "anchors M; 0 = the model's default: 512 for hf: models, 32 otherwise"
+        0,
+        (
+            "anchors M; 0 = the model's default: 512 for hf: models (the report's), 32 otherwise;"
+            " metrics.json records the value used"
+        ),
     )
     subspace_rank: int = setting(
         0, "rank R of the semantic subspace (< M, <= d); 0 = 16 for hf: models, 8 otherwise"
@@ -40,11 +44,21 @@ class ASOConfig(Section):
     )
     relevance_source: str = setting(
         "anchors",
-        "where s comes from (spec section 13); oracle is a research upper bound",
+        (
+            "where s comes from (spec section 13): anchors (Eq. 1); anchors-refit (the server "
+            "re-fits them by warm-started k-means over its seed corpus each round and sends them "
+            "down only; needs anchor-dp=none); probe (sigmoid(w . e + b), a logistic probe the "
+            "server fits each round on public documents' fact spans; d + 1 numbers travel); "
+            "oracle (the true fact-token indicator of facts' spans: research only, the ceiling)"
+        ),
         choices=RELEVANCE_SOURCES,
     )
     project_low_relevance: bool = setting(
-        False, "variant: apply Eq. 5 to low-relevance tokens, weight 1 - s"
+        False,
+        (
+            "variant (spec section 13): Eq. 5 projects low-relevance tokens, g <- g - (1 - s)(g -"
+            " U U^T g), instead of relevant ones"
+        ),
     )
     anchor_blend: float = setting(
         0.5, "share of the received global anchors in a client's own set, in [0, 1]"

@@ -32,9 +32,19 @@ class DataSettings(Section):
     """Which dataset to load and how to split it (the run-config's data keys)."""
 
     dataset: str = setting(
-        "facts", "facts | facts:a | facts:b | pydoc | digits | text:PATH | file:PATH"
+        "facts",
+        (
+            "facts | facts:a | facts:b | pydoc | digits | text:FOLDER | file:PATH (.jsonl, .json,"
+            " .csv, .parquet)"
+        ),
     )
-    partitioner: str = setting("iid", "iid | dirichlet:ALPHA | natural | natural:COLUMN")
+    partitioner: str = setting(
+        "iid",
+        (
+            "iid | dirichlet:ALPHA | natural | natural:COLUMN (file: data; flwr-datasets "
+            "partitioners)"
+        ),
+    )
     seq_len: int = setting(64, "LM context length in tokens (bytes for the reference model)")
     window_stride: int = setting(
         16, "tokens between training windows' starts, 0 = disjoint windows (always under dp-sgd)"

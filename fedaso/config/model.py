@@ -28,7 +28,8 @@ class ModelConfig(Section):
     lora_alpha: int = setting(16, "LoRA scaling numerator: updates are scaled by alpha / r")
     lora_dropout: float = setting(0.05, "dropout on LoRA's input, in [0, 1)")
     lora_target_modules: str = setting(
-        "all-linear", "PEFT's all-linear, or comma-separated module names: q_proj,v_proj"
+        "all-linear",
+        ("PEFT's all-linear (every linear layer but the LM head), or names such as q_proj,v_proj"),
     )
 
     def check(self) -> None:

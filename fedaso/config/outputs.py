@@ -15,13 +15,18 @@ class OutputsConfig(Section):
     """The run-config's output keys (all read by the server alone)."""
 
     out_dir: str = setting(
-        "", "if set, the server writes metrics.json and the final model here", server_only=True
+        "",
+        "where the server writes metrics.json, model.pt and anchors.npy; empty = nowhere",
+        server_only=True,
     )
     extra_eval_dataset: str = setting(
         "", "also evaluate centrally on this dataset each round (same task)", server_only=True
     )
     tracking: str = setting(
-        "none", "experiment tracking back-end", choices=TRACKING_BACKENDS, server_only=True
+        "none",
+        "log the run-config, per-round metrics and files to a tracking back-end",
+        choices=TRACKING_BACKENDS,
+        server_only=True,
     )
     tracking_dir: str = setting(
         "", "where tracking logs go; empty = out-dir/tracking", server_only=True

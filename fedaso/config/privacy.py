@@ -25,10 +25,18 @@ class PrivacyConfig(Section):
         "none", "DP of anchor releases: none | local | central", choices=ANCHOR_DP_MODES
     )
     anchor_clip: float = setting(
-        2.0, "c: per-row bound of an anchor change under anchor DP (C = c sqrt M)"
+        2.0,
+        (
+            "c: per-row (RMS) bound of a client's anchor change under anchor DP; the Frobenius "
+            "bound is C = c sqrt(M). Without anchor DP nothing is clipped"
+        ),
     )
-    anchor_noise_multiplier: float = setting(1.0, "sigma of anchor releases")
-    anchor_delta: float = setting(1e-5, "delta at which anchor epsilon is reported")
+    anchor_noise_multiplier: float = setting(
+        1.0, "sigma of anchor releases: noise sigma C (local) or sigma C / n (central)"
+    )
+    anchor_delta: float = setting(
+        1e-5, "delta of the reported anchor-epsilon (and of the update and relevance epsilons)"
+    )
     anchor_init: str = setting(
         "server",
         "initial anchors: server (k-means of its seed corpus) | federated (federated k-means)",

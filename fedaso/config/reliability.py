@@ -19,28 +19,57 @@ class ReliabilityConfig(Section):
     """The run-config's reliability keys (all read by the server alone)."""
 
     round_timeout: float = setting(
-        3600.0, "seconds the server waits for a round's replies", server_only=True
+        3600.0,
+        "seconds the server waits for a round's replies; late nodes count as num-timeouts",
+        server_only=True,
     )
     max_update_norm_ratio: float = setting(
-        10.0, "drop updates longer than this x the round's median norm; 0 = off", server_only=True
+        10.0,
+        (
+            "drop a reply whose update (or anchor change) norm exceeds this x the round's median;"
+            " 0 = off"
+        ),
+        server_only=True,
     )
     max_update_norm: float = setting(
-        1000.0, "drop model updates longer than this; 0 = off", server_only=True
+        1000.0,
+        (
+            "drop a reply whose model update's L2 norm exceeds this, however few replies (anchor "
+            "changes: 10x the anchors' norm); 0 = off"
+        ),
+        server_only=True,
     )
     max_client_share: float = setting(
-        0.5, "no reply holds more of a round's aggregate; 1 = no cap", server_only=True
+        0.5,
+        (
+            "no reply holds more than this share of a round's model or anchors "
+            "(docs/RELIABILITY.md); 1 = no cap"
+        ),
+        server_only=True,
     )
     max_reported_count: int = setting(
-        10**9, "a reply's num-examples / num-tokens are capped here", server_only=True
+        10**9,
+        "a reply's num-examples and num-tokens count as at most this many (at most 2^53)",
+        server_only=True,
     )
     checkpoint_dir: str = setting(
         "", "checkpoint every round here; empty = out-dir/checkpoint (if out-dir)", server_only=True
     )
     resume: str = setting(
-        "", "continue the run saved in this checkpoint directory", server_only=True
+        "",
+        (
+            "continue the run saved in this checkpoint directory (same settings; more rounds "
+            "allowed)"
+        ),
+        server_only=True,
     )
     fault_plan: str = setting(
-        "", "TESTING AID: PARTITION:KIND,... makes partitions misbehave", server_only=True
+        "",
+        (
+            "TESTING AID: PARTITION:KIND,... makes partitions misbehave (fedaso/fault_plan.py); "
+            "never in a real run"
+        ),
+        server_only=True,
     )
     fault_delay: float = setting(
         0.0, "TESTING AID: a delay fault replies this long after the time-out", server_only=True
