@@ -10,7 +10,7 @@ anchors: ``strategies.refit``); under ``relevance-source = probe`` it scores rel
 with the probe ``(w, b)`` the message carries. Without anchors in the message (FedAvg,
 FedProx, FedAdam) it trains plainly. ``evaluate`` reports loss and accuracy (and perplexity
 for language models) on the partition's held-out split. ``query`` answers the federated
-k-means of anchor initialization (spec section 5b) with this partition's centroids and
+k-means of anchor initialization (docs/SPEC.md section 5b) with this partition's centroids and
 cluster fractions.
 
 Everything that leaves the client passes through ``clients.release`` first: under

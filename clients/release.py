@@ -1,4 +1,4 @@
-"""What may leave a client, and its privacy cost (spec section 7; docs/PRIVACY.md).
+"""What may leave a client, and its privacy cost (docs/SPEC.md section 7; docs/PRIVACY.md).
 
 - ``train_metrics``: a training reply's metrics, built from released values only.
 - ``anchor_report``: the anchor set a client sends is ``A_global + Delta_k`` without anchor
@@ -65,7 +65,7 @@ def record_release(
 def train_metrics(
     result: LocalTrainResult, privacy: PrivacyConfig, state: PartitionState
 ) -> dict[str, float]:
-    """A training reply's metrics, built from released values only (spec section 7).
+    """A training reply's metrics, built from released values only (docs/SPEC.md section 7).
 
     Counts and the training loss always; under ASO the mean relevance as released by
     :func:`relevance_report` (noised when ``relevance-noise`` > 0) and, only without
@@ -95,7 +95,7 @@ def anchor_report(
 
     Under ``anchor-dp = local`` the change is clipped to ``C = anchor-clip * sqrt(M)`` and
     noised; under ``central`` the trusted server clips it on receipt. Without anchor DP no
-    privacy clip applies (spec section 13): a bound sized for a small anchor set would cut
+    privacy clip applies (docs/SPEC.md section 13): a bound sized for a small anchor set would cut
     an honest change of a large one, and the server bounds outliers relative to the round.
     """
     delta = trained.astype(np.float64) - global_anchors

@@ -1,6 +1,6 @@
 """A partition's state across rounds, kept on its node's disk so that it survives a resume.
 
-A client keeps, per run and partition, its own anchor set (spec section 5) and one Opacus
+A client keeps, per run and partition, its own anchor set (docs/SPEC.md section 5) and one Opacus
 accountant history per privacy mechanism (``clients.release``). Flower's ``Context.state``
 lives as long as one Flower run, and a resumed FedASO run is a new Flower run: the state
 would restart empty, the client would report too small an epsilon and train from another

@@ -1,4 +1,4 @@
-"""What the server and the clients say to each other: FedASO's wire protocol (spec section 10).
+"""What server and clients say to each other: the wire protocol (docs/SPEC.md section 10).
 
 One place names every message type, record, config key, reserved array key and metric key
 that crosses between ``strategies`` and ``clients``, and splits and joins the one array
@@ -22,7 +22,7 @@ import numpy as np
 # -- message types (equal to Flower's MessageType values) --------------------------------
 TRAIN = "train"
 EVALUATE = "evaluate"
-QUERY = "query"  # federated k-means of anchor initialization (spec section 5b)
+QUERY = "query"  # federated k-means of anchor initialization (docs/SPEC.md section 5b)
 PARTITION_QUERY = "query.partition"  # which partition a node holds (strategies.grids)
 
 # -- record names --------------------------------------------------------------------------

@@ -26,13 +26,14 @@ import sys
 from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
 from fedaso.config.federation import STRATEGIES
 from simulations.console import CommandParser, fail
-from simulations.engine import add_run_flags, format_table
+from simulations.engine import add_run_flags
 from simulations.experiment import (
     Variant,
     add_experiment_flags,
     command_line,
     execute_from_args,
     experiment_header,
+    figures_table,
     outputs_note,
     parse_list,
     plan_runs,
@@ -105,10 +106,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         label="strategy",
         reference=args.reference,
     )
-    keys = list(summaries[0].figures)
-    rows = [[key, *(s.figures[key].text() for s in summaries)] for key in keys]
     print(f"\nFinal central evaluation on {specs[0].run.data.dataset}:")
-    print(format_table(["figure", *(s.variant for s in summaries)], rows))
+    print(figures_table(summaries))
     print(outputs_note(args.out, results))
     return 0
 

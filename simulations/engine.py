@@ -247,7 +247,7 @@ EPSILON_COLUMNS = ("anchor-epsilon", "update-epsilon", "client-dp-sgd-epsilon-ma
 
 
 def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per round with the figures worth printing."""
+    """One row per round with the figures worth printing: those that some round has."""
     epsilons = [k for k in EPSILON_COLUMNS if any(k in r["train"] for r in metrics["rounds"])]
     rows = []
     for record in metrics["rounds"]:
@@ -265,7 +265,8 @@ def round_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             }
             | {key: train.get(key) for key in epsilons}
         )
-    return rows
+    shown = [key for key in rows[0] if key == "round" or any(row[key] is not None for row in rows)]
+    return [{key: row[key] for key in shown} for row in rows]
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -8,7 +8,7 @@ tokens against all others and Eq. 4's relative weight ``(1 + lambda s_fact) / (1
 (with the run's ``aso-lambda``). An AUROC near 0.5 or a weight ratio near 1 means Eq. 4
 cannot emphasize knowledge: relevance does not tell facts from filler. No federation
 runs, so the grid takes seconds. With ``--set relevance-source=probe`` a last row scores
-the logistic probe the server would fit on the public documents (spec section 13).
+the logistic probe the server would fit on the public documents (docs/SPEC.md section 13).
 
     python -m simulations.probe --set model=hf:models/base --set facts-entities=8 \\
         --anchor-seeds generic,knowledge,knowledge-values --num-anchors 16,64,512 \\

@@ -1,4 +1,4 @@
-"""Federated anchor initialization (spec section 5b): k-means over the clients' centroids.
+"""Federated anchor initialization (docs/SPEC.md section 5b): k-means over the clients' centroids.
 
 Before the first round, ``federated_initial_anchors`` sends a ``query`` message with the
 initial model to a sample of the connected nodes, checks each answer like a training reply
@@ -53,7 +53,7 @@ def federated_initial_anchors(
     client_config: ConfigRecord,
     width: int,
 ) -> np.ndarray:
-    """Federated k-means (spec section 5b): sampled clients send centroids, server merges.
+    """Federated k-means (docs/SPEC.md section 5b): sampled clients send centroids, server merges.
 
     Sends a ``query`` message with the initial model to a sample of connected nodes (the
     training sample size), checks every answer like a training reply (an error, a missing

@@ -1,6 +1,6 @@
 """FedASO: relevance-weighted aggregation with per-partition anchor merging (Flower Strategy).
 
-Implements spec sections 5, 6 and 10 on Flower's message API. Each training reply carries
+Implements docs/SPEC.md sections 5, 6 and 10 on Flower's message API. Each training reply carries
 one ArrayRecord (the model's arrays plus the anchor set under ``fedaso.wire.ANCHORS_KEY``)
 and one MetricRecord (``num-examples``, ``num-tokens``, ``mean-relevance``, ...). The model
 is averaged with weights ``w_k`` (mean relevance by default, report Eq. 7); anchor sets are
@@ -25,7 +25,7 @@ reports, so the store survives a restart in which every node gets a new id
 anchors ride inside the model's ArrayRecord, Flower's DP wrappers clip and noise model and
 anchors together without knowing about ASO.
 
-Anchor privacy (spec section 7, docs/PRIVACY.md): under ``anchor-dp = local`` the reports
+Anchor privacy (docs/SPEC.md section 7, docs/PRIVACY.md): under ``anchor-dp = local`` the reports
 arrive privatized and are merged as above; under ``anchor-dp = central`` the server merges
 only this round's fresh changes, clipped, with uniform weights, noised once and divided by
 the number of sampled clients (DP-FedAvg), and the staleness decay then acts on these
@@ -366,7 +366,7 @@ class FedASO(FedAvg):
         ``max-update-norm``; anchor changes, which live in the embedding space's units, by
         :func:`anchor_change_limit` instead (a multiple of the anchors' own norm, or what an
         honest local DP release can reach), so that honest moves pass whole at any width
-        and ``M`` (spec section 13). The kept
+        and ``M`` (docs/SPEC.md section 13). The kept
         updates are sorted by partition so that the aggregate does not depend on the order
         in which replies arrived.
         """

@@ -1,4 +1,4 @@
-"""FedASO with what the server fits each round (spec section 13): anchors, or a probe.
+"""FedASO with what the server fits each round (docs/SPEC.md section 13): anchors, or a probe.
 
 ``relevance-source = anchors-refit`` (:class:`AnchorRefitFedASO`):
 

@@ -85,7 +85,7 @@ def parse_train_reply(
 def bounded_claims(metrics: MetricRecord, bounds: ReplyBounds) -> dict[str, int | float]:
     """The claims that weigh a reply, within their bounds: relevance in [0, 1], counts capped.
 
-    Mean relevance is a mean of values in [0, 1] (spec section 3); a count above
+    Mean relevance is a mean of values in [0, 1] (docs/SPEC.md section 3); a count above
     ``max-reported-count`` counts as that many (and stays exact in a float sum).
     """
     cap = bounds.max_reported_count

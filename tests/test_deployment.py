@@ -4,7 +4,7 @@ Plain (insecure) and TLS with SuperNode authentication. Each test starts ``flowe
 (not ``--simulation``) and one ``flower-supernode`` per partition with its own
 ``--node-config``, submits this repository's app with ``flwr run . site``, reads the run's
 status and the metrics the ServerApp wrote, and stops every process by pid afterwards.
-The recipe is the one in README's "Deploy across sites", on one machine.
+The recipe is the one in docs/DEPLOY.md ("Deploy across sites"), on one machine.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""DP-SGD under Opacus composes with the ASO projection hook (spec section 7)."""
+"""DP-SGD under Opacus composes with the ASO projection hook (docs/SPEC.md section 7)."""
 
 import math
 

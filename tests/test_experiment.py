@@ -12,7 +12,7 @@ import torch
 from fedaso.data import load_partition
 from simulations.ablate import ABLATIONS, chosen_variants
 from simulations.compare import strategy_variants
-from simulations.engine import EngineOptions, add_run_flags
+from simulations.engine import EngineOptions, add_run_flags, round_rows
 from simulations.experiment import (
     Progress,
     RunResult,
@@ -22,6 +22,7 @@ from simulations.experiment import (
     default_target,
     duration,
     execute,
+    figures_table,
     final_figures,
     finished_metrics,
     metrics_rows,
@@ -236,6 +237,22 @@ def test_summary_reduces_over_seeds(tmp_path):
     assert table.splitlines()[0].startswith("| strategy | final loss | final accuracy |")
     assert "| fedavg | 2.9 ± 0.14 |" in table
     assert "2 ± 0 (1/2)" in table  # fedavg's rounds to target: one seed of two reached it
+
+
+def test_tables_leave_out_figures_that_no_run_measured(tmp_path):
+    # A text dataset measures no fact recall: no "- (0/2)" row, column or "-" column.
+    runs = results(tmp_path)
+    summaries = summarize(runs, target=2.9)
+    assert "fact-recall" in summaries[0].figures  # present, but without a value
+    figures = figures_table(summaries)
+    assert [line.split()[0] for line in figures.splitlines()[2:4]] == ["loss", "accuracy"]
+    assert "fact-recall" not in figures and "(0/2)" not in figures
+    assert "fact recall" not in summary_table(summaries, "strategy")
+    rows = round_rows(runs[0].metrics)
+    assert list(rows[0]) == ["round", "loss", "accuracy", "mean-relevance", "seconds"]
+    runs[0].metrics["rounds"][-1]["central"]["fact-recall"] = 0.25  # one run, one round
+    assert "fact-recall" in figures_table(summarize(runs, target=2.9))
+    assert [row["fact-recall"] for row in round_rows(runs[0].metrics)] == [None, None, 0.25]
 
 
 def test_recall_target_defaults_to_the_lowest_final_recall(tmp_path):

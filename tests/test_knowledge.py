@@ -105,7 +105,7 @@ def test_fact_probe_with_a_bpe_tokenizer_marks_the_value_words():
 
 
 def _relevance_reference(embeddings, anchors, tau):
-    """Spec section 2, one token at a time in plain Python."""
+    """docs/SPEC.md section 2, one token at a time in plain Python."""
     scores = []
     for e in embeddings.tolist():
         cos = [

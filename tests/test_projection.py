@@ -1,4 +1,4 @@
-"""Gradient projection (spec section 4) against a brute-force per-token reference."""
+"""Gradient projection (docs/SPEC.md section 4) against a brute-force per-token reference."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Relevance scores (spec section 2) against a slow, obviously right loop reference."""
+"""Relevance scores (docs/SPEC.md section 2) against a slow, obviously right loop reference."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Relevance sources as named variants (spec section 13): anchors-refit, probe, oracle."""
+"""Relevance sources as named variants (docs/SPEC.md section 13): anchors-refit, probe, oracle."""
 
 import json
 

@@ -379,7 +379,7 @@ def test_the_partition_query_answers_bind_partitions_before_any_training():
 
 
 def test_anchor_changes_are_bounded_by_the_anchors_own_norm_not_max_update_norm():
-    # Without anchor DP a client's anchor change is not clipped (spec section 13): a large
+    # Without anchor DP a client's anchor change is not clipped (docs/SPEC.md section 13): a large
     # honest move passes whole however small max-update-norm is, and only a change beyond
     # ANCHOR_CHANGE_LIMIT times the global anchors' norm is dropped.
     strategy = configured(bounds=ReplyBounds.off(max_update_norm=5.0))

@@ -1,4 +1,4 @@
-"""``model = py:MODULE:FACTORY``: a user's own nn.Module, from the README's worked example."""
+"""``model = py:MODULE:FACTORY``: a user's own nn.Module, from docs/MODELS.md's worked example."""
 
 import pytest
 import torch

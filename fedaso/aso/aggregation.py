@@ -1,12 +1,12 @@
 """FedASO's server-side math: relevance-weighted model averaging and anchor merging.
 
-Model updates are averaged with the report's Eq. 7 (spec section 6),
+Model updates are averaged with the report's Eq. 7 (docs/SPEC.md section 6),
 
     theta_next = sum_k w_k theta_k / sum_k w_k,   w_k = mean relevance of client k's tokens,
 
 or with ``w_k = sum_i s_i`` ("relevance-x-examples"), ``w_k = n_k`` ("examples", FedAvg) or
 ``w_k = 1`` ("uniform", the data-independent weights that DP-FedAvg's accounting assumes).
-Anchor sets are merged per partition (spec section 5): the server keeps each partition's
+Anchor sets are merged per partition (docs/SPEC.md section 5): the server keeps each partition's
 latest report and the round it came from, and the next global set is their weighted average
 with weights decayed by ``gamma ** age``, so partitions not sampled this round still count.
 Both averages can cap any one contributor's share of the result (``capped_average``,

@@ -1,4 +1,4 @@
-"""The semantic anchor set: k-means initialization and the online update (spec section 5).
+"""The semantic anchor set: k-means initialization and the online update (docs/SPEC.md section 5).
 
 Anchors are M vectors in the model's embedding space. They are initialized with k-means
 (scikit-learn) over embeddings of a seed corpus, as in the report (section 5.1), and moved
@@ -9,7 +9,7 @@ alpha towards the embedding of the batch token most similar to it,
 
 reusing the similarity matrix ``c`` already computed for relevance scoring.
 
-Without a seed corpus, anchors come from federated k-means (spec section 5b): each sampled
+Without a seed corpus, anchors come from federated k-means (docs/SPEC.md section 5b): each sampled
 client summarizes its own embeddings by ``local_centroids`` and the server runs weighted
 k-means over all the centroids it received (``federated_kmeans``).
 """
@@ -54,7 +54,7 @@ def kmeans_anchors(
 def refit_anchors(*, embeddings: np.ndarray, previous: np.ndarray, seed: int) -> np.ndarray:
     """k-means of ``embeddings`` ``(n, d)`` warm-started from ``previous`` anchors ``(M, d)``.
 
-    ``relevance-source = anchors-refit`` (spec section 13): each round the server re-fits
+    ``relevance-source = anchors-refit`` (docs/SPEC.md section 13): each round the server re-fits
     the anchors over its seed corpus under the current model. Starting from the last
     centroids keeps anchor j where it was as far as the data allow, so that rows stay
     index-aligned across rounds, and converges in a few iterations.

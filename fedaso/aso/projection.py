@@ -1,4 +1,4 @@
-"""Gradient projection onto the anchors' semantic subspace (spec section 4, report Eq. 5).
+"""Gradient projection onto the anchors' semantic subspace (docs/SPEC.md section 4, report Eq. 5).
 
 The report defines the ASO gradient of token i as
 
@@ -15,7 +15,7 @@ where U ``(d, R)`` holds the top-R right singular vectors of the centered anchor
 Every parameter upstream of the embedding point then receives
 ``J_i^T (s_i P + (1 - s_i) I) dl_i/de_i`` per token, at a cost of ``O(N d R)``.
 
-A named variant (spec section 13, ``project-low-relevance``) projects the low-relevance
+A named variant (docs/SPEC.md section 12, ``project-low-relevance``) projects the low-relevance
 tokens instead, ``g_i <- g_i - (1 - s_i)(g_i - U U^T g_i)``: what relevance does not single
 out is kept to the anchors' subspace, for stability, and relevant tokens train freely.
 Both are :func:`project_gradient` with a per-token weight ``w_i`` (:func:`projection_weights`).

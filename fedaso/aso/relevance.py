@@ -1,4 +1,4 @@
-"""Semantic relevance scores of token embeddings against an anchor set (spec section 2).
+"""Semantic relevance scores of token embeddings against an anchor set (docs/SPEC.md section 2).
 
 The report's Eq. 3 averages a softmax over the anchors, which sums to one for every token,
 so taken literally every token scores exactly ``1/M`` (:func:`literal_eq3_scores` keeps that
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 RELEVANCE_KINDS = ("max", "entropy")
-# Where local training's s comes from (spec section 13). "anchors": this module's score
+# Where local training's s comes from (docs/SPEC.md section 13). "anchors": this module's score
 # against the anchors, which clients move by Eq. 1 (the default). "anchors-refit": the same
 # score, against anchors the server re-fits by k-means each round and clients never move
 # or send. "probe": a logistic probe the server fits and sends (RelevanceProbe).

@@ -1,4 +1,4 @@
-"""A logistic relevance probe at the embedding point: ``relevance-source = probe`` (spec 13).
+"""The logistic relevance probe of ``relevance-source = probe`` (docs/SPEC.md section 13).
 
 Anchor relevance tells fact tokens from the others barely better than chance (AUROC 0.59
 to 0.65 in issue 18's measurements), so this source learns the distinction instead: the

@@ -1,4 +1,4 @@
-"""The privacy section: anchor DP, DP-SGD and update DP (spec section 7; docs/PRIVACY.md)."""
+"""The privacy section: anchor DP, DP-SGD and update DP (docs/SPEC.md 7; docs/PRIVACY.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ DP_GRAD_SAMPLE_MODES = ("hooks", "ghost")
 
 @dataclass(frozen=True, kw_only=True)
 class PrivacyConfig(Section):
-    """The privacy run-config keys (spec section 7)."""
+    """The privacy run-config keys (docs/SPEC.md section 7)."""
 
     anchor_dp: str = setting(
         "none", "DP of anchor releases: none | local | central", choices=ANCHOR_DP_MODES

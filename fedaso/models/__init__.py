@@ -3,7 +3,7 @@
 Every model is an ``nn.Module`` that maps a batch of inputs to logits and exposes
 
 * ``embedding_point``: the module whose output is the per-token embedding that ASO scores
-  and whose incoming gradient it projects (spec sections 1 and 11);
+  and whose incoming gradient it projects (docs/SPEC.md sections 1 and 11);
 * ``embedding_width``: the width ``d`` of that output;
 * ``max_length``: the longest input in tokens, or None when the model states none.
 

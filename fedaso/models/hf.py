@@ -2,7 +2,7 @@
 
 ``model = hf:NAME_OR_PATH`` loads ``AutoModelForCausalLM.from_pretrained(NAME_OR_PATH)``
 (a local directory, or a hub name where the hub is reachable). Its **embedding point**
-(spec section 11) is found generically, with no per-architecture table: it is the input of
+(docs/SPEC.md section 11) is found generically, with no per-architecture table: it is the input of
 ``get_output_embeddings()``, the LM head, i.e. the final hidden state after the last norm.
 A forward pre-hook on the head routes that input through an ``nn.Identity`` tap and hands
 the tap's output to the head, so the tensor that ASO scores and whose gradient it projects

@@ -1,7 +1,7 @@
 """The reference classifier: a small MLP for scikit-learn's digits.
 
 Built only from ``nn.Linear`` and ``nn.LayerNorm`` so that Opacus computes per-sample
-gradients for it. Its **embedding point** (spec section 1) is an ``nn.Identity`` tap on the
+gradients for it. Its **embedding point** (docs/SPEC.md section 1) is an ``nn.Identity`` tap on the
 penultimate features, for the reason given in ``fedaso.models.tinylm``.
 """
 

@@ -2,7 +2,7 @@
 
 It is built only from ``nn.Embedding``, ``nn.Linear`` and ``nn.LayerNorm`` (attention is
 written out with ``scaled_dot_product_attention``) so that Opacus can compute per-sample
-gradients for them, and it exposes its **embedding point** (spec section 1): the module
+gradients for them, and it exposes its **embedding point** (docs/SPEC.md section 1): the module
 whose output is the per-token embedding that ASO scores and whose gradient it projects.
 That is the final LayerNorm, whose output feeds the LM head. It follows nanoGPT's
 ``model.py`` layout, much smaller.

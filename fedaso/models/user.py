@@ -4,7 +4,7 @@
 :class:`fedaso.config.RunConfig` and returns ``(model, embedding_point)``: the model maps
 a batch of inputs to logits (``(B, T) -> (B, T, V)`` for a language model on byte-level text,
 ``(B, F) -> (B, C)`` for a classifier), and ``embedding_point`` is the submodule whose output
-is the per-token embedding that ASO scores (spec section 1), for example the norm that feeds
+is the per-token embedding that ASO scores (docs/SPEC.md section 1), for example the norm that feeds
 the head. ``custom_models/user_model.py`` is a worked example.
 
 The embedding width ``d`` is read off one forward pass of a probe input, so the factory

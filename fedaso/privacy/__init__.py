@@ -1,4 +1,4 @@
-"""Differential privacy of FedASO (spec section 7; docs/PRIVACY.md), in three files:
+"""Differential privacy of FedASO (docs/SPEC.md section 7; docs/PRIVACY.md), in three files:
 
 - ``mechanisms``: the Gaussian mechanisms of anchor, centroid and relevance releases;
 - ``accounting``: Opacus' RDP accountant (``PrivacyAccount``) and its quiet import;

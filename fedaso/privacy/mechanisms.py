@@ -1,6 +1,6 @@
 """Gaussian mechanisms of what leaves a client: anchor releases, centroids, relevance.
 
-Spec section 7, on plain NumPy:
+docs/SPEC.md section 7, on plain NumPy:
 
 - **Local anchor release** (``anchor-dp = local``). A client clips its anchor change
   ``Delta_k = A_k_after - A_global_received`` to Frobenius norm ``C`` and adds

@@ -1,13 +1,13 @@
 """Does relevance find knowledge? How well relevance tells fact tokens from all others.
 
-ASO's premise (spec sections 2-3) is that relevance singles out the tokens that carry
+ASO's premise (docs/SPEC.md sections 2-3) is that relevance singles out the tokens that carry
 knowledge, so that Eq. 4 emphasizes them. On ``facts`` this can be measured: the held-out
 documents' tokens are split into those whose next-token target is part of a fact's value
 (``FactProbe.fact``) and all others (``FactProbe.filler``). The relevance of the embedding
 that predicts a token is the weight its loss gets, so that is what is scored here, with the
 same score as local training (``fedaso.aso.relevance.relevance_scores``).
 
-Three figures (spec section 13): the mean relevance of each kind; the AUROC of relevance
+Three figures (docs/SPEC.md section 13): the mean relevance of each kind; the AUROC of relevance
 for fact tokens against all others, the selectivity that bounds what Eq. 4 can speed up;
 and ``(1 + lambda s_fact) / (1 + lambda s_other)``, the relative weight of a fact token,
 which is all that counts under Adam (a common factor of the loss cancels).

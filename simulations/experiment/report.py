@@ -11,6 +11,7 @@ from typing import Any
 
 from fedaso.config import RunConfig
 from fedaso.durable import write_text_atomically
+from simulations.engine import format_table
 from simulations.experiment.plots import plot_curves
 from simulations.experiment.runner import RunResult, RunSpec
 from simulations.experiment.statistics import (
@@ -21,6 +22,7 @@ from simulations.experiment.statistics import (
     default_target,
     metrics_rows,
     paired_differences,
+    reported_keys,
     summarize,
     training_warnings,
 )
@@ -63,11 +65,8 @@ def summary_table(
 
     Figures named ``*bytes-per-round`` are shown in MB.
     """
-    columns = [
-        (key, title)
-        for key, title in columns
-        if any(s.figures.get(key) and s.figures[key].mean is not None for s in summaries)
-    ]
+    titles = dict(columns)
+    columns = [(key, titles[key]) for key in reported_keys(summaries, titles)]
     lines = [
         "| " + " | ".join([label, *(title for _, title in columns)]) + " |",
         "|" + "---|" * (len(columns) + 1),
@@ -81,6 +80,13 @@ def summary_table(
             cells.append(stat.text())
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def figures_table(summaries: Sequence[VariantSummary]) -> str:
+    """The console's closing table: a row per figure that some variant has, a column each."""
+    keys = reported_keys(summaries, dict.fromkeys(k for s in summaries for k in s.figures))
+    rows = [[key, *(s.figures[key].text() for s in summaries)] for key in keys]
+    return format_table(["figure", *(s.variant for s in summaries)], rows)
 
 
 def summary_json(summaries: Sequence[VariantSummary]) -> dict[str, Any]:

@@ -85,6 +85,18 @@ class VariantSummary:
     figures: dict[str, Stat] = field(default_factory=dict)
 
 
+def reported_keys(summaries: Sequence[VariantSummary], keys: Iterable[str]) -> list[str]:
+    """The ``keys`` that at least one of ``summaries`` has a value for, in their order.
+
+    A figure that no run measured (fact recall on a text dataset) gets no row or column.
+    """
+    return [
+        key
+        for key in keys
+        if any(key in s.figures and s.figures[key].mean is not None for s in summaries)
+    ]
+
+
 def metrics_rows(results: Iterable[RunResult]) -> list[dict[str, Any]]:
     """One row per variant, seed and round with every ``ROUND_COLUMNS`` metric present."""
     rows = []

@@ -1,6 +1,6 @@
 """Central pretraining of a small base language model on public text, before federation.
 
-ASO presumes a model whose embedding space already carries meaning (spec section 1): in
+ASO presumes a model whose embedding space already carries meaning (docs/SPEC.md section 1): in
 practice, federated fine-tuning starts from a publicly pretrained base. Offline, the public
 English text at hand is what ships with Python itself: CPython's pydoc topics
 (``pydoc_data.topics``) and the docstrings of the standard library's modules, classes and

@@ -1,9 +1,9 @@
 """Random-init Hugging Face causal LMs and BPE tokenizers, built offline.
 
-Tests, benchmarks and the README's examples need ``hf:`` models without a model hub: this
-module trains a byte-level BPE tokenizer on text at hand with the ``tokenizers`` library,
-saves it as a ``PreTrainedTokenizerFast``, and writes a randomly initialized model of a
-named architecture with ``save_pretrained``, so that ``model = hf:DIR`` loads both.
+Tests, benchmarks and the examples of docs/MODELS.md need ``hf:`` models without a model
+hub: this module trains a byte-level BPE tokenizer on text at hand with the ``tokenizers``
+library, saves it as a ``PreTrainedTokenizerFast``, and writes a randomly initialized model
+of a named architecture with ``save_pretrained``, so that ``model = hf:DIR`` loads both.
 """
 
 from __future__ import annotations
