@@ -40,7 +40,8 @@ from collections.abc import Sequence
 
 import torch
 
-from fedaso.checks import is_count, require
+from fedaso.checks import is_count
+from fedaso.config import FederationConfig
 from fedaso.config.data import (
     ANCHOR_SEEDS,
     DATASETS_ALLOWED,
@@ -48,9 +49,11 @@ from fedaso.config.data import (
     NATURAL_PREFIX,
     PARTITIONERS_ALLOWED,
     TEXT_PREFIX,
+    DataSettings,
     dataset_kind,
     group_column,
     is_dataset_name,
+    require,
     task_of,
 )
 from fedaso.data.config import DIGITS_NUM_CLASSES, DIGITS_NUM_FEATURES, VOCAB_SIZE, DataConfig
@@ -151,8 +154,17 @@ def load_central(config: DataConfig) -> CentralData:
     )
 
 
-def dataset_texts(dataset: str, *, seed: int = 0, facts_entities: int = 40) -> list[str]:
-    """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on."""
+def dataset_texts(
+    dataset: str,
+    *,
+    seed: int = FederationConfig.seed,
+    facts_entities: int = DataSettings.facts_entities,
+) -> list[str]:
+    """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on.
+
+    ``seed`` and ``facts_entities`` default to the run-config's (a tokenizer made with the
+    defaults fits a default run's facts).
+    """
     kind = dataset_kind(dataset)
     require(
         kind in ("facts", "pydoc", "text"),

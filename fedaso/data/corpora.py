@@ -53,7 +53,7 @@ def _build_corpus(
     seq_len: int,
     tokenizer: str,
     column: str,
-    anchor_seed: str = "generic",
+    anchor_seed: str,
 ) -> Corpus:
     kind = dataset_kind(dataset)
     if kind == "digits":
