@@ -87,11 +87,11 @@ class Setup:
     num_anchors: int
     subspace_rank: int
 
-    def aso(self, variant: str) -> ASOConfig:
-        """The ASOConfig of ``variant`` (see ``VARIANTS``)."""
+    def aso(self, variant: str) -> ASOConfig | None:
+        """The ASOConfig of ``variant`` (see ``VARIANTS``); None trains plainly."""
         overrides = VARIANTS[variant]
         if overrides is None:
-            return ASOConfig(enabled=False)
+            return None
         return ASOConfig(
             num_anchors=self.num_anchors, subspace_rank=self.subspace_rank, **overrides
         )
@@ -110,6 +110,7 @@ class Setup:
             anchors=self.anchors,
             aso=self.aso(variant),
             train=self.train,
+            seed=0,
             dp_sgd=dp_sgd,
         )
 

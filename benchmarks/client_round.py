@@ -44,13 +44,13 @@ from benchmarks.hf_overhead import SHAPES as HF_SHAPES
 from clients.client_app import ClientJob, app, load_job
 from clients.policy import SITE_POLICY_KEY
 from clients.state import STATE_DIR_KEY
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import RunConfig, TrainConfig
+from fedaso.config.client import ClientConfig
 from fedaso.data import dataset_texts
 from fedaso.data.tokens import IGNORE_INDEX
 from fedaso.models import HFCausalLM
 from fedaso.models.arrays import model_to_arrays
 from fedaso.models.cache import clear_caches
-from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.training.trainer import train_local
 from fedaso.wire import ARRAYS, CONFIG
 from flower_wire.records import arrays_to_record
@@ -167,10 +167,9 @@ class RoundBench:
     def alone_seconds(self) -> float:
         """Wall seconds of ``train_local`` (ASO off) on a freshly loaded job."""
         job = self.job()
-        train = job.run.train(seed=job.seed)
         start = time.perf_counter()
         train_local(
-            job.model, job.data.train, anchors=None, aso=ASOConfig(enabled=False), train=train
+            job.model, job.data.train, anchors=None, aso=None, train=job.run.training, seed=job.seed
         )
         return time.perf_counter() - start
 
@@ -179,9 +178,10 @@ class RoundBench:
         job = self.job()
         model = hf_model(job)
         model._head_hook.remove()  # FedASO's embedding tap: not part of a bare loop
-        train = job.run.train(seed=job.seed)
         start = time.perf_counter()
-        bare_loop(model.lm, job.data.train.inputs, job.data.train.targets, train)
+        bare_loop(
+            model.lm, job.data.train.inputs, job.data.train.targets, job.run.training, job.seed
+        )
         return time.perf_counter() - start
 
 
@@ -193,14 +193,14 @@ def hf_model(job: ClientJob) -> HFCausalLM:
 
 
 def bare_loop(
-    lm: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, train: TrainConfig
+    lm: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, train: TrainConfig, seed: int
 ) -> float:
     """Train ``lm`` with Adam on shuffled batches, as anyone would; return the mean loss.
 
     The batches are those of ``fedaso.training.batches.make_loader``: a DataLoader shuffled by a
-    generator seeded with ``train.seed``.
+    generator seeded with ``seed``.
     """
-    generator = torch.Generator().manual_seed(train.seed)
+    generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         TensorDataset(inputs, targets), batch_size=train.batch_size, shuffle=True,
         generator=generator,
@@ -228,14 +228,14 @@ def bare_loop(
 def round_tokens(bench: RoundBench) -> int:
     """Tokens one round scores (the same batches in every variant)."""
     job = bench.job()
-    train = job.run.train(seed=job.seed)
+    train = job.run.training
     windows = min(len(job.data.train), train.batch_size * train.max_steps)
     return windows * int(job.data.train.inputs.shape[1])
 
 
 def make_bench(model_dir: Path, peft: str, args: argparse.Namespace, state_dir: str) -> RoundBench:
     """The mode's train message (``peft``) and node, on the saved model."""
-    run = RunConfig(
+    run = RunConfig.of(
         strategy="fedavg", model=f"hf:{model_dir}", peft=peft, dataset="facts",
         facts_entities=FACTS_ENTITIES, seq_len=args.seq_len, batch_size=args.batch_size,
         max_steps=args.steps, local_epochs=1, lr=1e-4, device="cpu", precision=args.precision,

@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.memory_repeats < 0:
         parser.error(f"--memory-repeats={args.memory_repeats} must be >= 0")
     try:
-        DPSGDConfig(noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm)
+        for mode in DP_GRAD_SAMPLE_MODES:
+            DPSGDConfig(args.noise_multiplier, args.max_grad_norm, grad_sample_mode=mode)
     except ValueError as error:
         parser.error(str(error))
     return args

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from benchmarks.common import MIB, interleaved, machine_header, ratios, spread
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import ASOConfig, ModelConfig, TrainConfig
 from fedaso.data import TensorSplit
-from fedaso.models import HFCausalLM, LoraSettings
+from fedaso.models import HFCausalLM
 from fedaso.models.arrays import model_to_arrays
 from simulations.tools.random_hf import causal_lm_config
 
@@ -79,8 +79,9 @@ class HFBench:
             self.model,
             self.data,
             anchors=self.anchors if variant == "aso" else None,
-            aso=self.aso if variant == "aso" else ASOConfig(enabled=False),
+            aso=self.aso if variant == "aso" else None,
             train=self.train,
+            seed=0,
         )
         synchronize(self.train)
         return (time.perf_counter() - start) / result.num_steps
@@ -100,9 +101,9 @@ def build_benches(args: argparse.Namespace) -> dict[str, HFBench]:
     arch, fields = SHAPES[args.model]
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(causal_lm_config(arch, **fields))
-    lora = LoraSettings(r=args.lora_r)
+    lora = ModelConfig(lora_r=args.lora_r)
     peft_config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules="all-linear"
+        r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=0.0, target_modules="all-linear"
     )
     models = {
         "full": HFCausalLM(base, source=args.model),

@@ -37,8 +37,8 @@ from flwr.app import Message
 
 from benchmarks.common import interleaved, machine_header, ratios, require_positive, spread
 from fedaso.aso.aggregation import AnchorReport, PartitionAnchorStore, capped_average
+from fedaso.config import RunConfig
 from fedaso.models.arrays import model_to_arrays
-from fedaso.run_config import RunConfig
 from fedaso.wire import join_payload, split_payload
 from flower_wire.records import record_to_arrays
 from simulations.console import HelpFormatter
@@ -47,7 +47,7 @@ from strategies.fedaso import FedASO, Screening
 from tests.flower_helpers import metrics, train_reply
 
 MODELS = {
-    "tiny": RunConfig(model_width=32, model_heads=2, model_layers=1, num_anchors=16),
+    "tiny": RunConfig.of(model_width=32, model_heads=2, model_layers=1, num_anchors=16),
     "default": RunConfig(),
 }
 
@@ -56,7 +56,7 @@ def round_replies(run: RunConfig, count: int) -> tuple[dict[str, np.ndarray], li
     """The global payload and ``count`` honest replies: small, different updates of it."""
     rng = np.random.default_rng(0)
     model = model_to_arrays(run.build_model())
-    anchors = rng.normal(size=(run.num_anchors, run.model_width)).astype(np.float32)
+    anchors = rng.normal(size=(run.aso.num_anchors, run.model.model_width)).astype(np.float32)
     global_payload = join_payload(model, anchors)
     replies = []
     for partition in range(count):
@@ -82,14 +82,14 @@ def fresh_strategy(run: RunConfig, global_payload: dict[str, np.ndarray], count:
 def aggregate(run: RunConfig, global_payload: dict[str, np.ndarray], screening: Screening) -> None:
     """The averaging FedASO does with checked updates: models, then anchor reports."""
     model, anchors = split_payload(global_payload)
-    cap = run.max_client_share
+    cap = run.reliability.max_client_share
     capped_average(
         [split_payload(u.arrays)[0] for u in screening.updates],
         [u.weight for u in screening.updates],
         max_share=cap,
         previous=model,
     )
-    store = PartitionAnchorStore(run.anchor_staleness_decay)
+    store = PartitionAnchorStore(run.federation.anchor_staleness_decay)
     for update in screening.updates:
         reported = split_payload(update.arrays)[1]
         if reported is not None:

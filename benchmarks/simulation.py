@@ -54,9 +54,10 @@ from benchmarks.common import (
 )
 from clients.client_app import app as client_app
 from clients.client_app import client_seed
+from fedaso.config import RunConfig
+from fedaso.config.client import ClientConfig
 from fedaso.data import load_central, load_partition
 from fedaso.models.arrays import load_model_arrays, model_to_arrays
-from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.training.trainer import train_local
 from fedaso.wire import join_payload, split_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
@@ -113,21 +114,28 @@ def compute_floor(run: RunConfig, num_clients: int) -> Timing:
     simulation; anchors are a fixed random set of the same shape (cost does not depend on
     their values). Data partitions are loaded (and cached) before the clock starts.
     """
-    data_config = run.data(num_partitions=num_clients)
+    data_config = run.data_config(num_partitions=num_clients)
     partitions = [load_partition(data_config, pid).train for pid in range(num_clients)]
-    aso = run.aso()
+    aso = run.local_aso()
     anchors = None
-    if aso.enabled:
-        generator = torch.Generator().manual_seed(run.seed)
-        anchors = torch.randn(run.num_anchors, run.model_width, generator=generator)
-    proximal_mu = run.proximal_mu if run.strategy == "fedprox" else 0.0
+    if aso is not None:
+        generator = torch.Generator().manual_seed(run.federation.seed)
+        anchors = torch.randn(run.aso.num_anchors, run.model.model_width, generator=generator)
     wall = cpu = 0.0
-    for server_round in range(1, run.num_server_rounds + 1):
+    for server_round in range(1, run.federation.num_server_rounds + 1):
         for pid, data in enumerate(partitions):
             model = run.build_model()
-            train = run.train(seed=client_seed(run, server_round, pid), proximal_mu=proximal_mu)
+            seed = client_seed(run, server_round, pid)
             start_wall, start_cpu = time.perf_counter(), time.process_time()
-            train_local(model, data, anchors=anchors, aso=aso, train=train)
+            train_local(
+                model,
+                data,
+                anchors=anchors,
+                aso=aso,
+                train=run.training,
+                seed=seed,
+                proximal_mu=run.federation.applied_proximal_mu,
+            )
             wall += time.perf_counter() - start_wall
             cpu += time.process_time() - start_cpu
     return Timing(wall=wall, cpu=cpu)
@@ -371,11 +379,13 @@ def client_handler_costs(args: argparse.Namespace, tasks: int = 10) -> dict[str,
     run = benchmark_run_config(args, num_clients, out_dir="")
     model = run.build_model()
     anchors = None
-    if run.strategy == "fedaso":
-        rng = np.random.default_rng(run.seed)
-        anchors = rng.standard_normal((run.num_anchors, run.model_width)).astype(np.float32)
+    if run.federation.strategy == "fedaso":
+        rng = np.random.default_rng(run.federation.seed)
+        anchors = rng.standard_normal((run.aso.num_anchors, run.model.model_width)).astype(
+            np.float32
+        )
     message = train_message(run, join_payload(model_to_arrays(model), anchors))
-    data_config = run.data(num_partitions=num_clients)
+    data_config = run.data_config(num_partitions=num_clients)
 
     def context(pid: int) -> Context:
         node_config = {"partition-id": pid, "num-partitions": num_clients}
@@ -387,8 +397,9 @@ def client_handler_costs(args: argparse.Namespace, tasks: int = 10) -> dict[str,
             run.build_model(),
             load_partition(data_config, pid).train,
             anchors=None if anchors is None else torch.from_numpy(anchors),
-            aso=run.aso(),
-            train=run.train(seed=pid),
+            aso=run.local_aso(),
+            train=run.training,
+            seed=pid,
         )
 
     parts: dict[str, Callable[[int], object]] = {
@@ -466,7 +477,7 @@ def prepare_data(run: RunConfig, registered: int) -> tuple[float, float]:
     Returns the seconds of both, in this process: the corpus is cached in memory (both runs
     then share it, as the driver's central evaluation needs it), the rows on disk.
     """
-    data_config = run.data(num_partitions=registered)
+    data_config = run.data_config(num_partitions=registered)
     start = time.perf_counter()
     load_central(data_config)
     corpus = time.perf_counter() - start
@@ -634,10 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     run = benchmark_run_config(args, max(args.num_clients), out_dir="")
     print(
-        f"Simulation vs compute floor: strategy {run.strategy}, {args.rounds} rounds, every "
+        f"Simulation vs compute floor: strategy {run.federation.strategy}, {args.rounds} rounds, "
+        "every "
         f"{'sampled ' * bool(args.registered)}client trains {args.steps} steps of batch "
-        f"{run.batch_size} per round; model "
-        f"d={run.model_width}, {run.model_layers} layers, T={run.seq_len}, M={run.num_anchors}; "
+        f"{run.training.batch_size} per round; model "
+        f"d={run.model.model_width}, {run.model.model_layers} layers, T={run.data.seq_len}, "
+        f"M={run.aso.num_anchors}; "
         f"{args.client_cpus:g} CPU per actor ({int((os.cpu_count() or 1) // args.client_cpus)}"
         f" concurrent clients); "
         + ("data: see below" if args.registered else f"facts-entities={args.facts_entities}")

@@ -22,7 +22,7 @@ whole reply (model and anchors) last.
 ``query.partition`` reports the node's partition id, so that the server can sample clients
 in partition order (``strategies.grids``).
 
-The message's ConfigRecord is a ``fedaso.run_config.ClientConfig``: the run-config's client
+The message's ConfigRecord is a ``fedaso.config.client.ClientConfig``: the run-config's client
 keys (never the server-only ones), the server round and the run key; a missing key is an
 error naming it. The node's ``partition-id`` and ``num-partitions`` come from its node
 config. Replies carry the ``partition-id``, which the server keys its per-partition anchor
@@ -66,10 +66,11 @@ from clients.policy import MessageConfigError, SitePolicy, site_policy, site_pol
 from clients.release import anchor_report, centroid_report, train_metrics, update_clipping_mod
 from clients.state import PartitionState, load_state, partition_directory, state_root
 from fedaso.aso.relevance import RelevanceProbe
-from fedaso.config import resolve_device
+from fedaso.config import RunConfig
+from fedaso.config.client import ClientConfig
+from fedaso.config.training import resolve_device
 from fedaso.data import ClientData, load_partition, task_of
 from fedaso.models.arrays import load_model_arrays, model_to_arrays
-from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.training.evaluate import embed, evaluate
 from fedaso.training.trainer import train_local
 from fedaso.wire import (
@@ -111,7 +112,7 @@ def node_partition(node_config: Mapping[str, Any]) -> tuple[int, int]:
 
 def client_seed(run: RunConfig, server_round: int, partition_id: int) -> int:
     """A batch-order seed that differs per client and per round, reproducibly."""
-    return run.seed * 1_000_003 + server_round * 10_007 + partition_id
+    return run.federation.seed * 1_000_003 + server_round * 10_007 + partition_id
 
 
 @dataclass
@@ -166,13 +167,13 @@ def load_job(msg: Message, context: Context) -> ClientJob:
     ledger = None
     if policy is not None:
         policy.check(config.run)  # before anything is built or loaded
-        ledger = budget_ledger(policy, context.node_config, partition_id, config.run.dataset)
+        ledger = budget_ledger(policy, context.node_config, partition_id, config.run.data.dataset)
     model = config.run.build_model()
     model_arrays, anchors = split_payload(arrays)
     probe = probe_of(arrays)
     load_model_arrays(model, model_arrays)
-    model.to(resolve_device(config.run.device))
-    data = load_partition(config.run.data(num_partitions=num_partitions), partition_id)
+    model.to(resolve_device(config.run.training.device))
+    data = load_partition(config.run.data_config(num_partitions=num_partitions), partition_id)
     if policy is not None:
         policy.check_steps(config.run, len(data.train))
     return ClientJob(
@@ -214,22 +215,22 @@ def train(msg: Message, context: Context) -> Message:
     job = load_job(msg, context)
     state = job.state()
     spent_before = account_histories(state)
-    aso = job.run.aso(enabled=job.global_anchors is not None)
+    aso = job.run.aso if job.global_anchors is not None else None
     anchors = None
     if job.global_anchors is not None:
-        own = state.anchors if aso.clients_move_anchors else None  # refit: the server's only
-        blended = blend_anchors(own, job.global_anchors, job.run.anchor_blend)
+        own = state.anchors if job.run.aso.clients_move_anchors else None  # refit: server's only
+        blended = blend_anchors(own, job.global_anchors, job.run.aso.anchor_blend)
         anchors = torch.from_numpy(blended.astype(np.float32))
-    # Flower's FedProx sends its proximal weight in the config. The run-config's own
-    # `proximal-mu` key travels in every config too, so it only counts under FedProx.
-    proximal_mu = job.run.proximal_mu if job.run.strategy == "fedprox" else 0.0
-    privacy = job.run.privacy()
+    privacy = job.run.privacy
     result = train_local(
         job.model,
         job.data.train,
         anchors=anchors,
         aso=aso,
-        train=job.run.train(seed=job.seed, proximal_mu=proximal_mu),
+        train=job.run.training,
+        seed=job.seed,
+        # The run-config's `proximal-mu` travels in every config; it counts under FedProx only.
+        proximal_mu=job.run.federation.applied_proximal_mu,
         dp_sgd=privacy.dp_sgd_config(),
         relevance_probe=job.relevance_probe,
     )
@@ -237,7 +238,12 @@ def train(msg: Message, context: Context) -> Message:
     reply_anchors = None
     if job.global_anchors is not None:
         metrics[PARTITION_ID] = job.partition_id
-    if job.global_anchors is not None and result.anchors is not None and aso.clients_move_anchors:
+    if (
+        job.global_anchors is not None
+        and aso is not None
+        and result.anchors is not None
+        and aso.clients_move_anchors
+    ):
         # The partition keeps its own, raw set; only its change (noised under anchor DP) leaves.
         state.anchors = result.anchors.numpy()
         reply_anchors, anchor_metrics = anchor_report(
@@ -262,9 +268,9 @@ def query_centroids(msg: Message, context: Context) -> Message:
     spent_before = account_histories(state)
     arrays, metrics = centroid_report(
         embed(job.model, job.data.train),
-        num_anchors=job.run.num_anchors,
+        num_anchors=job.run.aso.num_anchors,
         seed=job.seed,
-        privacy=job.run.privacy(),
+        privacy=job.run.privacy,
         state=state,
     )
     job.charge_budget(spent_before, state)
@@ -285,7 +291,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         "loss": result.loss,
         "accuracy": result.accuracy,
     }
-    if task_of(job.run.dataset) == "lm":
+    if task_of(job.run.data.dataset) == "lm":
         metrics["perplexity"] = math.exp(min(result.loss, 50.0))
     return Message(content=RecordDict({METRICS: metric_record(metrics)}), reply_to=msg)
 

@@ -45,13 +45,13 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
+from fedaso.config import RunConfig
+from fedaso.config.privacy import ANCHOR_DP_MODES
 from fedaso.data import DIGITS_NUM_FEATURES, TEXT_PREFIX, task_of
 from fedaso.data.files import FILE_PREFIX
 from fedaso.models import is_hf
 from fedaso.models.hf import hf_source
 from fedaso.models.user import PY_PREFIX, load_factory
-from fedaso.privacy.settings import ANCHOR_DP_MODES
-from fedaso.run_config import RunConfig
 
 SITE_POLICY_KEY = "site-policy"  # node config key: a TOML path, "strict" or "open"
 STRICT = "strict"
@@ -174,17 +174,17 @@ class SitePolicy:
     def check(self, run: RunConfig) -> None:
         """Refuse (:class:`PolicyRefusalError`) a job this site does not run; allocates nothing."""
         self.check_model(run)
-        self.check_data(run.dataset)
+        self.check_data(run.data.dataset)
         self.check_sizes(run)
         self.check_privacy(run)
         self.check_parameters(run)
 
     def check_model(self, run: RunConfig) -> None:
         """The model must be a reference model, an allowed hf: directory or py: factory."""
-        if run.model.startswith(PY_PREFIX):
-            refuse_unless(run.model in self.models.py_factories, "py-factories")
-        elif is_hf(run.model):
-            source = hf_source(run.model)
+        if run.model.model.startswith(PY_PREFIX):
+            refuse_unless(run.model.model in self.models.py_factories, "py-factories")
+        elif is_hf(run.model.model):
+            source = hf_source(run.model.model)
             if not under_roots(source, self.models.hf_roots):
                 refuse_unless(self.models.hub and not Path(source).is_absolute(), "hf-roots")
         else:
@@ -202,44 +202,48 @@ class SitePolicy:
         """Every bounded run-config size, compared as a number."""
         limits = self.limits
         for key, value in (
-            ("max-seq-len", run.seq_len),
-            ("max-batch-size", run.batch_size),
-            ("max-local-epochs", run.local_epochs),
-            ("max-local-steps", run.max_steps),
-            ("max-anchors", run.num_anchors),
-            ("max-subspace-rank", run.subspace_rank),
-            ("max-facts-entities", run.facts_entities),
+            ("max-seq-len", run.data.seq_len),
+            ("max-batch-size", run.training.batch_size),
+            ("max-local-epochs", run.training.local_epochs),
+            ("max-local-steps", run.training.max_steps),
+            ("max-anchors", run.aso.num_anchors),
+            ("max-subspace-rank", run.aso.subspace_rank),
+            ("max-facts-entities", run.data.facts_entities),
         ):
             refuse_unless(value <= getattr(limits, key.replace("-", "_")), key)
 
     def check_steps(self, run: RunConfig, num_train: int) -> None:
         """The round's local steps, known once the site's data is loaded, must be bounded."""
-        steps = run.local_epochs * math.ceil(num_train / run.batch_size)
-        if run.max_steps:
-            steps = min(steps, run.max_steps)
+        steps = run.training.local_epochs * math.ceil(num_train / run.training.batch_size)
+        if run.training.max_steps:
+            steps = min(steps, run.training.max_steps)
         refuse_unless(steps <= self.limits.max_local_steps, "max-local-steps")
 
     def check_privacy(self, run: RunConfig) -> None:
         """Allowed modes; under local DP and DP-SGD a minimum noise and a maximum clip."""
         rules = self.privacy
-        refuse_unless(run.anchor_dp in rules.anchor_dp, "anchor-dp")
-        refuse_unless(run.dp_sgd in rules.dp_sgd, "dp-sgd")
-        refuse_unless(run.relevance_noise >= rules.min_relevance_noise, "min-relevance-noise")
-        if run.anchor_dp == "local":
+        refuse_unless(run.privacy.anchor_dp in rules.anchor_dp, "anchor-dp")
+        refuse_unless(run.privacy.dp_sgd in rules.dp_sgd, "dp-sgd")
+        refuse_unless(
+            run.privacy.relevance_noise >= rules.min_relevance_noise, "min-relevance-noise"
+        )
+        if run.privacy.anchor_dp == "local":
             refuse_unless(
-                run.anchor_noise_multiplier >= rules.min_anchor_noise_multiplier,
+                run.privacy.anchor_noise_multiplier >= rules.min_anchor_noise_multiplier,
                 "min-anchor-noise-multiplier",
             )
-            refuse_unless(run.anchor_clip <= rules.max_anchor_clip, "max-anchor-clip")
+            refuse_unless(run.privacy.anchor_clip <= rules.max_anchor_clip, "max-anchor-clip")
             refuse_unless(
-                run.anchor_init_clip <= rules.max_anchor_init_clip, "max-anchor-init-clip"
+                run.privacy.anchor_init_clip <= rules.max_anchor_init_clip, "max-anchor-init-clip"
             )
-        if run.dp_sgd:
+        if run.privacy.dp_sgd:
             refuse_unless(
-                run.dp_noise_multiplier >= rules.min_dp_noise_multiplier,
+                run.privacy.dp_noise_multiplier >= rules.min_dp_noise_multiplier,
                 "min-dp-noise-multiplier",
             )
-            refuse_unless(run.dp_max_grad_norm <= rules.max_dp_grad_norm, "max-dp-grad-norm")
+            refuse_unless(
+                run.privacy.dp_max_grad_norm <= rules.max_dp_grad_norm, "max-dp-grad-norm"
+            )
 
     def check_parameters(self, run: RunConfig) -> None:
         """Count the model's parameters on the ``meta`` device: no memory is allocated."""
@@ -285,19 +289,19 @@ def count_parameters(run: RunConfig, limit: int, *, hub: bool = False) -> int:
     (the number returned is then only known to exceed ``limit``). An ``hf:`` model's config
     comes from the hub only with ``hub``.
     """
-    if run.model.startswith(PY_PREFIX):
-        return meta_count(lambda: load_factory(run.model)(run)[0])
-    if is_hf(run.model):
-        return hf_parameters(hf_source(run.model), hub=hub)
-    if task_of(run.dataset) != "lm":
-        width = run.model_width
+    if run.model.model.startswith(PY_PREFIX):
+        return meta_count(lambda: load_factory(run.model.model)(run)[0])
+    if is_hf(run.model.model):
+        return hf_parameters(hf_source(run.model.model), hub=hub)
+    if task_of(run.data.dataset) != "lm":
+        width = run.model.model_width
         if width * DIGITS_NUM_FEATURES > limit:
             return width * DIGITS_NUM_FEATURES
         return meta_count(run.build_model)
-    if run.model_layers * run.model_width > limit or run.model_width**2 > limit:
-        return run.model_layers * run.model_width**2
+    if run.model.model_layers * run.model.model_width > limit or run.model.model_width**2 > limit:
+        return run.model.model_layers * run.model.model_width**2
     one, two = (meta_count(run.replace(model_layers=n).build_model) for n in (1, 2))
-    return one + (run.model_layers - 1) * (two - one)
+    return one + (run.model.model_layers - 1) * (two - one)
 
 
 def meta_count(build: Callable[[], torch.nn.Module]) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 
 
 class ByteGRU(nn.Module):
@@ -35,5 +35,5 @@ class ByteGRU(nn.Module):
 
 def build(run: RunConfig) -> tuple[nn.Module, nn.Module]:
     """The factory: the model and its embedding point, sized by the run-config."""
-    model = ByteGRU(width=run.model_width, max_length=run.seq_len)
+    model = ByteGRU(width=run.model.model_width, max_length=run.data.seq_len)
     return model, model.norm

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 
 from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
-from fedaso.run_config import STRATEGIES
+from fedaso.config.federation import STRATEGIES
 from simulations.console import CommandParser, fail
 from simulations.engine import add_run_flags
 from simulations.experiment import (
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         label="strategy",
         reference=args.reference,
     )
-    print(f"\nFinal central evaluation on {specs[0].run.dataset}:")
+    print(f"\nFinal central evaluation on {specs[0].run.data.dataset}:")
     print(figures_table(summaries))
     print(outputs_note(args.out, results))
     return 0

@@ -1,7 +1,7 @@
 """Run one federation in this process on Flower's simulation engine (Ray backend).
 
 The run-config is resolved here from defaults, command-line flags and ``--set key=value``
-pairs, validated as a whole by :class:`fedaso.run_config.RunConfig`, and handed to the
+pairs, validated as a whole by :class:`fedaso.config.RunConfig`, and handed to the
 ServerApp directly (``flwr.simulation.run_simulation`` has no run-config of its own); the
 clients receive it in their messages as in any deployment.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedaso.config import RunConfig
 from fedaso.durable import write_text_atomically
-from fedaso.run_config import RunConfig
 from simulations.console import add_output_flags, flower_log, ray_init_args
 
 # Flower's simulation flags and the run-config keys they set.
@@ -39,26 +39,27 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        help=f"federated rounds (default: num-server-rounds = {default.num_server_rounds})",
+        help=f"federated rounds (default: {default.federation.num_server_rounds})",
     )
     parser.add_argument(
         "--dataset",
         help="facts | facts:a | facts:b | pydoc | digits | text:PATH | file:PATH "
-        f"(default: {default.dataset})",
+        f"(default: {default.data.dataset})",
     )
     parser.add_argument(
         "--partitioner",
-        help=f"iid | dirichlet:ALPHA | natural | natural:COLUMN (default: {default.partitioner})",
+        help="iid | dirichlet:ALPHA | natural | natural:COLUMN "
+        f"(default: {default.data.partitioner})",
     )
     parser.add_argument(
         "--fraction-train",
         type=float,
-        help=f"fraction of clients per round (default: {default.fraction_train})",
+        help=f"fraction of clients per round (default: {default.federation.fraction_train})",
     )
     parser.add_argument(
         "--seed",
         type=int,
-        help=f"seed of data, model, anchors and sampling (default: {default.seed})",
+        help=f"seed of data, model, anchors and sampling (default: {default.federation.seed})",
     )
     parser.add_argument(
         "--set",
@@ -176,13 +177,13 @@ def simulate(
     from strategies.initial_files import load_initial_files
     from strategies.server_app import build_server_app
 
-    if num_clients < max(1, run.min_train_nodes):
+    if num_clients < max(1, run.federation.min_train_nodes):
         raise ValueError(
             f"--num-clients={num_clients} must be >= 1 and >= min-train-nodes="
-            f"{run.min_train_nodes} (the server would wait for nodes forever)"
+            f"{run.federation.min_train_nodes} (the server would wait for nodes forever)"
         )
-    if not run.out_dir:
-        raise ValueError("simulate() needs run.out_dir to collect the metrics")
+    if not run.outputs.out_dir:
+        raise ValueError("simulate() needs run.outputs.out_dir to collect the metrics")
     if not 0 <= client_gpus <= 1:
         raise ValueError(f"--client-gpus={client_gpus} must be in [0, 1] (a share of one GPU)")
     load_initial_files(run)
@@ -202,7 +203,7 @@ def simulate(
                 "init_args": ray_cluster_args(ray_address) | ray_init_args(verbose),
             },
         )
-    metrics_path = Path(run.out_dir) / "metrics.json"
+    metrics_path = Path(run.outputs.out_dir) / "metrics.json"
     if not metrics_path.exists():
         raise RuntimeError(f"the simulation ended without writing {metrics_path}; see the log")
     metrics = json.loads(metrics_path.read_text())
@@ -232,7 +233,7 @@ def check_partitions(run: RunConfig, num_clients: int) -> None:
     """
     from fedaso.data import load_partition
 
-    config = run.data(num_partitions=num_clients)
+    config = run.data_config(num_partitions=num_clients)
     for partition_id in range(num_clients):
         try:
             load_partition(config, partition_id)

@@ -71,15 +71,15 @@ def phase_b_spec(
     spec_a: RunSpec, out_b: Path, *, domain_b: str, rounds: int, anchors: str
 ) -> RunSpec:
     """Phase B of ``spec_a``: same settings, domain B, starting from phase A's outputs."""
-    out_a = Path(spec_a.run.out_dir)
-    keep_anchors = anchors == "carry" and spec_a.run.strategy == "fedaso"
+    out_a = Path(spec_a.run.outputs.out_dir)
+    keep_anchors = anchors == "carry" and spec_a.run.federation.strategy == "fedaso"
     run_b = spec_a.run.replace(
         dataset=domain_b,
         num_server_rounds=rounds,
         out_dir=str(out_b),
         initial_model=str(out_a / "model.pt"),
         initial_anchors=str(out_a / "anchors.npy") if keep_anchors else "",
-        extra_eval_dataset=spec_a.run.dataset,
+        extra_eval_dataset=spec_a.run.data.dataset,
     )
     return RunSpec(spec_a.variant, spec_a.seed, run_b)
 
@@ -95,9 +95,9 @@ def plan_phases(
     specs_a = plan_runs(args, variants, seeds, args.out / "phase-a", experiment_dir=args.out)
     pairs = []
     for spec_a in specs_a:
-        relative = Path(spec_a.run.out_dir).relative_to((args.out / "phase-a").resolve())
+        relative = Path(spec_a.run.outputs.out_dir).relative_to((args.out / "phase-a").resolve())
         out_b = (args.out / "phase-b" / relative).resolve()
-        rounds_b = args.rounds_b or spec_a.run.num_server_rounds
+        rounds_b = args.rounds_b or spec_a.run.federation.num_server_rounds
         pairs.append(
             (spec_a, phase_b_spec(spec_a, out_b, domain_b=domains[1], rounds=rounds_b,
                                   anchors=args.anchors))
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         write_reports(
             args.out / f"phase-{phase}",
             phase_results,
-            title=f"Forgetting, phase {phase.upper()} ({phase_results[0].spec.run.dataset})",
+            title=f"Forgetting, phase {phase.upper()} ({phase_results[0].spec.run.data.dataset})",
             header=header,
             target=args.target_loss,
             label="strategy",
@@ -219,14 +219,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if differences
         else []
     )
-    domain_a, domain_b = results_a[0].spec.run.dataset, results_b[0].spec.run.dataset
+    domain_a, domain_b = results_a[0].spec.run.data.dataset, results_b[0].spec.run.data.dataset
     text = "\n".join(
         [
             "# Forgetting (report Table 4)",
             "",
             header,
             f"- phase A trains on `{domain_a}`, phase B continues on `{domain_b}` "
-            f"({results_b[0].spec.run.num_server_rounds} rounds; anchors: {args.anchors}); "
+            f"({results_b[0].spec.run.federation.num_server_rounds} rounds; "
+            f"anchors: {args.anchors}); "
             "A's figures are on A's central evaluation data",
             "",
             table,

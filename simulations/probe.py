@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedaso.config import RunConfig
 from fedaso.data import load_central
 from fedaso.models import embedding_width_of
-from fedaso.run_config import RunConfig
 from fedaso.training.fact_relevance import (
     FactRelevance,
     fit_probe_on_public,
@@ -55,7 +55,7 @@ FIGURES = ["fact relevance", "filler relevance", "fact / filler", "weight ratio"
 
 def _figures(result: FactRelevance, run: RunConfig) -> list[object]:
     """The probe's figures: means, their ratio, Eq. 4's weight ratio under Adam, AUROC."""
-    weight_ratio = result.weight_ratio(run.aso_lambda)
+    weight_ratio = result.weight_ratio(run.aso.aso_lambda)
     return [result.fact, result.filler, result.ratio, weight_ratio, result.auroc]
 
 
@@ -78,23 +78,24 @@ def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
     """One row ``[seed, M, tau, *figures]`` per setting, under ``base``'s model.
 
     ``figures`` are :func:`_figures`' fact and filler means, their ratio, Eq. 4's weight
-    ratio at ``base.aso_lambda`` and the AUROC.
+    ratio at ``base.aso.aso_lambda`` and the AUROC.
     """
     model = base.build_model()
     rows: list[list[object]] = []
     for anchor_seed in seeds:
         for num_anchors in anchors:
-            run = base.replace(anchor_seed=anchor_seed, num_anchors=num_anchors)
-            central = load_central(run.data(num_partitions=1))
+            # R plays no part in relevance; 0 takes the model's default below this M.
+            run = base.replace(anchor_seed=anchor_seed, num_anchors=num_anchors, subspace_rank=0)
+            central = load_central(run.data_config(num_partitions=1))
             if central.fact_probe is None:
-                raise ValueError(f"dataset={run.dataset!r} has no facts to probe: use facts")
+                raise ValueError(f"dataset={run.data.dataset!r} has no facts to probe: use facts")
             initial = initial_anchors(model, central, run)
             for tau in taus:
                 result = relevance_by_token_kind(
-                    model, central.fact_probe, initial, tau=tau, kind=run.relevance
+                    model, central.fact_probe, initial, tau=tau, kind=run.aso.relevance
                 )
                 rows.append([anchor_seed, num_anchors, tau, *_figures(result, run)])
-    if base.relevance_source == "probe":
+    if base.aso.relevance_source == "probe":
         rows.append(["(probe)", "-", "-", *_figures(logistic_probe_relevance(model, base), base)])
     return rows
 
@@ -102,12 +103,12 @@ def probe_grid(base: RunConfig, seeds: Sequence[str], anchors: Sequence[int],
 def logistic_probe_relevance(model: nn.Module, run: RunConfig) -> FactRelevance:
     """The held-out probe scored by ``relevance-source = probe``'s logistic probe, fitted
     on the public documents under ``model`` as the server would."""
-    central = load_central(run.data(num_partitions=1))
+    central = load_central(run.data_config(num_partitions=1))
     if central.fact_probe is None or central.public_fact_probe is None:
-        raise ValueError(f"dataset={run.dataset!r} has no facts to probe: use facts")
-    fitted = fit_probe_on_public(model, central.public_fact_probe, seed=run.seed)
+        raise ValueError(f"dataset={run.data.dataset!r} has no facts to probe: use facts")
+    fitted = fit_probe_on_public(model, central.public_fact_probe, seed=run.federation.seed)
     empty = np.zeros((2, embedding_width_of(model)), dtype=np.float32)  # unused by the probe
-    return relevance_by_token_kind(model, central.fact_probe, empty, tau=run.aso_tau,
+    return relevance_by_token_kind(model, central.fact_probe, empty, tau=run.aso.aso_tau,
                                    relevance_probe=fitted)  # fmt: skip
 
 
@@ -115,17 +116,17 @@ def probe_run(run_dir: Path) -> list[list[object]]:
     """Rows ``[model, anchors, *figures]`` for the initial/final model x anchors."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run = RunConfig.from_flat({k: v for k, v in metrics["config"].items() if k != "out-dir"})
-    central = load_central(run.data(num_partitions=1))
+    central = load_central(run.data_config(num_partitions=1))
     if central.fact_probe is None:
-        raise ValueError(f"--run {run_dir}: dataset={run.dataset!r} has no facts to probe")
-    torch.manual_seed(run.seed)  # the ServerApp's seeding: the same initial model
+        raise ValueError(f"--run {run_dir}: dataset={run.data.dataset!r} has no facts to probe")
+    torch.manual_seed(run.federation.seed)  # the ServerApp's seeding: the same initial model
     initial_model, final_model = run.build_model(), run.build_model()
     load_model_file(str(run_dir / "model.pt"), final_model, key="--run")
     anchors = {
         "initial": initial_anchors(initial_model, central, run),
         "final": load_anchors_file(
             str(run_dir / "anchors.npy"),
-            num_anchors=run.num_anchors,
+            num_anchors=run.aso.num_anchors,
             width=embedding_width_of(final_model),
             key="--run",
         ),
@@ -134,10 +135,10 @@ def probe_run(run_dir: Path) -> list[list[object]]:
     for model_name, model in (("initial", initial_model), ("final", final_model)):
         for anchor_name, anchor_set in anchors.items():
             result = relevance_by_token_kind(
-                model, central.fact_probe, anchor_set, tau=run.aso_tau, kind=run.relevance
+                model, central.fact_probe, anchor_set, tau=run.aso.aso_tau, kind=run.aso.relevance
             )
             rows.append([model_name, anchor_name, *_figures(result, run)])
-        if run.relevance_source == "probe":  # the probe the server fitted under this model
+        if run.aso.relevance_source == "probe":  # the probe the server fitted under this model
             rows.append(
                 [model_name, "(probe)", *_figures(logistic_probe_relevance(model, run), run)]
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from simulations.console import CommandParser, fail
 from simulations.engine import (
     EngineOptions,
@@ -30,7 +30,8 @@ def build_parser(prog: str = PROG) -> CommandParser:
     """The command's flags: the strategy, the output folder and the engine's flags."""
     parser = CommandParser(prog, __doc__)
     parser.add_argument(
-        "--strategy", help=f"fedaso | fedavg | fedprox | fedadam (default: {RunConfig().strategy})"
+        "--strategy",
+        help=f"fedaso | fedavg | fedprox | fedadam (default: {RunConfig().federation.strategy})",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     add_run_flags(parser)
@@ -45,14 +46,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         run = resolve_run_config(args, **{"out-dir": str(args.out.resolve())})
     except ValueError as error:
         parser.error(str(error))
-    spec = RunSpec(run.strategy, run.seed, run)
+    spec = RunSpec(run.federation.strategy, run.federation.seed, run)
     try:
         (result,) = execute([spec], EngineOptions.from_args(args), progress=Progress([spec]))
     except (ValueError, RuntimeError) as error:
         return fail(prog, error)
     metrics = result.metrics
     rows = round_rows(metrics)
-    print(f"\n{run.strategy} on {run.dataset}, {args.num_clients} clients:")
+    print(f"\n{run.federation.strategy} on {run.data.dataset}, {args.num_clients} clients:")
     print(format_table(list(rows[0]), [list(r.values()) for r in rows]))
     print(f"wall seconds: {metrics['wall-seconds']:.1f}; metrics: {args.out / 'metrics.json'}")
     return 0

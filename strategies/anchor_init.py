@@ -27,9 +27,9 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from fedaso.aso.anchors import federated_kmeans, kmeans_anchors
+from fedaso.config import RunConfig
 from fedaso.data import CentralData
 from fedaso.privacy import fresh_rng, release_centroids
-from fedaso.run_config import RunConfig
 from fedaso.training.evaluate import embed
 from fedaso.wire import (
     ARRAYS,
@@ -61,7 +61,7 @@ def federated_initial_anchors(
     logged and skipped), privatizes the answers on receipt in central mode (in local mode
     they arrive privatized), accounts the release in ``strategy``, and runs weighted k-means
     over all centroids, each weighing its cluster fraction. ``client_config`` is what every
-    client message carries (``fedaso.run_config.ClientConfig`` less the server round);
+    client message carries (``fedaso.config.client.ClientConfig`` less the server round);
     ``width`` is the model's embedding width, which every centroid must have.
 
     Raises
@@ -69,7 +69,9 @@ def federated_initial_anchors(
     ValueError
         If no answer is usable: there is nothing to initialize the anchors from.
     """
-    nodes = wait_for_nodes(grid, run.min_train_nodes, timeout=run.round_timeout)
+    nodes = wait_for_nodes(
+        grid, run.federation.min_train_nodes, timeout=run.reliability.round_timeout
+    )
     sampled = random.sample(nodes, min(len(nodes), expected_sample_size(run, len(nodes))))
     content = RecordDict(
         {
@@ -81,17 +83,18 @@ def federated_initial_anchors(
         Message(content=content, message_type=MessageType.QUERY, dst_node_id=node)
         for node in sampled
     ]
-    replies = list(grid.send_and_receive(messages, timeout=run.round_timeout))
+    replies = list(grid.send_and_receive(messages, timeout=run.reliability.round_timeout))
     answers = usable_centroids(
-        replies, run.num_anchors, noised=run.anchor_dp == "local", width=width
+        replies, run.aso.num_anchors, noised=run.privacy.anchor_dp == "local", width=width
     )
-    if run.anchor_dp == "local":  # every answer that arrived was released, usable or not
+    if run.privacy.anchor_dp == "local":  # every answer that arrived was released, usable or not
         strategy.record_local_releases(
             key for key in map(released_partition, replies) if key is not None
         )
-    elif run.anchor_dp == "central":
+    elif run.privacy.anchor_dp == "central":
         strategy.anchor_account.record(
-            noise_multiplier=run.anchor_noise_multiplier, sample_rate=len(sampled) / len(nodes)
+            noise_multiplier=run.privacy.anchor_noise_multiplier,
+            sample_rate=len(sampled) / len(nodes),
         )
     log(INFO, "anchor-init: federated k-means over %d clients' centroids", len(answers))
     if not answers:
@@ -99,13 +102,13 @@ def federated_initial_anchors(
             f"anchor-init='federated' got no usable k-means answer from the {len(sampled)} "
             "sampled nodes (see the warnings above)"
         )
-    if run.anchor_dp == "central":
+    if run.privacy.anchor_dp == "central":
         answers = [central_centroid_release(c, f, run) for c, f in answers]
     return federated_kmeans(
         centroid_sets=[c for c, _ in answers],
         fraction_sets=[f for _, f in answers],
-        num_anchors=run.num_anchors,
-        seed=run.seed,
+        num_anchors=run.aso.num_anchors,
+        seed=run.federation.seed,
     )
 
 
@@ -181,8 +184,8 @@ def central_centroid_release(
     return release_centroids(
         centroids,
         fractions,  # normalized by centroid_answer
-        clip=run.anchor_init_clip,
-        noise_multiplier=run.anchor_noise_multiplier,
+        clip=run.privacy.anchor_init_clip,
+        noise_multiplier=run.privacy.anchor_noise_multiplier,
         replace_one=False,  # the trusted server's own release: add/remove of a client
         rng=fresh_rng(),
     )
@@ -216,7 +219,9 @@ def seed_embeddings(model: torch.nn.Module, central: CentralData, run: RunConfig
     """The seed corpus' embeddings ``(n, d)`` under ``model``, at most ``MAX_KMEANS_TOKENS``."""
     embeddings = embed(model, central.seed_corpus)  # (n, d)
     if len(embeddings) > MAX_KMEANS_TOKENS:
-        rows = np.random.default_rng(run.seed).choice(len(embeddings), MAX_KMEANS_TOKENS, False)
+        rows = np.random.default_rng(run.federation.seed).choice(
+            len(embeddings), MAX_KMEANS_TOKENS, False
+        )
         embeddings = embeddings[np.sort(rows)]
     return embeddings
 
@@ -224,4 +229,6 @@ def seed_embeddings(model: torch.nn.Module, central: CentralData, run: RunConfig
 def initial_anchors(model: torch.nn.Module, central: CentralData, run: RunConfig) -> np.ndarray:
     """k-means anchors over the seed corpus' embeddings under the initial model."""
     embeddings = seed_embeddings(model, central, run)
-    return kmeans_anchors(embeddings=embeddings, num_anchors=run.num_anchors, seed=run.seed)
+    return kmeans_anchors(
+        embeddings=embeddings, num_anchors=run.aso.num_anchors, seed=run.federation.seed
+    )

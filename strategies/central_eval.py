@@ -17,11 +17,11 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedaso.aso.relevance import RelevanceProbe
-from fedaso.config import resolve_device
+from fedaso.config import RunConfig
+from fedaso.config.training import resolve_device
 from fedaso.data import CentralData, load_central, task_of
 from fedaso.data.tokens import TextCodec, load_codec
 from fedaso.models.arrays import load_model_arrays
-from fedaso.run_config import RunConfig
 from fedaso.training.evaluate import evaluate, fact_recall
 from fedaso.training.fact_relevance import relevance_by_token_kind
 from fedaso.wire import probe_of, split_payload
@@ -58,7 +58,7 @@ def central_metrics(
         metrics["fact-answer-loss"] = recall.answer_loss
     if central.fact_probe is not None and anchors is not None and run is not None:
         relevance = relevance_by_token_kind(
-            model, central.fact_probe, anchors, tau=run.aso_tau, kind=run.relevance,
+            model, central.fact_probe, anchors, tau=run.aso.aso_tau, kind=run.aso.relevance,
             relevance_probe=relevance_probe,
         )  # fmt: skip
         metrics["relevance-fact"] = relevance.fact
@@ -81,13 +81,15 @@ class CentralEvaluator:
         self.run = run
         self.central = central
         self.extra = (
-            load_central(run.replace(dataset=run.extra_eval_dataset).data(num_partitions=1))
-            if run.extra_eval_dataset
+            load_central(
+                run.replace(dataset=run.outputs.extra_eval_dataset).data_config(num_partitions=1)
+            )
+            if run.outputs.extra_eval_dataset
             else None
         )
         self.on_round = on_round
-        self.codec = load_codec(run.data(num_partitions=1).tokenizer)
-        self.model = run.build_model().to(resolve_device(run.device))
+        self.codec = load_codec(run.data_config(num_partitions=1).tokenizer)
+        self.model = run.build_model().to(resolve_device(run.training.device))
         self.last_end = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -98,12 +100,17 @@ class CentralEvaluator:
         relevance_probe = RelevanceProbe(*probe) if probe is not None else None
         load_model_arrays(self.model, model_arrays)
         metrics = central_metrics(
-            self.model, self.central, self.run.dataset, self.codec, anchors, self.run,
+            self.model, self.central, self.run.data.dataset, self.codec, anchors, self.run,
             relevance_probe,
         )  # fmt: skip
         if self.extra is not None:
             extra = central_metrics(
-                self.model, self.extra, self.run.extra_eval_dataset, self.codec, anchors, self.run
+                self.model,
+                self.extra,
+                self.run.outputs.extra_eval_dataset,
+                self.codec,
+                anchors,
+                self.run,
             )
             metrics |= {f"extra-{key}": value for key, value in extra.items()}
         end = time.perf_counter()

@@ -14,10 +14,10 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
 from fedaso.aso.anchors import refit_anchors
 from fedaso.aso.relevance import RelevanceProbe
-from fedaso.config import resolve_device
+from fedaso.config import RunConfig
+from fedaso.config.training import resolve_device
 from fedaso.data import CentralData
 from fedaso.models.arrays import load_model_arrays
-from fedaso.run_config import RunConfig
 from fedaso.training.fact_relevance import fit_probe_on_public
 from strategies.anchor_init import seed_embeddings
 from strategies.fedaso import FedASO
@@ -25,38 +25,38 @@ from strategies.refit import AnchorRefitFedASO, ProbeFedASO
 
 
 def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strategy:
-    """Return the strategy named by ``run.strategy``, configured from the run-config.
+    """Return the strategy named by ``run.federation.strategy``, configured from the run-config.
 
     ``relevance-source = anchors-refit`` needs the server's ``central`` data: its seed
     corpus is what the anchors are re-fitted over each round.
     """
     sampling: dict[str, Any] = {
-        "fraction_train": run.fraction_train,
-        "fraction_evaluate": run.fraction_evaluate,
-        "min_train_nodes": run.min_train_nodes,
-        "min_evaluate_nodes": run.min_train_nodes,
-        "min_available_nodes": run.min_train_nodes,
+        "fraction_train": run.federation.fraction_train,
+        "fraction_evaluate": run.federation.fraction_evaluate,
+        "min_train_nodes": run.federation.min_train_nodes,
+        "min_evaluate_nodes": run.federation.min_train_nodes,
+        "min_available_nodes": run.federation.min_train_nodes,
     }
-    if run.strategy == "fedaso":
+    if run.federation.strategy == "fedaso":
         settings: dict[str, Any] = {
-            "aggregation_weight": run.aggregation_weight,
-            "anchor_staleness_decay": run.anchor_staleness_decay,
-            "privacy": run.privacy(),
-            "bounds": run.reply_bounds(),
+            "aggregation_weight": run.federation.aggregation_weight,
+            "anchor_staleness_decay": run.federation.anchor_staleness_decay,
+            "privacy": run.privacy,
+            "bounds": run.reliability.reply_bounds(),
         }
-        if run.relevance_source not in ("anchors-refit", "probe"):
+        if run.aso.relevance_source not in ("anchors-refit", "probe"):
             return FedASO(**sampling, **settings)
         if central is None:
             raise ValueError(
-                f"relevance-source={run.relevance_source!r} needs the server's central data"
+                f"relevance-source={run.aso.relevance_source!r} needs the server's central data"
             )
-        if run.relevance_source == "probe":
+        if run.aso.relevance_source == "probe":
             return ProbeFedASO(**sampling, **settings, fit_probe=PublicDocumentProbe(run, central))
         return AnchorRefitFedASO(**sampling, **settings, refit=SeedCorpusRefit(run, central))
-    if run.strategy == "fedprox":
-        return FedProx(**sampling, proximal_mu=run.proximal_mu)
-    if run.strategy == "fedadam":
-        return FedAdam(**sampling, eta=run.server_lr, eta_l=run.lr)
+    if run.federation.strategy == "fedprox":
+        return FedProx(**sampling, proximal_mu=run.federation.proximal_mu)
+    if run.federation.strategy == "fedadam":
+        return FedAdam(**sampling, eta=run.federation.server_lr, eta_l=run.training.lr)
     return FedAvg(**sampling)
 
 
@@ -67,12 +67,14 @@ class SeedCorpusRefit:
     def __init__(self, run: RunConfig, central: CentralData) -> None:
         self.run = run
         self.central = central
-        self.model = run.build_model().to(resolve_device(run.device))
+        self.model = run.build_model().to(resolve_device(run.training.device))
 
     def __call__(self, model_arrays: dict[str, np.ndarray], previous: np.ndarray) -> np.ndarray:
         load_model_arrays(self.model, model_arrays)
         embeddings = seed_embeddings(self.model, self.central, self.run)
-        return refit_anchors(embeddings=embeddings, previous=previous, seed=self.run.seed)
+        return refit_anchors(
+            embeddings=embeddings, previous=previous, seed=self.run.federation.seed
+        )
 
 
 class PublicDocumentProbe:
@@ -83,11 +85,11 @@ class PublicDocumentProbe:
         if central.public_fact_probe is None:
             raise ValueError(
                 f"relevance-source='probe' needs public documents with fact spans mapped to "
-                f"tokens, which dataset={run.dataset!r} under this tokenizer does not give"
+                f"tokens, which dataset={run.data.dataset!r} under this tokenizer does not give"
             )
         self.public = central.public_fact_probe
-        self.seed = run.seed
-        self.model = run.build_model().to(resolve_device(run.device))
+        self.seed = run.federation.seed
+        self.model = run.build_model().to(resolve_device(run.training.device))
 
     def __call__(self, model_arrays: dict[str, np.ndarray]) -> RelevanceProbe:
         load_model_arrays(self.model, model_arrays)

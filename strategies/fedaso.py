@@ -55,6 +55,7 @@ from fedaso.aso.aggregation import (
     capped_average,
 )
 from fedaso.aso.robust import ReplyBounds, capped_shares, norm_outliers, update_norm
+from fedaso.config import FederationConfig
 from fedaso.privacy import (
     PrivacyAccount,
     PrivacyConfig,
@@ -115,9 +116,9 @@ class FedASO(FedAvg):
 
     Parameters
     ----------
-    fraction_train : float (default: 1.0)
+    fraction_train : float (default: 1.0, as Flower's FedAvg)
         Fraction of nodes sampled for training each round.
-    fraction_evaluate : float (default: 1.0)
+    fraction_evaluate : float (default: 1.0, as Flower's FedAvg)
         Fraction of nodes sampled for federated evaluation each round.
     min_train_nodes : int (default: 2)
         Minimum number of nodes sampled for training.
@@ -125,13 +126,13 @@ class FedASO(FedAvg):
         Minimum number of nodes sampled for evaluation.
     min_available_nodes : int (default: 2)
         Minimum number of connected nodes before a round starts.
-    aggregation_weight : str (default: "relevance")
+    aggregation_weight : str (default: the run-config's ``aggregation-weight``)
         ``"relevance"`` (mean relevance, Eq. 7), ``"relevance-x-examples"`` (sum of
-        relevance over tokens) or ``"examples"`` (FedAvg's weights).
-    anchor_staleness_decay : float (default: 0.5)
+        relevance over tokens), ``"examples"`` (FedAvg's weights) or ``"uniform"``.
+    anchor_staleness_decay : float (default: the run-config's ``anchor-staleness-decay``)
         ``gamma`` in [0, 1]: a partition's anchor report that is ``age`` rounds old counts
         with weight ``gamma ** age``; 0 merges only this round's reports.
-    privacy : PrivacyConfig or None (default: None, no anchor DP)
+    privacy : PrivacyConfig or None (default: None, the privacy section's defaults)
         Anchor release mode (``none``, ``local``, ``central``), clip, noise and delta.
     bounds : ReplyBounds or None (default: None, nothing bounded)
         What one reply may do (``fedaso.aso.robust.ReplyBounds``): drop a reply whose model
@@ -151,8 +152,8 @@ class FedASO(FedAvg):
         min_train_nodes: int = 2,
         min_evaluate_nodes: int = 2,
         min_available_nodes: int = 2,
-        aggregation_weight: str = "relevance",
-        anchor_staleness_decay: float = 0.5,
+        aggregation_weight: str = FederationConfig.aggregation_weight,
+        anchor_staleness_decay: float = FederationConfig.anchor_staleness_decay,
         privacy: PrivacyConfig | None = None,
         bounds: ReplyBounds | None = None,
     ) -> None:
@@ -181,7 +182,7 @@ class FedASO(FedAvg):
         self.local_releases: dict[str, int] = {}  # local mode: releases seen per partition
         self.sampled_count = 0  # clients sampled this round: central mode's fixed denominator
         self.sample_rate = 1.0  # sampled / connected nodes this round
-        bounds = bounds or ReplyBounds()
+        bounds = bounds or ReplyBounds.off()
         if self.privacy.central_dp and bounds.max_update_norm_ratio:
             # A bound relative to the round's median lets one client's data decide whether
             # another's reply counts, which central DP's sensitivity does not allow.

@@ -51,8 +51,8 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedaso.config import RunConfig
 from fedaso.fault_plan import parse_fault_plan
-from fedaso.run_config import RunConfig
 from fedaso.wire import (
     FAULT,
     FAULT_DELAY,
@@ -422,8 +422,8 @@ class FaultPlanGrid(GridProxy):
         self, inner: Grid, run: RunConfig, partition_of: Callable[[int], int | None]
     ) -> None:
         super().__init__(inner)
-        self.plan = parse_fault_plan(run.fault_plan)
-        self.delay = run.round_timeout + run.fault_delay
+        self.plan = parse_fault_plan(run.reliability.fault_plan)
+        self.delay = run.reliability.round_timeout + run.reliability.fault_delay
         self.partition_of = partition_of
 
     def with_fault(self, message: Message) -> Message:

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedaso.config import resolve_device
+from fedaso.config import RunConfig
+from fedaso.config.training import resolve_device
 from fedaso.data import CentralData
 from fedaso.models.arrays import load_model_arrays
-from fedaso.run_config import RunConfig
 from strategies.anchor_init import initial_anchors
 
 
@@ -98,12 +98,14 @@ def load_initial_files(run: RunConfig) -> tuple[torch.nn.Module, np.ndarray | No
     Raises ``ValueError`` naming the key and path for a missing or unfit file.
     """
     model = run.build_model()
-    if run.initial_model:
-        load_model_file(run.initial_model, model)
+    if run.federation.initial_model:
+        load_model_file(run.federation.initial_model, model)
     anchors = None
-    if run.initial_anchors:
+    if run.federation.initial_anchors:
         anchors = load_anchors_file(
-            run.initial_anchors, num_anchors=run.num_anchors, width=embedding_width(model)
+            run.federation.initial_anchors,
+            num_anchors=run.aso.num_anchors,
+            width=embedding_width(model),
         )
     return model, anchors
 
@@ -117,6 +119,10 @@ def starting_point(
     loaded) model; the baselines get none.
     """
     model, anchors = load_initial_files(run)
-    if run.strategy == "fedaso" and anchors is None and run.anchor_init == "server":
-        anchors = initial_anchors(model.to(resolve_device(run.device)), central, run)
+    if (
+        run.federation.strategy == "fedaso"
+        and anchors is None
+        and run.privacy.anchor_init == "server"
+    ):
+        anchors = initial_anchors(model.to(resolve_device(run.training.device)), central, run)
     return model, anchors

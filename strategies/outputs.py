@@ -20,10 +20,10 @@ import torch
 from flwr.common import log
 from flwr.serverapp.strategy import Result
 
+from fedaso.config import RunConfig
 from fedaso.durable import write_atomically, write_text_atomically
 from fedaso.models import HFCausalLM
 from fedaso.models.arrays import load_model_arrays
-from fedaso.run_config import RunConfig
 from fedaso.wire import split_payload
 from flower_wire.records import record_to_arrays
 from strategies.tracking import log_run, tracking_of
@@ -82,7 +82,7 @@ def write_outputs(
     }
     write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     log(INFO, "FedASO: wrote %s", out_dir / "metrics.json")
-    tracking = tracking_of(run.tracking, run.tracking_dir, str(out_dir))
+    tracking = tracking_of(run.outputs.tracking, run.outputs.tracking_dir, str(out_dir))
     if tracking is not None:  # run-config, per-round metrics, files (strategies/tracking.py)
         files = [out_dir / name for name in ("model.pt", "anchors.npy", "metrics.json")]
         # An hf: model's Hugging Face folder: the adapter (LoRA) or the full model.

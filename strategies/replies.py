@@ -46,7 +46,7 @@ def parse_train_reply(
     The update's weight comes from its claims as ``bounds`` clip them (see the module
     docstring); its metrics are kept as sent, for the round's report.
     """
-    bounds = bounds or ReplyBounds()
+    bounds = bounds or ReplyBounds.off()
     if msg.has_error():
         return f"client error: {msg.error.reason}"
     content = msg.content

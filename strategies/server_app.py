@@ -27,10 +27,10 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
+from fedaso.config import RunConfig
 from fedaso.data import load_central
 from fedaso.models.arrays import model_to_arrays
 from fedaso.privacy import sampling_seed, seeded_sampling
-from fedaso.run_config import RunConfig
 from fedaso.wire import RUN_KEY, join_payload
 from flower_wire.records import arrays_to_record
 from strategies.anchor_init import federated_initial_anchors, wait_for_nodes
@@ -62,14 +62,14 @@ def seed_client_sampling(run: RunConfig) -> None:
     knows the run seed can redo the sample, so the seed is secret then
     (``fedaso.privacy.sampling``; ``FEDASO_SEEDED_SAMPLING=1`` restores the run seed).
     """
-    central_dp = run.privacy().central_dp
+    central_dp = run.privacy.central_dp
     if central_dp and seeded_sampling():
         log(
             WARNING,
             "FEDASO_SEEDED_SAMPLING=1: the client sample follows the run seed, so "
             "central DP's amplification by sampling does not hold (docs/PRIVACY.md)",
         )
-    random.seed(sampling_seed(run.seed) if central_dp else run.seed)
+    random.seed(sampling_seed(run.federation.seed) if central_dp else run.federation.seed)
 
 
 def run_federation(
@@ -78,7 +78,7 @@ def run_federation(
     on_round: RoundCallback | None = None,
     registered: RegisteredPartitions | None = None,
 ) -> Result:
-    """Run ``run.num_server_rounds`` rounds on ``grid``; write outputs if ``run.out_dir``.
+    """Run the run-config's rounds on ``grid``; write the outputs if it sets ``out-dir``.
 
     Clients are sampled in partition order (reproducible per seed, except under central DP,
     whose sample is secret) and every round's traffic is metered (see ``strategies.grids``).
@@ -86,27 +86,29 @@ def run_federation(
     process (a simulation), else from one query per node.
     """
     started = time.perf_counter()
-    check_backend_installed(run.tracking)  # before round 1, not when the outputs are written
+    check_backend_installed(
+        run.outputs.tracking
+    )  # before round 1, not when the outputs are written
     checkpoints = Checkpoints(run)  # reads and checks `resume` before any other work
-    if run.strategy == "fedaso":
+    if run.federation.strategy == "fedaso":
         log(
             INFO,
             "FedASO: model=%s, M=%d anchors, R=%d",
-            run.model,
-            run.num_anchors,
-            run.subspace_rank,
+            run.model.model,
+            run.aso.num_anchors,
+            run.aso.subspace_rank,
         )
     seed_client_sampling(run)
-    torch.manual_seed(run.seed)
-    central = load_central(run.data(num_partitions=1))
+    torch.manual_seed(run.federation.seed)
+    central = load_central(run.data_config(num_partitions=1))
     model, anchors = starting_point(run, central)
     evaluator = CentralEvaluator(run, central, on_round)
     # Replies as they come (PromptGrid); partitions as registered (in-process) or queried.
     ordered = PartitionOrderedGrid(PromptGrid(grid), registered=registered)
     # Under central DP the sampled partitions are not published: the epsilon assumes them secret.
-    listed = None if run.privacy().central_dp else ordered.partition
+    listed = None if run.privacy.central_dp else ordered.partition
     metered = MeteredGrid(ordered, partition_of=listed)
-    grid = FaultPlanGrid(metered, run, ordered.partition) if run.fault_plan else metered
+    grid = FaultPlanGrid(metered, run, ordered.partition) if run.reliability.fault_plan else metered
     checkpoints.register("traffic", metered)  # a resumed run keeps earlier rounds' traffic
     identity = RunIdentity()
     checkpoints.register("run-identity", identity, restore_now=True)
@@ -116,12 +118,16 @@ def run_federation(
         anchors = federated_initial_anchors(
             grid, run, model_to_arrays(model), strategy, client_config, embedding_width(model)
         )
-    if run.update_dp != "none":
-        num_nodes = len(wait_for_nodes(grid, run.min_train_nodes, timeout=run.round_timeout))
+    if run.privacy.update_dp != "none":
+        num_nodes = len(
+            wait_for_nodes(
+                grid, run.federation.min_train_nodes, timeout=run.reliability.round_timeout
+            )
+        )
         strategy = build_update_dp(strategy, run, expected_sample_size(run, num_nodes))
     plan = RoundPlan(
         grid=grid,
-        timeout=run.round_timeout,
+        timeout=run.reliability.round_timeout,
         train_config=ConfigRecord(dict(client_config)),  # Flower adds the server round
         evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=evaluator,
@@ -133,12 +139,12 @@ def run_federation(
         strategy,
         plan,
         initial_arrays=arrays_to_record(initial),
-        num_rounds=run.num_server_rounds,
+        num_rounds=run.federation.num_server_rounds,
         checkpoints=checkpoints,
     )
-    if run.out_dir:
+    if run.outputs.out_dir:
         write_outputs(
-            Path(run.out_dir), run, result, time.perf_counter() - started, metered.traffic
+            Path(run.outputs.out_dir), run, result, time.perf_counter() - started, metered.traffic
         )
     return result
 

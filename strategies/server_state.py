@@ -40,8 +40,8 @@ from flwr.common import log
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
+from fedaso.config import RunConfig
 from fedaso.durable import sync_directory
-from fedaso.run_config import RunConfig
 from flower_wire.records import arrays_to_record, record_to_arrays
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -323,7 +323,7 @@ class Checkpoints:
     ----------
     run : RunConfig
         The run; ``run.checkpoint_path()`` is where checkpoints go ("" = nowhere) and
-        ``run.resume`` the checkpoint to continue from ("" = start afresh).
+        ``run.reliability.resume`` the checkpoint to continue from ("" = start afresh).
 
     Raises
     ------
@@ -336,13 +336,14 @@ class Checkpoints:
         self.directory = run.checkpoint_path()
         self.components: dict[str, Stateful] = {"rng": RandomState()}
         self.resumed: Checkpoint | None = None
-        if run.resume:
-            self.resumed = read_checkpoint(run.resume)
-            check_resumable(self.resumed.config, run, run.resume)
-            if self.resumed.server_round > run.num_server_rounds:
+        if run.reliability.resume:
+            self.resumed = read_checkpoint(run.reliability.resume)
+            check_resumable(self.resumed.config, run, run.reliability.resume)
+            if self.resumed.server_round > run.federation.num_server_rounds:
                 raise CheckpointError(
-                    f"num-server-rounds={run.num_server_rounds} is invalid: the checkpoint "
-                    f"{run.resume!r} is already at round {self.resumed.server_round}"
+                    f"num-server-rounds={run.federation.num_server_rounds} is invalid: the "
+                    "checkpoint "
+                    f"{run.reliability.resume!r} is already at round {self.resumed.server_round}"
                 )
 
     def register(self, name: str, component: Stateful, *, restore_now: bool = False) -> None:
@@ -356,7 +357,9 @@ class Checkpoints:
         self.components[name] = component
         if restore_now and self.resumed is not None:
             if name not in self.resumed.components:
-                raise CheckpointError(f"resume={self.run.resume!r} holds no state for {name!r}")
+                raise CheckpointError(
+                    f"resume={self.run.reliability.resume!r} holds no state for {name!r}"
+                )
             component.load_state_dict(self.resumed.components[name])
 
     def register_strategy(self, strategy: Strategy) -> None:
@@ -374,7 +377,9 @@ class Checkpoints:
         saved = self.resumed
         missing = sorted(set(self.components) - set(saved.components))
         if missing:
-            raise CheckpointError(f"resume={self.run.resume!r} holds no state for {missing}")
+            raise CheckpointError(
+                f"resume={self.run.reliability.resume!r} holds no state for {missing}"
+            )
         for name, component in self.components.items():
             component.load_state_dict(saved.components[name])
         for name, attr in HISTORY_FIELDS.items():
@@ -382,7 +387,12 @@ class Checkpoints:
             getattr(result, attr).update(records)
         arrays = arrays_to_record(saved.arrays)
         result.arrays = arrays
-        log(INFO, "FedASO: resumed from %s after round %d", self.run.resume, saved.server_round)
+        log(
+            INFO,
+            "FedASO: resumed from %s after round %d",
+            self.run.reliability.resume,
+            saved.server_round,
+        )
         return saved.server_round, arrays
 
     def save(self, server_round: int, arrays: ArrayRecord, result: Result) -> Path | None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedaso.config import require
+from fedaso.checks import require
 
 # The Python package each back-end needs, as installed by the `tracking` extra.
 BACKEND_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}

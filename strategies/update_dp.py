@@ -35,14 +35,14 @@ from flwr.serverapp.strategy import (
 )
 from flwr.serverapp.strategy.dp_fixed_clipping import DifferentialPrivacyFixedClippingBase
 
+from fedaso.config import RunConfig
 from fedaso.privacy import PrivacyAccount
-from fedaso.run_config import RunConfig
 from strategies.fedaso import FedASO
 
 
 def expected_sample_size(run: RunConfig, num_nodes: int) -> int:
     """How many nodes Flower's FedAvg samples per round out of ``num_nodes`` (its formula)."""
-    return max(int(num_nodes * run.fraction_train), run.min_train_nodes)
+    return max(int(num_nodes * run.federation.fraction_train), run.federation.min_train_nodes)
 
 
 def update_dp_calibrated(run: RunConfig) -> bool:
@@ -54,25 +54,25 @@ def update_dp_calibrated(run: RunConfig) -> bool:
     example weights let one client move the mean by more than ``C / n``.
     """
     return (
-        run.strategy == "fedaso"
-        and run.aggregation_weight == "uniform"
-        and run.anchor_staleness_decay == 0
+        run.federation.strategy == "fedaso"
+        and run.federation.aggregation_weight == "uniform"
+        and run.federation.anchor_staleness_decay == 0
     )
 
 
 def build_update_dp(strategy: Strategy, run: RunConfig, num_sampled: int) -> Strategy:
     """Wrap ``strategy`` in the Flower DP wrapper named by ``update-dp`` (or return it)."""
-    if run.update_dp == "none":
+    if run.privacy.update_dp == "none":
         return strategy
     wrapper = (
         DifferentialPrivacyServerSideFixedClipping
-        if run.update_dp == "server-fixed"
+        if run.privacy.update_dp == "server-fixed"
         else DifferentialPrivacyClientSideFixedClipping
     )
     wrapped = wrapper(
         strategy,
-        noise_multiplier=run.update_noise_multiplier,
-        clipping_norm=run.update_clip,
+        noise_multiplier=run.privacy.update_noise_multiplier,
+        clipping_norm=run.privacy.update_clip,
         num_sampled_clients=num_sampled,
     )
     return UpdateDPAccounting(wrapped, run)
@@ -94,8 +94,8 @@ class UpdateDPAccounting(Strategy):
         # Named like Flower's wrappers' own ``.strategy``, so that the checkpoint's walk
         # through the wrappers (``strategy_components``) reaches the strategy inside.
         self.strategy = wrapped
-        self.noise_multiplier = run.update_noise_multiplier
-        self.delta = run.anchor_delta
+        self.noise_multiplier = run.privacy.update_noise_multiplier
+        self.delta = run.privacy.anchor_delta
         self.calibrated = update_dp_calibrated(run)
         self.account = PrivacyAccount()
         self.sample_rate = 1.0

@@ -20,7 +20,7 @@ os.environ.setdefault("FEDASO_CLIENT_STATE_DIR", tempfile.mkdtemp(prefix="fedaso
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 # Imported after the variables above: fedaso reads them at import.
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 
 # The smallest run that still trains and scores relevance: a 32-wide TinyLM with 2 heads,
 # 16 anchors, 32-token windows of a 12-entity facts corpus (kebab-case run-config keys).

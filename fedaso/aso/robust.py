@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedaso.config import is_finite_number, require
+from fedaso.checks import is_finite_number, require
 
 # Counts beyond 2^53 are not exact floats, and a sum of a few near 1e308 overflows.
 MAX_REPORTED_COUNT = 2**53
@@ -33,14 +33,14 @@ MAX_REPORTED_COUNT = 2**53
 class ReplyBounds:
     """What the server allows one training reply; fields are run-config keys (``a_b``: ``a-b``).
 
-    The defaults allow everything (the strategy's defaults); the run-config's defaults
-    bound (``fedaso.run_config.RunConfig.reply_bounds``).
+    A run takes them from its reliability section (``ReliabilityConfig.reply_bounds``);
+    :meth:`off` allows everything, for a strategy built without bounds.
     """
 
-    max_update_norm_ratio: float = 0.0  # drop norms > this x the round's median; 0 off
-    max_update_norm: float = 0.0  # drop norms above this; 0 off
-    max_client_share: float = 1.0  # no reply holds more of a round; 1 = no cap
-    max_reported_count: int = MAX_REPORTED_COUNT  # num-examples / num-tokens capped here
+    max_update_norm_ratio: float  # drop norms > this x the round's median; 0 off
+    max_update_norm: float  # drop norms above this; 0 off
+    max_client_share: float  # no reply holds more of a round; 1 = no cap
+    max_reported_count: int  # num-examples / num-tokens capped here
 
     def __post_init__(self) -> None:
         require(
@@ -70,6 +70,17 @@ class ReplyBounds:
             self.max_reported_count,
             f"must be an integer in [1, {MAX_REPORTED_COUNT}] (2^53: exact as a float)",
         )
+
+    @classmethod
+    def off(cls, **bounds: float) -> ReplyBounds:
+        """No bound at all, except the ones given (e.g. ``max_update_norm_ratio=10.0``)."""
+        unbounded: dict[str, float] = {
+            "max_update_norm_ratio": 0.0,
+            "max_update_norm": 0.0,
+            "max_client_share": 1.0,
+            "max_reported_count": MAX_REPORTED_COUNT,
+        }
+        return cls(**(unbounded | bounds))  # type: ignore[arg-type]
 
 
 def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:

@@ -40,24 +40,23 @@ from collections.abc import Sequence
 
 import torch
 
-from fedaso.config import require
-from fedaso.data.config import (
+from fedaso.checks import is_count
+from fedaso.config import FederationConfig
+from fedaso.config.data import (
     ANCHOR_SEEDS,
     DATASETS_ALLOWED,
-    DIGITS_NUM_CLASSES,
-    DIGITS_NUM_FEATURES,
     FACTS_DOMAINS,
     NATURAL_PREFIX,
     PARTITIONERS_ALLOWED,
     TEXT_PREFIX,
-    VOCAB_SIZE,
-    DataConfig,
+    DataSettings,
     dataset_kind,
     group_column,
     is_dataset_name,
-    is_int,
+    require,
     task_of,
 )
+from fedaso.data.config import DIGITS_NUM_CLASSES, DIGITS_NUM_FEATURES, VOCAB_SIZE, DataConfig
 from fedaso.data.corpora import corpus_of, text_corpus_of
 from fedaso.data.partition import (
     CACHE_DIR_VARIABLE,
@@ -122,7 +121,7 @@ def load_partition(config: DataConfig, partition_id: int) -> ClientData:
         ``num_partitions`` partitions, or the partition is too small for one training window.
     """
     require(
-        is_int(partition_id) and 0 <= partition_id < config.num_partitions,
+        is_count(partition_id, minimum=0) and partition_id < config.num_partitions,
         "partition_id",
         partition_id,
         f"must be an integer in [0, num_partitions={config.num_partitions})",
@@ -155,8 +154,17 @@ def load_central(config: DataConfig) -> CentralData:
     )
 
 
-def dataset_texts(dataset: str, *, seed: int = 0, facts_entities: int = 40) -> list[str]:
-    """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on."""
+def dataset_texts(
+    dataset: str,
+    *,
+    seed: int = FederationConfig.seed,
+    facts_entities: int = DataSettings.facts_entities,
+) -> list[str]:
+    """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on.
+
+    ``seed`` and ``facts_entities`` default to the run-config's (a tokenizer made with the
+    defaults fits a default run's facts).
+    """
     kind = dataset_kind(dataset)
     require(
         kind in ("facts", "pydoc", "text"),

@@ -15,16 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedaso.data.config import (
-    DIGITS_EVAL_FRACTION,
-    DIGITS_SEED_FRACTION,
-    FACTS_DOMAINS,
-    TEXT_PREFIX,
-    DataConfig,
-    dataset_kind,
-    group_column,
-    seeded_rng,
-)
+from fedaso.config.data import FACTS_DOMAINS, TEXT_PREFIX, dataset_kind, group_column
+from fedaso.data.config import DIGITS_EVAL_FRACTION, DIGITS_SEED_FRACTION, DataConfig, seeded_rng
 from fedaso.data.facts import facts_corpus
 from fedaso.data.files import load_file_records
 from fedaso.data.splits import Corpus, Document, TensorSplit, TextCorpus
@@ -61,7 +53,7 @@ def _build_corpus(
     seq_len: int,
     tokenizer: str,
     column: str,
-    anchor_seed: str = "generic",
+    anchor_seed: str,
 ) -> Corpus:
     kind = dataset_kind(dataset)
     if kind == "digits":

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from fedaso.config.data import FILE_PREFIX
 from fedaso.data.tokens import IGNORE_INDEX, TextCodec
 
-FILE_PREFIX = "file:"
 LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 # The Alpaca templates (Taori et al., 2023), as FlowerTune's LLM apps use them.

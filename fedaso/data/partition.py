@@ -16,13 +16,8 @@ if TYPE_CHECKING:
     import datasets
     from flwr_datasets.partitioner import Partitioner
 
-from fedaso.data.config import (
-    MIN_PARTITION_ROWS,
-    DataConfig,
-    dirichlet_alpha,
-    group_column,
-    seeded_rng,
-)
+from fedaso.config.data import dirichlet_alpha, group_column
+from fedaso.data.config import MIN_PARTITION_ROWS, DataConfig, seeded_rng
 from fedaso.data.corpora import corpus_of
 from fedaso.data.splits import Corpus
 

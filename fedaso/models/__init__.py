@@ -21,22 +21,21 @@ all of them, or only the trainable ones when part of the model is frozen (LoRA).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from fedaso.config import require
-from fedaso.models.hf import HF_PREFIX, PEFT_METHODS, HFCausalLM, LoraSettings, hf_source
+from fedaso.config.model import MODELS_ALLOWED, ModelConfig, is_hf, is_user_model
+from fedaso.models.hf import HFCausalLM
 from fedaso.models.mlp import MLPClassifier, MLPConfig
 from fedaso.models.tinylm import TinyLM, TinyLMConfig
-from fedaso.models.user import PY_PREFIX, UserModel
+from fedaso.models.user import UserModel
 
 __all__ = [
     "MODELS_ALLOWED",
     "HFCausalLM",
-    "LoraSettings",
     "MLPClassifier",
     "MLPConfig",
     "ModelSpec",
@@ -49,50 +48,17 @@ __all__ = [
     "is_hf",
 ]
 
-MODELS_ALLOWED = "tinylm, hf:NAME_OR_PATH, py:MODULE:FACTORY"
-
-
-def is_hf(model: str) -> bool:
-    """True for ``hf:NAME_OR_PATH``."""
-    return model.startswith(HF_PREFIX) and bool(hf_source(model))
-
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to build (``RunConfig.model_spec`` makes it from the run-config)."""
+    """Which model to build: the model section and what the data decides about it."""
 
-    model: str = "tinylm"  # tinylm | hf:NAME_OR_PATH | py:MODULE:FACTORY
-    task: str = "lm"  # "lm" (token ids -> next-token logits) or "classify" (digits)
-    vocab_size: int = 256  # tinylm: byte vocabulary
-    num_features: int = 64  # classify: input width
-    num_classes: int = 10  # classify: output classes
-    width: int = 64  # reference models: embedding width d
-    layers: int = 2  # tinylm: transformer blocks
-    heads: int = 4  # tinylm: attention heads
-    seq_len: int = 64  # tinylm: context length in tokens
-    peft: str = "none"  # none | lora (hf: models only)
-    lora: LoraSettings = field(default_factory=LoraSettings)  # used when peft = lora
-
-    def __post_init__(self) -> None:
-        require(
-            self.model == "tinylm" or is_hf(self.model) or self.model.startswith(PY_PREFIX),
-            "model",
-            self.model,
-            f"must be one of {MODELS_ALLOWED}",
-        )
-        require(self.peft in PEFT_METHODS, "peft", self.peft, f"must be one of {PEFT_METHODS}")
-        require(
-            self.peft == "none" or is_hf(self.model),
-            "peft",
-            self.peft,
-            f"LoRA adapters need an hf: model (model={self.model!r})",
-        )
-        require(
-            not (is_hf(self.model) and self.task != "lm"),
-            "model",
-            self.model,
-            "hf: models are causal language models: use a text dataset, not digits",
-        )
+    config: ModelConfig  # the run-config's model keys
+    task: str  # "lm" (token ids -> next-token logits) or "classify" (digits)
+    seq_len: int  # tinylm: context length in tokens
+    vocab_size: int  # tinylm: vocabulary (bytes)
+    num_features: int  # classify: input width
+    num_classes: int  # classify: output classes
 
 
 def embedding_point_of(model: nn.Module) -> nn.Module:
@@ -113,26 +79,29 @@ def embedding_width_of(model: nn.Module) -> int:
 
 def build_model(spec: ModelSpec, *, run_config: Any = None) -> nn.Module:
     """A model for ``spec``; ``run_config`` is handed to a ``py:`` factory."""
-    if is_hf(spec.model):
+    config = spec.config
+    if config.is_hf:
         from fedaso.models.hf import build_hf_model
 
-        return build_hf_model(hf_source(spec.model), peft=spec.peft, lora=spec.lora)
-    if spec.model.startswith(PY_PREFIX):
+        return build_hf_model(config)
+    if is_user_model(config.model):
         from fedaso.models.user import build_user_model
 
-        return build_user_model(spec.model, run_config, probe=_probe_input(spec))
+        return build_user_model(config.model, run_config, probe=_probe_input(spec))
     if spec.task == "lm":
         return TinyLM(
             TinyLMConfig(
                 vocab_size=spec.vocab_size,
                 block_size=spec.seq_len,
-                n_layer=spec.layers,
-                n_head=spec.heads,
-                n_embd=spec.width,
+                n_layer=config.model_layers,
+                n_head=config.model_heads,
+                n_embd=config.model_width,
             )
         )
     return MLPClassifier(
-        MLPConfig(num_features=spec.num_features, hidden=spec.width, num_classes=spec.num_classes)
+        MLPConfig(
+            num_features=spec.num_features, hidden=config.model_width, num_classes=spec.num_classes
+        )
     )
 
 

@@ -18,61 +18,14 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fedaso.config import is_finite_number, require
+from fedaso.config.model import HF_PREFIX, ModelConfig, hf_source
 from fedaso.models.cache import cached
-
-HF_PREFIX = "hf:"
-PEFT_METHODS = ("none", "lora")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """PEFT LoRA hyperparameters (run-config keys ``lora-*``)."""
-
-    r: int = 8  # rank of each adapter's update B A, >= 1
-    alpha: int = 16  # the update is scaled by alpha / r, >= 1
-    dropout: float = 0.05  # dropout on the adapter's input, in [0, 1)
-    # Comma-separated module names, or PEFT's "all-linear": every linear layer but the head.
-    target_modules: str = "all-linear"
-
-    def __post_init__(self) -> None:
-        require(
-            isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1,
-            "lora-r",
-            self.r,
-            "must be an integer >= 1",
-        )
-        require(
-            isinstance(self.alpha, int) and not isinstance(self.alpha, bool) and self.alpha >= 1,
-            "lora-alpha",
-            self.alpha,
-            "must be an integer >= 1",
-        )
-        require(
-            is_finite_number(self.dropout) and 0 <= self.dropout < 1,
-            "lora-dropout",
-            self.dropout,
-            "must be in [0, 1)",
-        )
-        require(
-            bool(self.target_modules_list()),
-            "lora-target-modules",
-            self.target_modules,
-            "must be 'all-linear' or comma-separated module names, e.g. 'q_proj,v_proj'",
-        )
-
-    def target_modules_list(self) -> str | list[str]:
-        """``target_modules`` as PEFT takes it."""
-        if self.target_modules == "all-linear":
-            return "all-linear"
-        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
 
 
 class HFCausalLM(nn.Module):
@@ -150,13 +103,8 @@ def _route_through(tap: nn.Module, module: nn.Module, args: tuple[Any, ...]) -> 
     return (tap(args[0]), *args[1:])
 
 
-def hf_source(model: str) -> str:
-    """NAME_OR_PATH of ``hf:NAME_OR_PATH``."""
-    return model.removeprefix(HF_PREFIX)
-
-
-def build_hf_model(source: str, *, peft: str, lora: LoraSettings) -> HFCausalLM:
-    """A fresh model of the pretrained weights at ``source``, with LoRA adapters if asked.
+def build_hf_model(config: ModelConfig) -> HFCausalLM:
+    """A fresh model of the pretrained weights of ``config.model``, with LoRA if asked.
 
     The pretrained weights are read once per process (``fedaso.models.cache``, keyed by the
     files' identity) and never handed out themselves: a full fine-tune gets its own copy of
@@ -165,10 +113,11 @@ def build_hf_model(source: str, *, peft: str, lora: LoraSettings) -> HFCausalLM:
     A matrices are drawn from torch's global RNG, so the caller seeds it; in a federation
     the server's initial adapters are sent anyway.
     """
+    source = hf_source(config.model)
     pretrained = _pretrained(source)
-    if peft != "lora":
+    if config.peft != "lora":
         return HFCausalLM(copy.deepcopy(pretrained), source=source)
-    lm = _add_lora(_share_weights(pretrained), lora, source=source)
+    lm = _add_lora(_share_weights(pretrained), config)
     _unshare_trainable(lm, pretrained)
     return HFCausalLM(lm, source=source)
 
@@ -201,25 +150,26 @@ def _unshare_trainable(lm: nn.Module, pretrained: nn.Module) -> None:
             param.data = param.data.clone()
 
 
-def _add_lora(lm: nn.Module, lora: LoraSettings, *, source: str) -> nn.Module:
-    """``lm`` wrapped by PEFT with LoRA adapters (``get_peft_model`` freezes its base)."""
+def _add_lora(lm: nn.Module, config: ModelConfig) -> nn.Module:
+    """``lm`` wrapped by PEFT with ``config``'s LoRA adapters (which freezes its base)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules_list(),
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules_list(),
         task_type="CAUSAL_LM",
     )
     try:
         with warnings.catch_warnings():
             # PEFT asks a transformers 5 model the deprecated is_gradient_checkpointing.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing")
-            return get_peft_model(lm, config)
+            return get_peft_model(lm, lora)
     except ValueError as error:
         raise ValueError(
-            f"lora-target-modules={lora.target_modules!r} does not fit model='hf:{source}': {error}"
+            f"lora-target-modules={config.lora_target_modules!r} does not fit "
+            f"model={config.model!r}: {error}"
         ) from None
 
 

@@ -1,7 +1,7 @@
 """A user's own ``nn.Module`` as a FedASO model: ``model = py:MODULE:FACTORY``.
 
 ``FACTORY`` is a callable in the importable module ``MODULE``. It receives the run's
-:class:`fedaso.run_config.RunConfig` and returns ``(model, embedding_point)``: the model maps
+:class:`fedaso.config.RunConfig` and returns ``(model, embedding_point)``: the model maps
 a batch of inputs to logits (``(B, T) -> (B, T, V)`` for a language model on byte-level text,
 ``(B, F) -> (B, C)`` for a classifier), and ``embedding_point`` is the submodule whose output
 is the per-token embedding that ASO scores (docs/SPEC.md section 1), for example the norm that feeds
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-PY_PREFIX = "py:"
+from fedaso.config.model import PY_PREFIX
 
 
 class UserModel(nn.Module):

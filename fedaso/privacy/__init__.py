@@ -1,14 +1,21 @@
-"""Differential privacy of FedASO (docs/SPEC.md section 7; docs/PRIVACY.md), in four files:
+"""Differential privacy of FedASO (docs/SPEC.md section 7; docs/PRIVACY.md), in three files:
 
-- ``settings``: the privacy run-config keys as frozen dataclasses (``PrivacyConfig``,
-  ``DPSGDConfig``) and the allowed modes;
 - ``mechanisms``: the Gaussian mechanisms of anchor, centroid and relevance releases;
 - ``accounting``: Opacus' RDP accountant (``PrivacyAccount``) and its quiet import;
 - ``sampling``: secret seeds for the samples that amplification relies on.
 
-Their public names are importable from ``fedaso.privacy`` itself.
+Their public names are importable from ``fedaso.privacy`` itself, with the privacy section of
+the run-config (``PrivacyConfig``, ``DPSGDConfig`` and the modes: ``fedaso.config.privacy``).
 """
 
+from fedaso.config.privacy import (
+    ANCHOR_DP_MODES,
+    ANCHOR_INITS,
+    DP_GRAD_SAMPLE_MODES,
+    UPDATE_DP_MODES,
+    DPSGDConfig,
+    PrivacyConfig,
+)
 from fedaso.privacy.accounting import PrivacyAccount, opacus_import
 from fedaso.privacy.mechanisms import (
     RELEVANCE_FLOOR,
@@ -23,14 +30,6 @@ from fedaso.privacy.mechanisms import (
     release_centroids,
 )
 from fedaso.privacy.sampling import SEEDED_SAMPLING_ENV, sampling_seed, seeded_sampling
-from fedaso.privacy.settings import (
-    ANCHOR_DP_MODES,
-    ANCHOR_INITS,
-    DP_GRAD_SAMPLE_MODES,
-    UPDATE_DP_MODES,
-    DPSGDConfig,
-    PrivacyConfig,
-)
 
 __all__ = [
     "ANCHOR_DP_MODES",

@@ -48,10 +48,11 @@ def make_private(
     *,
     dp_sgd: DPSGDConfig,
     train: TrainConfig,
+    proximal_mu: float,
     device: torch.device,
 ) -> PrivateTraining:
     """Wrap ``model``, ``optimizer`` and ``loader`` for DP-SGD; ``ValueError`` if it cannot."""
-    check_dp_sgd(model, train)
+    check_dp_sgd(model, train, proximal_mu=proximal_mu)
     # Imported here: Opacus takes longer to import than torch, and clients without
     # DP-SGD (the default) never need it.
     with opacus_import():
@@ -84,14 +85,14 @@ def make_private(
     )
 
 
-def check_dp_sgd(model: nn.Module, train: TrainConfig) -> None:
+def check_dp_sgd(model: nn.Module, train: TrainConfig, *, proximal_mu: float) -> None:
     """Raise ``ValueError`` for what DP-SGD under Opacus cannot train, naming the cause.
 
     Opacus computes per-sample gradients only for the layer types it knows; a trainable
     module of another type (GPT-2's ``Conv1D`` in a full fine-tune, say) is named here,
     before any step. LoRA adapters are ``nn.Linear`` and pass.
     """
-    if train.proximal_mu:
+    if proximal_mu:
         raise ValueError(
             "DP-SGD cannot clip FedProx's proximal term per sample: "
             "use dp-sgd with a strategy other than fedprox"

@@ -96,12 +96,14 @@ def train_local(
     data: TensorSplit,
     *,
     anchors: torch.Tensor | None,
-    aso: ASOConfig,
+    aso: ASOConfig | None,
     train: TrainConfig,
+    seed: int,
+    proximal_mu: float = 0.0,
     dp_sgd: DPSGDConfig | None = None,
     relevance_probe: RelevanceProbe | None = None,
 ) -> LocalTrainResult:
-    """Run one round of local training (ASO or plain, per ``aso.enabled``) in place.
+    """Run one round of local training (ASO, or plain when ``aso`` is None) in place.
 
     Parameters
     ----------
@@ -111,9 +113,15 @@ def train_local(
     data : TensorSplit
         The client's training split.
     anchors : torch.Tensor or None
-        The anchor set ``(M, d)`` to train against; required when ``aso.enabled``.
-    aso, train : ASOConfig, TrainConfig
-        Hyperparameters.
+        The anchor set ``(M, d)`` to train against; required with ``aso``.
+    aso : ASOConfig or None
+        The ASO section; None trains plainly (no anchors involved).
+    train : TrainConfig
+        The training section.
+    seed : int
+        Seeds this round's batch order (per client and round, from the run's seed).
+    proximal_mu : float
+        FedProx's proximal weight; 0 adds no proximal term.
     dp_sgd : DPSGDConfig or None
         Run the round as DP-SGD under Opacus; its accountant history is returned.
     relevance_probe : RelevanceProbe or None
@@ -124,7 +132,7 @@ def train_local(
     device = train.torch_device()
     model.to(device)
     state = None
-    if aso.enabled:
+    if aso is not None:
         if anchors is None:
             raise ValueError("ASO is enabled but no anchors were given")
         check_anchors(anchors, aso=aso, width=embedding_width_of(model))
@@ -134,12 +142,12 @@ def train_local(
         state = ASOState(anchors.float().to(device), aso, probe)
     optimizer = make_optimizer(model, train)
     proximal = None
-    if train.proximal_mu:
-        proximal = (train.proximal_mu, [p.detach().clone() for p in trainable_parameters(model)])
+    if proximal_mu:
+        proximal = (proximal_mu, [p.detach().clone() for p in trainable_parameters(model)])
     # DP-SGD's amplification by Poisson sampling holds against the server only if the server
     # cannot regenerate the batches from the seed it knows: their seed is secret then.
-    batch_seed = train.seed if dp_sgd is None else sampling_seed(train.seed)
-    oracle = state is not None and aso.relevance_source == "oracle"
+    batch_seed = seed if dp_sgd is None else sampling_seed(seed)
+    oracle = aso is not None and aso.relevance_source == "oracle"
     loader = make_loader(
         data, batch_size=train.batch_size, seed=batch_seed, shuffle=True, fact_targets=oracle
     )
@@ -147,7 +155,15 @@ def train_local(
     private: PrivateTraining | None = None
     reduce_loss: LossReduction = mean_loss
     if dp_sgd is not None:
-        private = make_private(model, optimizer, loader, dp_sgd=dp_sgd, train=train, device=device)
+        private = make_private(
+            model,
+            optimizer,
+            loader,
+            dp_sgd=dp_sgd,
+            train=train,
+            proximal_mu=proximal_mu,
+            device=device,
+        )
         forward, optimizer, loader = private.forward, private.optimizer, private.loader
         reduce_loss = private.reduce_loss
     ghost_clipping = private is not None and private.ghost_clipping

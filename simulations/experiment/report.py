@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fedaso.config import RunConfig
 from fedaso.durable import write_text_atomically
-from fedaso.run_config import RunConfig
 from simulations.engine import format_table
 from simulations.experiment.plots import plot_curves
 from simulations.experiment.runner import RunResult, RunSpec
@@ -96,26 +96,31 @@ def summary_json(summaries: Sequence[VariantSummary]) -> dict[str, Any]:
 
 def model_description(run: RunConfig) -> str:
     """``model width 64, 2 layers`` for the reference model, else its name (and LoRA)."""
-    if run.model == "tinylm":
-        return f"model width {run.model_width}, {run.model_layers} layers"
-    return f"model {run.model}" + (f" with LoRA r={run.lora_r}" if run.peft == "lora" else "")
+    if run.model.model == "tinylm":
+        return f"model width {run.model.model_width}, {run.model.model_layers} layers"
+    return f"model {run.model.model}" + (
+        f" with LoRA r={run.model.lora_r}" if run.model.peft == "lora" else ""
+    )
 
 
 def experiment_header(specs: Sequence[RunSpec], num_clients: int, command: str) -> str:
     """Markdown lines saying what ran: command, clients, rounds, data, seeds."""
     run = specs[0].run
+    federation = run.federation
     seeds = sorted({spec.seed for spec in specs})
     return "\n".join(
         [
             f"Command: `{command}`",
             "",
-            f"- {num_clients} clients, fraction-train {run.fraction_train} "
-            f"({max(int(num_clients * run.fraction_train), run.min_train_nodes)} per round), "
-            f"{run.num_server_rounds} rounds, dataset `{run.dataset}`, "
-            f"partitioner `{run.partitioner}`",
+            f"- {num_clients} clients, fraction-train {federation.fraction_train} "
+            f"({max(int(num_clients * federation.fraction_train), federation.min_train_nodes)} "
+            "per round), "
+            f"{federation.num_server_rounds} rounds, dataset `{run.data.dataset}`, "
+            f"partitioner `{run.data.partitioner}`",
             f"- seeds {', '.join(map(str, seeds))}; figures are mean ± sample std over seeds",
-            f"- {model_description(run)}, seq-len {run.seq_len}, "
-            f"local epochs {run.local_epochs}, batch {run.batch_size}, lr {run.lr}",
+            f"- {model_description(run)}, seq-len {run.data.seq_len}, "
+            f"local epochs {run.training.local_epochs}, batch {run.training.batch_size}, "
+            f"lr {run.training.lr}",
         ]
     )
 
@@ -207,7 +212,9 @@ def tracking_notes(specs: Sequence[RunSpec]) -> list[str]:
     """One line per tracking store the runs of ``specs`` logged to, saying how to read it."""
     notes = []
     for spec in specs:
-        tracking = tracking_of(spec.run.tracking, spec.run.tracking_dir, spec.run.out_dir)
+        tracking = tracking_of(
+            spec.run.outputs.tracking, spec.run.outputs.tracking_dir, spec.run.outputs.out_dir
+        )
         if tracking is None:
             continue
         if tracking.backend == "mlflow":
@@ -224,7 +231,7 @@ def tracking_notes(specs: Sequence[RunSpec]) -> list[str]:
 def track_summary(out: Path, results: Sequence[RunResult], files: Sequence[Path]) -> None:
     """Log an experiment's summary ``files`` as one more run of its tracking experiment."""
     run = results[0].spec.run
-    tracking = tracking_of(run.tracking, run.tracking_dir, str(out))
+    tracking = tracking_of(run.outputs.tracking, run.outputs.tracking_dir, str(out))
     if tracking is not None:
         root, folder = tracking.directory.parent, out.resolve()
         where = folder.relative_to(root) if folder.is_relative_to(root) else Path(folder.name)

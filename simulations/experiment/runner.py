@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from simulations.console import RunBar
 from simulations.engine import (
     EngineOptions,
@@ -115,7 +115,7 @@ def seeds_of(args: argparse.Namespace) -> list[int]:
         raise ValueError("give --seeds or --seed, not both")
     if args.seeds is not None:
         return parse_seeds(args.seeds)
-    return [args.seed if args.seed is not None else RunConfig().seed]
+    return [args.seed if args.seed is not None else RunConfig().federation.seed]
 
 
 def run_dir(out: Path, variant: str, seed: int, *, several_seeds: bool) -> Path:
@@ -144,7 +144,7 @@ def plan_runs(
             out_dir = run_dir(out, variant.label, seed, several_seeds=several).resolve()
             fixed = dict(variant.settings) | {"seed": seed, "out-dir": str(out_dir)}
             run = resolve_run_config(args, **fixed)
-            if run.tracking != "none" and not run.tracking_dir:
+            if run.outputs.tracking != "none" and not run.outputs.tracking_dir:
                 run = run.replace(tracking_dir=tracking_dir)
             specs.append(RunSpec(variant.label, seed, run))
     return specs
@@ -168,12 +168,18 @@ class Progress:
 
     def run_reused(self, spec: RunSpec) -> None:
         """Note that ``spec``'s finished run was read back instead of run."""
-        print(f"{self.label(spec)}: reused from {spec.run.out_dir}", file=self.stream, flush=True)
+        print(
+            f"{self.label(spec)}: reused from {spec.run.outputs.out_dir}",
+            file=self.stream,
+            flush=True,
+        )
         self.runs_done += 1
 
     def round_callback(self, spec: RunSpec) -> Callable[[int, Mapping[str, float]], None]:
         """Open ``spec``'s bar and return the ``on_round`` callback of its run."""
-        bar = self.bar = RunBar(self.label(spec), spec.run.num_server_rounds, self.stream)
+        bar = self.bar = RunBar(
+            self.label(spec), spec.run.federation.num_server_rounds, self.stream
+        )
 
         def on_round(server_round: int, metrics: Mapping[str, float]) -> None:
             if server_round > 0:  # round 0 is the initial evaluation
@@ -206,7 +212,7 @@ def duration(seconds: float) -> str:
 
 def finished_metrics(spec: RunSpec) -> dict[str, Any] | None:
     """The metrics of an earlier run of exactly ``spec`` in its folder, or None."""
-    path = Path(spec.run.out_dir) / "metrics.json"
+    path = Path(spec.run.outputs.out_dir) / "metrics.json"
     if not path.is_file():
         return None
     try:

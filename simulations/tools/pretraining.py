@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from fedaso.config import is_finite_number, require
+from fedaso.checks import is_finite_number, require
 
 # Stdlib modules whose import has side effects (opens a browser, prints, starts Tk) or
 # that hold no prose; the rest are imported to read their docstrings.

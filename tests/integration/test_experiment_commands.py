@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from simulations import compare, forgetting
 from tests.tracking_readers import mlflow_artifacts, mlflow_runs, mlflow_series, tensorboard_series
 

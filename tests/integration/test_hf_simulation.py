@@ -9,8 +9,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from clients.client_app import app
+from fedaso.config import RunConfig
 from fedaso.models.arrays import load_model_arrays
-from fedaso.run_config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import record_to_arrays
 from simulations.engine import simulate
@@ -30,7 +30,7 @@ SMALL = {
 
 
 def test_lora_reply_carries_only_adapters_and_anchors():
-    run = RunConfig(model=f"hf:{tiny_hf_model('llama')}", peft="lora", lora_r=2, **SMALL)
+    run = RunConfig.of(model=f"hf:{tiny_hf_model('llama')}", peft="lora", lora_r=2, **SMALL)
     anchors = np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)
     # The strict default accepts no hf: model; this node's user owns both sides.
     reply = app(instruction(run, anchors), context(site_policy="open"))
@@ -49,7 +49,7 @@ def test_hf_simulation_trains_and_saves_in_hugging_face_format(
     tmp_path, ray_cluster, strategy, peft, arch
 ):
     source = tiny_hf_model(arch)
-    run = RunConfig(
+    run = RunConfig.of(
         strategy=strategy, model=f"hf:{source}", peft=peft, out_dir=str(tmp_path), **SMALL
     )
     simulate(run, num_clients=3, ray_address=ray_cluster.address)
@@ -80,7 +80,7 @@ def test_hf_simulation_trains_and_saves_in_hugging_face_format(
     [("fedprox", "none"), ("fedadam", "none"), ("fedaso", "server-fixed")],
 )
 def test_every_strategy_aggregates_only_the_adapters(tmp_path, ray_cluster, strategy, update_dp):
-    run = RunConfig(
+    run = RunConfig.of(
         strategy=strategy, update_dp=update_dp, update_noise_multiplier=0.01,
         model=f"hf:{tiny_hf_model('llama')}", peft="lora", lora_r=2, out_dir=str(tmp_path),
         **(SMALL | {"num_server_rounds": 1}),

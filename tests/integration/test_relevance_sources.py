@@ -59,7 +59,7 @@ def test_oracle_federation_weights_by_the_true_fact_tokens(one_round, tiny):
     run = tiny.config(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
     # Both clients train on every window each epoch: the token-weighted mean relevance is
     # the share of fact-value targets in their training splits.
-    splits = [load_partition(run.data(num_partitions=2), k).train for k in (0, 1)]
+    splits = [load_partition(run.data_config(num_partitions=2), k).train for k in (0, 1)]
     facts = sum(int(split.fact_targets.sum()) for split in splits)
     tokens = sum(split.targets.numel() for split in splits)
     assert trained["num-replies"] == 2

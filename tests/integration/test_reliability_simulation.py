@@ -139,10 +139,10 @@ def test_lying_clients_never_take_a_round_and_the_loss_still_falls(tmp_path, bas
         train = record["train"]
         counts = [train[k] for k in ("num-replies", "num-failures", "num-rejected")]
         assert counts == [2, 0, 3]  # partitions 0 and 1 used, the claims of 2, 3, 4 refused
-        assert train["client-weight-share-max"] <= run.max_client_share
+        assert train["client-weight-share-max"] <= run.reliability.max_client_share
         assert train["mean-relevance"] <= 1.0  # partition 1's claim of 10^6 clipped
         assert train["anchor-partitions"] == 2  # no invented partition in the store
         honest = max(train["update-norm-max"], train["anchor-change-norm-max"])
-        assert honest < run.max_update_norm / 10  # the default bound leaves honest room
+        assert honest < run.reliability.max_update_norm / 10  # the default bound leaves honest room
     central = [record["central"]["loss"] for record in metrics["rounds"]]
     assert central[-1] < central[0]

@@ -33,8 +33,9 @@ from clients.client_app import load_job
 from clients.policy import PolicyRefusalError, SitePolicy, count_parameters, data_path
 from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
 from fedaso.aso.robust import MAX_REPORTED_COUNT, ReplyBounds
+from fedaso.config import RunConfig
+from fedaso.config.client import ClientConfig
 from fedaso.models.arrays import model_to_arrays
-from fedaso.run_config import ClientConfig, RunConfig
 from fedaso.wire import ANCHORS_KEY, join_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
@@ -122,7 +123,9 @@ def replies(draw):
 
 
 def fresh_strategy(ratio: float) -> FedASO:
-    strategy = FedASO(bounds=ReplyBounds(max_update_norm_ratio=ratio), anchor_staleness_decay=0.5)
+    strategy = FedASO(
+        bounds=ReplyBounds.off(max_update_norm_ratio=ratio), anchor_staleness_decay=0.5
+    )
     strategy.global_arrays = {k: v.copy() for k, v in GLOBAL.items()}
     return strategy
 
@@ -233,7 +236,7 @@ def test_aggregate_evaluate_never_raises_and_reports_finite_metrics(metric_dicts
         assert all(math.isfinite(v) for v in values)
 
 
-RUN = RunConfig(
+RUN = RunConfig.of(
     num_anchors=8,
     subspace_rank=4,
     model_width=16,
@@ -349,7 +352,7 @@ def test_run_config_parsing_returns_a_valid_config_or_raises_a_value_error(flat,
     except ValueError:
         return
     assert RunConfig.from_flat(parsed.to_flat()) == parsed  # valid: it round-trips
-    assert parsed.subspace_rank < parsed.num_anchors
+    assert parsed.aso.subspace_rank < parsed.aso.num_anchors
 
 
 # -- the site policy (clients.policy) against hostile configs ------------------------------
@@ -423,12 +426,14 @@ def test_site_policy_accepts_within_bounds_or_refuses_with_a_generic_line(overri
         return
     event("accepted")
     limits = POLICY.limits
-    assert run.model in ("tinylm", "py:custom_models.user_model:build")
+    assert run.model.model in ("tinylm", "py:custom_models.user_model:build")
     inside = (f"text:{POLICY_ROOT}/a", f"file:{POLICY_ROOT}/x.csv")
-    assert data_path(run.dataset) is None or run.dataset in inside
-    assert run.seq_len <= limits.max_seq_len and run.batch_size <= limits.max_batch_size
-    assert run.local_epochs <= limits.max_local_epochs and run.max_steps <= 500
-    assert run.num_anchors <= limits.max_anchors and run.anchor_dp != "central"
+    assert data_path(run.data.dataset) is None or run.data.dataset in inside
+    assert (
+        run.data.seq_len <= limits.max_seq_len and run.training.batch_size <= limits.max_batch_size
+    )
+    assert run.training.local_epochs <= limits.max_local_epochs and run.training.max_steps <= 500
+    assert run.aso.num_anchors <= limits.max_anchors and run.privacy.anchor_dp != "central"
     assert count_parameters(run, limits.max_parameters) <= limits.max_parameters
-    assert run.anchor_dp != "local" or run.anchor_noise_multiplier >= 0.5
-    assert not run.dp_sgd or run.dp_noise_multiplier >= 0.5
+    assert run.privacy.anchor_dp != "local" or run.privacy.anchor_noise_multiplier >= 0.5
+    assert not run.privacy.dp_sgd or run.privacy.dp_noise_multiplier >= 0.5

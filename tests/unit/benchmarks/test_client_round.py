@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from benchmarks import client_round
-from fedaso.config import ASOConfig
 from fedaso.training.trainer import train_local
 
 
@@ -34,15 +33,21 @@ def test_the_bare_loop_trains_on_the_batches_of_train_local():
         args = argparse.Namespace(seq_len=16, batch_size=2, steps=3, precision="fp32")
         bench = client_round.make_bench(model_dir, "lora", args, tmp)
         plain, bare = bench.job(), bench.job()
-        train = plain.run.train(seed=plain.seed)
         torch.manual_seed(0)  # LoRA's dropout draws from the global RNG
         result = train_local(
-            plain.model, plain.data.train, anchors=None, aso=ASOConfig(enabled=False), train=train
+            plain.model,
+            plain.data.train,
+            anchors=None,
+            aso=None,
+            train=plain.run.training,
+            seed=plain.seed,
         )
         data = bare.data.train
         torch.manual_seed(0)
         lm = client_round.hf_model(bare).lm
-        bare_loss = client_round.bare_loop(lm, data.inputs, data.targets, train)
+        bare_loss = client_round.bare_loop(
+            lm, data.inputs, data.targets, bare.run.training, bare.seed
+        )
     # Full windows, so the mean of per-step means is the mean over all tokens.
     assert result.num_steps == 3
     assert bare_loss == pytest.approx(result.train_loss, rel=1e-5)

@@ -11,13 +11,14 @@ from flwr.app.metadata import Metadata
 from clients.client_app import app, node_partition
 from clients.policy import SITE_POLICY_KEY
 from clients.state import STATE_DIR_KEY, load_state, partition_directory, state_root
+from fedaso.config import RunConfig, server_only_keys
+from fedaso.config.client import ClientConfig
 from fedaso.models.arrays import model_to_arrays
-from fedaso.run_config import SERVER_ONLY_KEYS, ClientConfig, RunConfig
 from fedaso.wire import ANCHORS_KEY, join_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
 
 RUN_KEY = "test-run"
-RUN = RunConfig(
+RUN = RunConfig.of(
     num_anchors=8,
     subspace_rank=4,
     model_width=16,
@@ -133,9 +134,9 @@ def test_missing_node_config_is_explained():
 
 def test_clients_receive_every_key_but_the_server_only_ones():
     sent = client_config(RUN)
-    assert not SERVER_ONLY_KEYS & set(sent)
-    assert set(RUN.to_flat()) - SERVER_ONLY_KEYS <= set(sent)  # new keys flow on their own
-    assert {"out-dir", "resume", "initial-model", "fault-plan"} <= SERVER_ONLY_KEYS
+    assert not server_only_keys() & set(sent)
+    assert set(RUN.to_flat()) - server_only_keys() <= set(sent)  # new keys flow on their own
+    assert {"out-dir", "resume", "initial-model", "fault-plan"} <= server_only_keys()
     parsed = ClientConfig.from_message(sent)
     assert parsed.run.client_view() == RUN.client_view() and parsed.run_key == RUN_KEY
 

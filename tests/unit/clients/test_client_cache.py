@@ -20,18 +20,19 @@ import torch
 
 from benchmarks.client_round import clear_process_caches, node_context, train_message
 from clients.client_app import app
-from fedaso.models import LoraSettings, ModelSpec, build_model
+from fedaso.config import RunConfig
+from fedaso.models import build_model
 from fedaso.models.arrays import model_to_arrays
 from fedaso.models.cache import source_identity
 from fedaso.privacy import SEEDED_SAMPLING_ENV
-from fedaso.run_config import RunConfig
 from flower_wire.records import record_to_arrays
+from tests.config_helpers import model_spec
 from tests.hf_helpers import tiny_hf_model
 
 
 def runs(model_dir: str) -> list[tuple[str, RunConfig]]:
     """Five different runs (run key, config) on one hf: model, in the order a node sees them."""
-    common = RunConfig(
+    common = RunConfig.of(
         strategy="fedavg", model=f"hf:{model_dir}", dataset="facts", facts_entities=8,
         seq_len=32, batch_size=4, max_steps=2, local_epochs=1, device="cpu",
     )  # fmt: skip
@@ -48,7 +49,7 @@ def runs(model_dir: str) -> list[tuple[str, RunConfig]]:
 
 def reply_of(run_key: str, run: RunConfig) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """The ClientApp's reply (model arrays, metrics) to ``run``'s round-1 train message."""
-    torch.manual_seed(run.seed)  # the server's initial adapters differ per run
+    torch.manual_seed(run.federation.seed)  # the server's initial adapters differ per run
     message = train_message(run, run_key)
     reply = app(message, node_context(tempfile.mkdtemp(prefix="fedaso-cache-test-")))
     assert not reply.has_error(), reply.error.reason
@@ -73,7 +74,7 @@ def test_a_warm_process_replies_to_several_runs_as_cold_processes_do(monkeypatch
         for name, array in warm_arrays.items():
             assert np.array_equal(array, cold_arrays[name]), (key, name)
         assert same_metrics(warm_metrics, cold_metrics), key
-    full = build_model(ModelSpec(model=sequence[0][1].model))
+    full = build_model(sequence[0][1].model_spec())
     # A full fine-tune after LoRA runs still trains and sends every weight.
     assert warm[3][0].keys() == model_to_arrays(full).keys()
     assert not any(np.array_equal(warm[3][0][n], a) for n, a in model_to_arrays(full).items())
@@ -81,7 +82,7 @@ def test_a_warm_process_replies_to_several_runs_as_cold_processes_do(monkeypatch
 
 def test_lora_models_share_the_cached_frozen_base_and_never_write_it():
     source = tiny_hf_model("llama")
-    spec = ModelSpec(model=f"hf:{source}", peft="lora", lora=LoraSettings(r=2))
+    spec = model_spec(model=f"hf:{source}", peft="lora", lora_r=2)
     first, second = build_model(spec), build_model(spec)
     frozen = [(n, p) for n, p in first.named_parameters() if not p.requires_grad]
     assert frozen
@@ -95,7 +96,7 @@ def test_lora_models_share_the_cached_frozen_base_and_never_write_it():
         if p.requires_grad
     )
     assert adapters
-    full = build_model(ModelSpec(model=f"hf:{source}"))
+    full = build_model(model_spec(model=f"hf:{source}"))
     assert all(p.requires_grad for p in full.parameters())
     assert not {p.data_ptr() for p in full.parameters()} & {p.data_ptr() for _, p in frozen}
 
@@ -104,7 +105,7 @@ def test_lora_models_share_the_cached_frozen_base_and_never_write_it():
 def test_a_dropped_model_is_freed_at_once_not_by_the_cyclic_collector(peft):
     # A client builds a model per message: one kept alive by a reference cycle would hold
     # its weights (and a full fine-tune's Adam state) until Python's collector runs.
-    model = build_model(ModelSpec(model=f"hf:{tiny_hf_model('llama')}", peft=peft))
+    model = build_model(model_spec(model=f"hf:{tiny_hf_model('llama')}", peft=peft))
     gc.disable()
     try:
         alive = weakref.ref(model)
@@ -117,7 +118,7 @@ def test_a_dropped_model_is_freed_at_once_not_by_the_cyclic_collector(peft):
 def test_a_model_folder_rewritten_in_place_is_read_again(tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_hf_model("gpt2"), folder)
-    spec = ModelSpec(model=f"hf:{folder}")
+    spec = model_spec(model=f"hf:{folder}")
     before = model_to_arrays(build_model(spec))
     identity = source_identity(str(folder))
     rewritten = build_model(spec)
@@ -133,5 +134,5 @@ def test_a_model_folder_rewritten_in_place_is_read_again(tmp_path):
 def test_the_identity_of_a_hub_name_is_the_name(tmp_path):
     assert source_identity("org/no-such-model").files == ()
     with pytest.raises(ValueError, match="hf:/no/such/dir"):
-        build_model(ModelSpec(model="hf:/no/such/dir"))
+        build_model(model_spec(model="hf:/no/such/dir"))
     assert source_identity(str(Path(tmp_path))).files == ()

@@ -115,7 +115,7 @@ def test_query_answers_centroids_noised_in_local_mode():
     query = instruction(run, None, message_type="query", server_round=0)
     reply = app(query, context())
     arrays = record_to_arrays(reply.content["centroids"])
-    data = load_partition(run.data(num_partitions=4), 1)
+    data = load_partition(run.data_config(num_partitions=4), 1)
     model = run.build_model()
     load_model_arrays(model, split_payload(record_to_arrays(query.content["arrays"]))[0])
     clean, fractions = local_centroids(
@@ -157,7 +157,7 @@ def test_relevance_noise_reply_carries_only_privatized_relevance_statistics():
     reply = app(instruction(run, GLOBAL), context())
     metrics = dict(reply.content["metrics"])
     assert "high-relevance-fraction" not in metrics
-    data = load_partition(run.data(num_partitions=4), 1)
+    data = load_partition(run.data_config(num_partitions=4), 1)
     model = run.build_model()
     load_model_arrays(
         model, split_payload(record_to_arrays(instruction(run, None).content["arrays"]))[0]
@@ -166,8 +166,9 @@ def test_relevance_noise_reply_carries_only_privatized_relevance_statistics():
         model,
         data.train,
         anchors=torch.from_numpy(GLOBAL.copy()),
-        aso=run.aso(enabled=True),
-        train=run.train(seed=client_seed(run, 1, 1)),
+        aso=run.aso,
+        train=run.training,
+        seed=client_seed(run, 1, 1),
     ).mean_relevance
     assert raw not in metrics.values()
     assert metrics["mean-relevance"] != raw

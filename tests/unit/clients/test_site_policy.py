@@ -25,8 +25,8 @@ from clients.policy import (
     site_policy,
 )
 from clients.state import load_state, partition_directory, state_root
+from fedaso.config import RunConfig
 from fedaso.privacy import PrivacyAccount
-from fedaso.run_config import RunConfig
 from tests.hf_helpers import tiny_hf_model
 from tests.unit.clients.test_client_app import RUN, context, instruction
 
@@ -131,10 +131,10 @@ def test_huge_sizes_are_refused_quickly_with_nothing_allocated(overrides, key):
 
 
 def test_parameters_are_counted_exactly_without_building():
-    for run in (RUN, RUN.replace(model_layers=3), RunConfig(dataset="digits", model_width=32)):
+    for run in (RUN, RUN.replace(model_layers=3), RunConfig.of(dataset="digits", model_width=32)):
         built = sum(p.numel() for p in run.build_model().parameters())
         assert count_parameters(run, limit=10**9) == built
-    hf = RunConfig(model=f"hf:{tiny_hf_model('llama')}", num_anchors=8, subspace_rank=4)
+    hf = RunConfig.of(model=f"hf:{tiny_hf_model('llama')}", num_anchors=8, subspace_rank=4)
     assert count_parameters(hf, limit=10**9) == sum(
         p.numel() for p in hf.build_model().parameters()
     )
@@ -147,9 +147,9 @@ def test_hub_models_are_refused_and_hf_directories_only_under_their_roots(tmp_pa
         assert refusal(hostile({"model": model}), strict) == "refused by site policy: hf-roots"
     root = str(model_dir).rsplit("/", 1)[0]
     allowed = SitePolicy.from_toml(f'[models]\nhf-roots = ["{root}"]\n')
-    allowed.check(RunConfig(model=f"hf:{model_dir}", num_anchors=8, subspace_rank=4))
+    allowed.check(RunConfig.of(model=f"hf:{model_dir}", num_anchors=8, subspace_rank=4))
     with pytest.raises(PolicyRefusalError, match="hf-roots"):
-        allowed.check(RunConfig(model="hf:gpt2"))
+        allowed.check(RunConfig.of(model="hf:gpt2"))
 
 
 def test_local_dp_without_noise_or_with_a_huge_clip_is_refused(tmp_path):
@@ -182,7 +182,7 @@ def test_the_budget_holds_across_runs_with_different_run_keys(tmp_path):
     # A new run key starts the run's own accountants at 0; the site's ledger does not.
     line = refusal(hostile(local | {"run-key": "run-b"}), ctx)
     assert line == "refused by site policy: epsilon-budget"
-    ledger = SiteLedger.of(site_policy(ctx.node_config), ctx.node_config, 1, RUN.dataset)
+    ledger = SiteLedger.of(site_policy(ctx.node_config), ctx.node_config, 1, RUN.data.dataset)
     assert ledger.path.exists() and ledger.spent() == pytest.approx(epsilons[0])
     # The refused reply was never sent: run-b's own state recorded nothing either.
     run_b = partition_directory(state_root(ctx.node_config), "run-b", 1)

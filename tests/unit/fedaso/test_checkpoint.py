@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from strategies.initial_files import load_anchors_file, load_initial_files, load_model_file
 
-RUN = RunConfig(model_width=16, model_heads=2, model_layers=1, seq_len=16, num_anchors=4,
+RUN = RunConfig.of(model_width=16, model_heads=2, model_layers=1, seq_len=16, num_anchors=4,
                 subspace_rank=2)  # fmt: skip
 
 
@@ -70,7 +70,7 @@ def test_the_server_loads_both_files_from_the_run_config(tmp_path):
 
 def test_run_config_checks_the_continuation_keys():
     with pytest.raises(ValueError, match=r"initial-anchors='a\.npy' is invalid: only strategy"):
-        RunConfig(strategy="fedavg", initial_anchors="a.npy")
+        RunConfig.of(strategy="fedavg", initial_anchors="a.npy")
     with pytest.raises(ValueError, match="extra-eval-dataset='digits' is invalid: must be"):
-        RunConfig(extra_eval_dataset="digits")
-    assert RunConfig(dataset="facts:b", extra_eval_dataset="facts:a").extra_eval_dataset
+        RunConfig.of(extra_eval_dataset="digits")
+    assert RunConfig.of(dataset="facts:b", extra_eval_dataset="facts:a").outputs.extra_eval_dataset

@@ -28,18 +28,21 @@ def one_step(run):
     """One local step of ``run``'s training on a fixed batch from a fixed model and anchors."""
     torch.manual_seed(0)
     model = run.build_model()
-    tokens = torch.randint(0, 256, (8, run.seq_len + 1), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(
+        0, 256, (8, run.data.seq_len + 1), generator=torch.Generator().manual_seed(1)
+    )
     batch = TensorSplit(inputs=tokens[:, :-1], targets=tokens[:, 1:])
     anchors = torch.randn(
-        run.num_anchors, run.model_width, generator=torch.Generator().manual_seed(2)
+        run.aso.num_anchors, run.model.model_width, generator=torch.Generator().manual_seed(2)
     )
-    aso = run.aso()
+    aso = run.local_aso()
     result = train_local(
         model,
         batch,
-        anchors=anchors if aso.enabled else None,
+        anchors=anchors if aso is not None else None,
         aso=aso,
-        train=run.replace(max_steps=1, batch_size=8, optimizer="sgd", lr=0.1).train(seed=0),
+        train=run.replace(max_steps=1, batch_size=8, optimizer="sgd", lr=0.1).training,
+        seed=0,
     )
     return [p.detach().clone() for p in model.parameters()], result.anchors, anchors
 

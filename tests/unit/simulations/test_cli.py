@@ -79,7 +79,7 @@ def test_any_run_config_key_is_accepted_by_set(tmp_path):
     add_run_flags(parser)
     args = parser.parse_args(["--set", "tracking-dir=/x", "--set", "aso-lambda=0"])
     run = resolve_run_config(args)
-    assert run.tracking_dir == "/x" and run.aso_lambda == 0.0
+    assert run.outputs.tracking_dir == "/x" and run.aso.aso_lambda == 0.0
 
 
 def test_the_console_script_is_installed_and_runs():

@@ -121,17 +121,17 @@ def test_identical_seeds_give_identical_partitions_across_strategies(tmp_path, t
     ]
     for seed in (0, 1):
         runs = [s.run for s in specs if s.seed == seed]
-        assert {run.strategy for run in runs} == {"fedaso", "fedavg", "fedprox"}
+        assert {run.federation.strategy for run in runs} == {"fedaso", "fedavg", "fedprox"}
         # Everything but strategy and output folder is equal, so data and sampling are.
         stripped = {run.replace(strategy="fedavg", out_dir="") for run in runs}
         assert len(stripped) == 1
-        configs = [run.data(num_partitions=3) for run in runs]
+        configs = [run.data_config(num_partitions=3) for run in runs]
         for partition in range(3):
             first, *others = (load_partition(config, partition) for config in configs)
             for other in others:
                 assert torch.equal(first.train.inputs, other.train.inputs)
                 assert torch.equal(first.test.inputs, other.test.inputs)
-    assert specs[0].run.out_dir == str((tmp_path / "fedaso" / "seed-0").resolve())
+    assert specs[0].run.outputs.out_dir == str((tmp_path / "fedaso" / "seed-0").resolve())
 
 
 def test_one_seed_keeps_the_flat_layout(tmp_path):
@@ -142,17 +142,18 @@ def test_one_seed_keeps_the_flat_layout(tmp_path):
 def test_ablation_variants_set_their_switches(tmp_path, tiny):
     args = parse(["--out", str(tmp_path), *tiny.flags(), "--set", "aso-lambda=2.0"])
     runs = {s.variant: s.run for s in plan_runs(args, list(ABLATIONS.values()), [0], tmp_path)}
-    full = runs["full-aso"].aso()
-    assert full.enabled and full.project_gradients and full.update_anchors
+    full = runs["full-aso"].local_aso()
+    assert full is not None
+    assert full.project_gradients and full.update_anchors
     assert full.aso_lambda == 2.0  # the variant keeps what the flags set
-    assert not runs["no-projection"].aso().project_gradients
-    assert runs["lambda-0"].aso().aso_lambda == 0.0
-    assert not runs["static-anchors"].aso().update_anchors
-    assert runs["fedavg"].strategy == "fedavg" and not runs["fedavg"].aso().enabled
+    assert not runs["no-projection"].aso.project_gradients
+    assert runs["lambda-0"].aso.aso_lambda == 0.0
+    assert not runs["static-anchors"].aso.update_anchors
+    assert runs["fedavg"].federation.strategy == "fedavg" and runs["fedavg"].local_aso() is None
     for name in ("no-projection", "lambda-0", "static-anchors"):
         assert runs[name].replace(
             project_gradients=True, aso_lambda=2.0, update_anchors=True
-        ) == runs["full-aso"].replace(out_dir=runs[name].out_dir)
+        ) == runs["full-aso"].replace(out_dir=runs[name].outputs.out_dir)
 
 
 def fake_metrics(losses, steps, seconds=1.0, anchor_bytes=100):
@@ -336,17 +337,17 @@ def test_resume_reads_back_a_finished_run_of_the_same_config(tmp_path, tiny):
     (result,) = execute([spec], EngineOptions(num_clients=3),
                         progress=Progress([spec], stream), resume=True)  # fmt: skip
     assert result.metrics == written  # read back, not simulated again
-    assert stream.getvalue() == f"run 1/1 fedavg seed 0: reused from {spec.run.out_dir}\n"
+    assert stream.getvalue() == f"run 1/1 fedavg seed 0: reused from {spec.run.outputs.out_dir}\n"
     other = spec.run.replace(lr=0.5)
     assert finished_metrics(type(spec)(spec.variant, spec.seed, other)) is None
 
 
 def test_model_description_names_the_model_that_ran():
-    from fedaso.run_config import RunConfig
+    from fedaso.config import RunConfig
     from simulations.experiment.report import model_description
 
     assert model_description(RunConfig()) == "model width 64, 2 layers"
-    lora = RunConfig(model="hf:models/base", peft="lora", lora_r=4)
+    lora = RunConfig.of(model="hf:models/base", peft="lora", lora_r=4)
     assert model_description(lora) == "model hf:models/base with LoRA r=4"
 
 

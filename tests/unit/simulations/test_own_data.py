@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fedaso.config import RunConfig
 from fedaso.data import load_central, load_partition
-from fedaso.run_config import RunConfig
 from simulations import cli
 from simulations.engine import check_partitions
 from strategies.failures import REPEATED_ERROR_ROUNDS, FailureWatch, RunFailedError
@@ -34,11 +34,11 @@ def write_sites(folder: Path, *, sites: int, paragraphs: int, words: int) -> Pat
 
 def test_files_without_blank_lines_give_held_out_and_training_data(tmp_path):
     folder = write_sites(tmp_path / "sites", sites=3, paragraphs=1, words=900)
-    run = RunConfig(dataset=f"text:{folder}", partitioner="natural")
-    central = load_central(run.data(num_partitions=1))
+    run = RunConfig.of(dataset=f"text:{folder}", partitioner="natural")
+    central = load_central(run.data_config(num_partitions=1))
     assert len(central.eval) > 0 and len(central.seed_corpus) > 0
     for partition_id in range(3):
-        assert len(load_partition(run.data(num_partitions=3), partition_id).train) > 0
+        assert len(load_partition(run.data_config(num_partitions=3), partition_id).train) > 0
 
 
 def test_too_little_text_to_hold_out_is_an_error_naming_dataset_and_reason(tmp_path):
@@ -47,12 +47,12 @@ def test_too_little_text_to_hold_out_is_an_error_naming_dataset_and_reason(tmp_p
     (folder / "a.txt").write_text("only a few words here")
     dataset = f"text:{folder}"
     with pytest.raises(ValueError, match=rf"dataset='{dataset}' leaves no held-out evaluation"):
-        load_central(RunConfig(dataset=dataset).data(num_partitions=1))
+        load_central(RunConfig.of(dataset=dataset).data_config(num_partitions=1))
 
 
 def test_natural_partitions_that_do_not_fit_the_clients_fail_before_round_1(tmp_path, capsys):
     folder = write_sites(tmp_path / "sites", sites=3, paragraphs=30, words=40)
-    run = RunConfig(dataset=f"text:{folder}", partitioner="natural")
+    run = RunConfig.of(dataset=f"text:{folder}", partitioner="natural")
     with pytest.raises(ValueError, match=r"--num-clients=5 does not fit.*3 groups.*use 3 clients"):
         check_partitions(run, 5)
     out = tmp_path / "out"

@@ -12,8 +12,8 @@ from flwr.serverapp.strategy import (
 )
 from opacus.accountants import RDPAccountant
 
+from fedaso.config import RunConfig
 from fedaso.privacy import SEEDED_SAMPLING_ENV
-from fedaso.run_config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer, usable_centroids, wait_for_nodes
@@ -34,15 +34,15 @@ CALIBRATED = {"aggregation_weight": "uniform", "anchor_staleness_decay": 0.0}
 
 
 def test_expected_sample_size_follows_flowers_formula():
-    assert expected_sample_size(RunConfig(fraction_train=0.2, min_train_nodes=2), 20) == 4
-    assert expected_sample_size(RunConfig(fraction_train=0.2, min_train_nodes=2), 5) == 2
+    assert expected_sample_size(RunConfig.of(fraction_train=0.2, min_train_nodes=2), 20) == 4
+    assert expected_sample_size(RunConfig.of(fraction_train=0.2, min_train_nodes=2), 5) == 2
 
 
 def test_calibration_holds_only_for_uniform_fresh_aggregation():
-    assert update_dp_calibrated(RunConfig(**CALIBRATED))
-    assert not update_dp_calibrated(RunConfig(anchor_staleness_decay=0.0))  # relevance weights
-    assert not update_dp_calibrated(RunConfig(aggregation_weight="uniform"))  # stale anchors
-    assert not update_dp_calibrated(RunConfig(strategy="fedavg"))  # example weights
+    assert update_dp_calibrated(RunConfig.of(**CALIBRATED))
+    assert not update_dp_calibrated(RunConfig.of(anchor_staleness_decay=0.0))  # relevance weights
+    assert not update_dp_calibrated(RunConfig.of(aggregation_weight="uniform"))  # stale anchors
+    assert not update_dp_calibrated(RunConfig.of(strategy="fedavg"))  # example weights
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_calibration_holds_only_for_uniform_fresh_aggregation():
     ],
 )
 def test_build_update_dp_wraps_fedaso_unchanged(mode, wrapper):
-    run = RunConfig(update_dp=mode, update_clip=3.0, update_noise_multiplier=0.7)
+    run = RunConfig.of(update_dp=mode, update_clip=3.0, update_noise_multiplier=0.7)
     inner = build_strategy(run)
     strategy = build_update_dp(inner, run, num_sampled=4)
     assert isinstance(strategy, UpdateDPAccounting) and type(strategy.wrapped) is wrapper
@@ -75,7 +75,7 @@ def accounted(run):
 
 
 def test_server_side_wrapper_clips_fedasos_replies_and_reports_opacus_epsilon():
-    run = RunConfig(
+    run = RunConfig.of(
         update_dp="server-fixed", update_clip=1.0, update_noise_multiplier=0.0, **CALIBRATED
     )
     strategy = accounted(run)
@@ -99,7 +99,7 @@ def test_server_side_wrapper_clips_fedasos_replies_and_reports_opacus_epsilon():
 
 
 def test_uncalibrated_weights_report_infinite_update_epsilon():
-    strategy = accounted(RunConfig(update_dp="server-fixed", update_noise_multiplier=1.0))
+    strategy = accounted(RunConfig.of(update_dp="server-fixed", update_noise_multiplier=1.0))
     replies = [train_reply(k, payload(1.0, 1.0), metrics(0.5)) for k in (1, 2)]
     _, agg = strategy.aggregate_train(1, replies)
     assert agg["update-epsilon"] == math.inf
@@ -163,7 +163,7 @@ def test_central_dp_samples_clients_from_a_secret_seed(central, monkeypatch):
     """Issue 17: a sample drawn from the public run seed can be redone by anyone knowing it,
     which voids central DP's amplification by sampling."""
     assert sample_after_seeding(RunConfig()) == sample_after_seeding(RunConfig())
-    run = RunConfig(**central)
+    run = RunConfig.of(**central)
     assert sample_after_seeding(run) != sample_after_seeding(run)
     monkeypatch.setenv(SEEDED_SAMPLING_ENV, "1")  # the documented switch for exact reruns
     assert sample_after_seeding(run) == sample_after_seeding(RunConfig())
@@ -181,4 +181,4 @@ def test_a_grid_without_partition_lookup_publishes_no_sampled_partitions():
 def test_seeded_sampling_accepts_only_0_or_1(monkeypatch):
     monkeypatch.setenv(SEEDED_SAMPLING_ENV, "yes")
     with pytest.raises(ValueError, match=r"FEDASO_SEEDED_SAMPLING='yes' must be 0 or 1"):
-        seed_client_sampling(RunConfig(anchor_dp="central"))
+        seed_client_sampling(RunConfig.of(anchor_dp="central"))

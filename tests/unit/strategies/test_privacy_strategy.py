@@ -173,7 +173,7 @@ def test_local_mode_counts_the_releases_of_rejected_and_outlier_replies():
     # Issue 12, defect 1: a reply the server drops was released by its client all the same.
     privacy = PrivacyConfig(anchor_dp="local", anchor_noise_multiplier=1.0)
     strategy = configured(
-        FedASO(privacy=privacy, bounds=ReplyBounds(max_update_norm_ratio=10.0)),
+        FedASO(privacy=privacy, bounds=ReplyBounds.off(max_update_norm_ratio=10.0)),
         payload(0.0, 0.0),
         sample_rate=1.0,
     )
@@ -201,7 +201,9 @@ def test_central_dp_lets_no_reply_decide_whether_another_counts(privacy):
     # Issue 17: a median-relative outlier filter makes one client's inclusion depend on the
     # others' data, which central DP's sensitivity C / n does not cover: it is off there.
     strategy = configured(
-        FedASO(privacy=PrivacyConfig(**privacy), bounds=ReplyBounds(max_update_norm_ratio=10.0)),
+        FedASO(
+            privacy=PrivacyConfig(**privacy), bounds=ReplyBounds.off(max_update_norm_ratio=10.0)
+        ),
         payload(0.0, 0.0),
         sampled=4,
     )
@@ -212,6 +214,6 @@ def test_central_dp_lets_no_reply_decide_whether_another_counts(privacy):
     )
     assert (agg["num-replies"], agg["num-norm-outliers"]) == (4, 0)
     local = FedASO(
-        privacy=PrivacyConfig(anchor_dp="local"), bounds=ReplyBounds(max_update_norm_ratio=10.0)
+        privacy=PrivacyConfig(anchor_dp="local"), bounds=ReplyBounds.off(max_update_norm_ratio=10.0)
     )
     assert local.bounds.max_update_norm_ratio == 10.0

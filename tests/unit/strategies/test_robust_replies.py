@@ -22,8 +22,8 @@ from fedaso.aso.robust import (
     norm_outliers,
     update_norm,
 )
+from fedaso.config import RunConfig
 from fedaso.fault_plan import FAULT_KINDS, LYING_KINDS, parse_fault_plan
-from fedaso.run_config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.anchor_init import centroid_answer
@@ -75,7 +75,7 @@ def test_weighted_average_survives_weights_near_the_float_maximum():
 
 @pytest.mark.parametrize("kind", sorted(set(FAULT_KINDS) - {"raise", "delay"} - LYING_KINDS))
 def test_every_spoiled_reply_is_dropped_and_the_others_aggregated(kind):
-    strategy = configured(bounds=ReplyBounds(max_update_norm_ratio=10.0))
+    strategy = configured(bounds=ReplyBounds.off(max_update_norm_ratio=10.0))
     replies = [good(0, 1.0), good(1, 1.0), good(2, 1.0)]
     spoiled = replies[2]
     content = spoil(kind, spoiled.content, GLOBAL)
@@ -174,7 +174,7 @@ def liar(node, partition, value=100.0, **claims):
 
 
 def test_claimed_relevance_is_clipped_to_one_and_counts_to_the_bound():
-    bounds = ReplyBounds(max_reported_count=1000)
+    bounds = ReplyBounds.off(max_reported_count=1000)
     update = configured(bounds=bounds).parse_reply(
         liar(9, 3, **{"mean-relevance": 1e6, "num-tokens": 1e308, "num-examples": 1e308})
     )
@@ -189,7 +189,7 @@ def test_claimed_relevance_is_clipped_to_one_and_counts_to_the_bound():
 
 
 def test_two_replies_with_1e308_examples_do_not_overflow_the_round():
-    strategy = configured(aggregation_weight="examples", bounds=ReplyBounds())
+    strategy = configured(aggregation_weight="examples", bounds=ReplyBounds.off())
     huge = {"num-examples": 1e308, "num-tokens": 1e308}
     arrays, agg = strategy.aggregate_train(1, [liar(1, 0, 1.0, **huge), liar(2, 1, 3.0, **huge)])
     np.testing.assert_allclose(record_to_arrays(arrays)["w"], 2.0)
@@ -247,7 +247,7 @@ def test_the_share_cap_is_exact_where_cutting_redistributes():
 @pytest.mark.parametrize("num_honest", [1, 2, 4])
 def test_a_liar_never_holds_more_than_the_cap_of_the_model_or_the_anchors(num_honest):
     cap = 0.5
-    strategy = configured(bounds=ReplyBounds(max_client_share=cap))
+    strategy = configured(bounds=ReplyBounds.off(max_client_share=cap))
     honest = [good(p, 0.0, relevance=0.01) for p in range(num_honest)]
     replies = [*honest, liar(99, num_honest, 100.0, **{"mean-relevance": 1e9})]
     arrays, agg = strategy.aggregate_train(1, replies)
@@ -262,11 +262,11 @@ def test_an_absolute_norm_bound_catches_a_huge_update_among_two_replies():
         good(0, 1.0),
         train_reply(101, payload(1e4, 1.0), metrics(0.5) | {"partition-id": 1}),
     ]
-    _, relative_only = configured(bounds=ReplyBounds(max_update_norm_ratio=10.0)).aggregate_train(
-        1, replies
-    )
+    _, relative_only = configured(
+        bounds=ReplyBounds.off(max_update_norm_ratio=10.0)
+    ).aggregate_train(1, replies)
     assert relative_only["num-norm-outliers"] == 0  # the median of two is their mean
-    bounded = configured(bounds=ReplyBounds(max_update_norm_ratio=10.0, max_update_norm=100.0))
+    bounded = configured(bounds=ReplyBounds.off(max_update_norm_ratio=10.0, max_update_norm=100.0))
     arrays, agg = bounded.aggregate_train(1, replies)
     assert (agg["num-replies"], agg["num-norm-outliers"]) == (1, 1)
     np.testing.assert_allclose(record_to_arrays(arrays)["w"], 1.0)
@@ -316,7 +316,7 @@ def test_a_partition_passes_to_a_new_node_only_once_its_node_is_gone_and_survive
 def test_under_update_dp_a_bad_reply_is_dropped_before_the_wrapper_sees_it():
     # Flower's wrapper skips the whole round for one error reply and clips before FedASO's
     # checks; FedASO.admit now filters first.
-    run = RunConfig(
+    run = RunConfig.of(
         update_dp="server-fixed",
         update_clip=100.0,
         update_noise_multiplier=0.0,
@@ -382,7 +382,7 @@ def test_anchor_changes_are_bounded_by_the_anchors_own_norm_not_max_update_norm(
     # Without anchor DP a client's anchor change is not clipped (docs/SPEC.md section 13): a large
     # honest move passes whole however small max-update-norm is, and only a change beyond
     # ANCHOR_CHANGE_LIMIT times the global anchors' norm is dropped.
-    strategy = configured(bounds=ReplyBounds(max_update_norm=5.0))
+    strategy = configured(bounds=ReplyBounds.off(max_update_norm=5.0))
     strategy.global_arrays = payload(1.0, 1.0)
     limit = anchor_change_limit(strategy.anchors(), strategy.privacy)  # 10 ||ones(4, 3)||
     honest_value = 1.0 + 0.5 * limit / np.sqrt(strategy.anchors().size)  # change = limit / 2

@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import (
     Result,
 )
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from fedaso.wire import ANCHORS_KEY
 from strategies.fedaso import FedASO
 from strategies.grids import MeteredGrid, RoundTraffic
@@ -38,7 +38,7 @@ from tests.flower_helpers import metrics, payload, train_reply
 def a_checkpoint(server_round=2, **components):
     return Checkpoint(
         server_round=server_round,
-        config=RunConfig(num_server_rounds=5).to_flat(),
+        config=RunConfig.of(num_server_rounds=5).to_flat(),
         arrays=payload(1.5, 2.5),
         history={"train": {1: {"loss": 1.0, "n": 3}}, "evaluate": {}, "central": {0: {"x": 2.0}}},
         components=components,
@@ -71,7 +71,7 @@ def test_write_then_read_gives_the_same_checkpoint(tmp_path):
     assert path == tmp_path / CHECKPOINT_FILE
     again = read_checkpoint(tmp_path)
     assert again.server_round == 2
-    assert again.config == RunConfig(num_server_rounds=5).to_flat()
+    assert again.config == RunConfig.of(num_server_rounds=5).to_flat()
     assert list(again.arrays) == ["w", ANCHORS_KEY]
     np.testing.assert_array_equal(again.arrays[ANCHORS_KEY], payload(1.5, 2.5)[ANCHORS_KEY])
     assert again.arrays["w"].dtype == np.float32
@@ -111,16 +111,16 @@ def test_a_missing_checkpoint_is_named(tmp_path):
 
 
 def test_resume_must_keep_the_settings_that_change_the_math():
-    saved = RunConfig(num_server_rounds=2).to_flat()
-    check_resumable(saved, RunConfig(num_server_rounds=9, out_dir="/x", round_timeout=5.0), "d")
+    saved = RunConfig.of(num_server_rounds=2).to_flat()
+    check_resumable(saved, RunConfig.of(num_server_rounds=9, out_dir="/x", round_timeout=5.0), "d")
     with pytest.raises(CheckpointError, match=r"model-width=64, this run has model-width=32"):
-        check_resumable(saved, RunConfig(model_width=32, model_heads=2), "d")
+        check_resumable(saved, RunConfig.of(model_width=32, model_heads=2), "d")
 
 
 def test_resume_beyond_the_last_round_is_refused(tmp_path):
     write_checkpoint(tmp_path, a_checkpoint(server_round=4))
     with pytest.raises(CheckpointError, match=r"num-server-rounds=3 is invalid.*round 4"):
-        Checkpoints(RunConfig(num_server_rounds=3, resume=str(tmp_path)))
+        Checkpoints(RunConfig.of(num_server_rounds=3, resume=str(tmp_path)))
 
 
 def test_random_state_restores_all_three_generators():
@@ -165,7 +165,7 @@ def test_strategy_components_reach_through_wrappers():
 
 
 def test_update_dp_accounting_is_saved_and_reaches_fedaso_inside_the_wrapper():
-    run = RunConfig(update_dp="server-fixed", update_noise_multiplier=0.5)
+    run = RunConfig.of(update_dp="server-fixed", update_noise_multiplier=0.5)
     inner = FedASO()
     outer = build_update_dp(inner, run, num_sampled=2)
     outer.account.record(noise_multiplier=0.5, sample_rate=0.2, steps=3)
@@ -181,7 +181,7 @@ def test_update_dp_accounting_is_saved_and_reaches_fedaso_inside_the_wrapper():
 
 def test_checkpoints_restore_refuses_a_checkpoint_without_a_component(tmp_path):
     write_checkpoint(tmp_path, a_checkpoint(rng=RandomState().state_dict()))
-    checkpoints = Checkpoints(RunConfig(num_server_rounds=5, resume=str(tmp_path)))
+    checkpoints = Checkpoints(RunConfig.of(num_server_rounds=5, resume=str(tmp_path)))
     checkpoints.register_strategy(FedASO())
     with pytest.raises(CheckpointError, match=r"holds no state for \['strategy'\]"):
         checkpoints.restore(Result())

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 from strategies.tracking import check_backend_installed, tracking_of
 
 
 def test_bad_tracking_values_name_the_key():
     with pytest.raises(ValueError, match=r"tracking='wandb' is invalid: must be one of none"):
-        RunConfig(tracking="wandb")
+        RunConfig.of(tracking="wandb")
     with pytest.raises(ValueError, match=r"tracking-dir='' is invalid: must be set when"):
-        RunConfig(tracking="mlflow")
-    RunConfig(tracking="mlflow", out_dir="/tmp/x")  # tracks into out-dir/tracking
+        RunConfig.of(tracking="mlflow")
+    RunConfig.of(tracking="mlflow", out_dir="/tmp/x")  # tracks into out-dir/tracking
     check_backend_installed("mlflow")
     check_backend_installed("tensorboard")
 

@@ -6,10 +6,9 @@ import torch
 
 from fedaso.aso.anchors import refit_anchors
 from fedaso.aso.relevance import RelevanceProbe
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import ASOConfig, RunConfig, TrainConfig
 from fedaso.data import load_central
 from fedaso.privacy import PrivacyConfig
-from fedaso.run_config import RunConfig
 from fedaso.training.evaluate import embed
 from fedaso.training.fact_relevance import auroc, fit_probe_on_public
 from fedaso.training.trainer import train_local
@@ -69,13 +68,13 @@ def test_refit_refuses_anchor_dp_by_name():
     with pytest.raises(ValueError, match="anchor_dp='local'"):
         AnchorRefitFedASO(refit=lambda m, a: a, privacy=PrivacyConfig(anchor_dp="local"))
     with pytest.raises(ValueError, match=r"relevance-source='anchors-refit'.*anchor-dp='central'"):
-        RunConfig(relevance_source="anchors-refit", anchor_dp="central")
+        RunConfig.of(relevance_source="anchors-refit", anchor_dp="central")
 
 
 def tiny_probe_setting(tiny):
     """A tiny LM run on facts, its central data and model."""
     run = tiny.config(facts_entities=4)
-    central = load_central(run.data(num_partitions=1))
+    central = load_central(run.data_config(num_partitions=1))
     torch.manual_seed(0)
     return run, central, run.build_model()
 
@@ -129,12 +128,12 @@ def test_probe_scores_are_the_relevance_of_local_training(tiny):
     before = probe.scores(torch.from_numpy(embed(model, data))).mean().item()
     aso = ASOConfig(num_anchors=16, subspace_rank=4, relevance_source="probe")
     one_step = TrainConfig(local_epochs=1, batch_size=len(data), lr=0.01)
-    anchors = torch.randn(16, run.model_width)
-    result = train_local(model, data, anchors=anchors, aso=aso, train=one_step,
+    anchors = torch.randn(16, run.model.model_width)
+    result = train_local(model, data, anchors=anchors, aso=aso, train=one_step, seed=0,
                          relevance_probe=probe)  # fmt: skip
     assert result.mean_relevance == pytest.approx(before, rel=1e-5)
     with pytest.raises(ValueError, match="relevance-source='probe'"):
-        train_local(model, data, anchors=anchors, aso=aso, train=one_step)
+        train_local(model, data, anchors=anchors, aso=aso, train=one_step, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -146,4 +145,4 @@ def test_probe_scores_are_the_relevance_of_local_training(tiny):
 )
 def test_probe_source_is_refused_where_it_cannot_work(settings, message):
     with pytest.raises(ValueError, match=message):
-        RunConfig(relevance_source="probe", **settings)
+        RunConfig.of(relevance_source="probe", **settings)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 
 
 @pytest.mark.parametrize(
@@ -26,5 +26,5 @@ def test_bad_reliability_values_name_the_key(key, value, named):
 
 def test_checkpoints_go_to_checkpoint_dir_else_under_out_dir():
     assert RunConfig().checkpoint_path() == ""
-    assert RunConfig(out_dir="/o").checkpoint_path() == "/o/checkpoint"
-    assert RunConfig(out_dir="/o", checkpoint_dir="/c").checkpoint_path() == "/c"
+    assert RunConfig.of(out_dir="/o").checkpoint_path() == "/o/checkpoint"
+    assert RunConfig.of(out_dir="/o", checkpoint_dir="/c").checkpoint_path() == "/c"

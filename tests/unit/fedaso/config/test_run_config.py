@@ -1,37 +1,26 @@
-"""Run-config parsing and validation; pyproject's defaults match the dataclass."""
+"""Run-config parsing and validation across sections: flat form, errors, anchor defaults."""
 
-import dataclasses
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from fedaso.config import ASOConfig, TrainConfig
-from fedaso.data import DataConfig
-from fedaso.privacy import PrivacyConfig
-from fedaso.run_config import RunConfig
+from fedaso.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[4]
 
 
-def test_pyproject_run_config_lists_every_key_with_the_dataclass_default():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    field_defaults = {f.name.replace("_", "-"): f.default for f in dataclasses.fields(RunConfig)}
-    assert pyproject["tool"]["flwr"]["app"]["config"] == field_defaults
-
-
 def test_anchor_defaults_follow_the_model_and_are_written_resolved():
-    reference, hf = RunConfig(), RunConfig(model="hf:/some/model")
-    assert (reference.num_anchors, reference.subspace_rank) == (32, 8)
-    assert (hf.num_anchors, hf.subspace_rank) == (512, 16)
+    reference, hf = RunConfig(), RunConfig.of(model="hf:/some/model")
+    assert (reference.aso.num_anchors, reference.aso.subspace_rank) == (32, 8)
+    assert (hf.aso.num_anchors, hf.aso.subspace_rank) == (512, 16)
     assert hf.to_flat()["num-anchors"] == 512
-    explicit = RunConfig(model="hf:/some/model", num_anchors=64, subspace_rank=4)
-    assert (explicit.num_anchors, explicit.subspace_rank) == (64, 4)
-    assert RunConfig(model="hf:/some/model", num_anchors=8).subspace_rank == 7
+    explicit = RunConfig.of(model="hf:/some/model", num_anchors=64, subspace_rank=4)
+    assert (explicit.aso.num_anchors, explicit.aso.subspace_rank) == (64, 4)
+    assert RunConfig.of(model="hf:/some/model", num_anchors=8).aso.subspace_rank == 7
 
 
 def test_round_trip_through_the_flat_form():
-    run = RunConfig(strategy="fedavg", aso_lambda=0.0, dataset="digits")
+    run = RunConfig.of(strategy="fedavg", aso_lambda=0.0, dataset="digits")
     assert RunConfig.from_flat(run.to_flat()) == run
 
 
@@ -42,7 +31,7 @@ def test_unknown_key_suggests_the_close_one():
 
 def test_non_strict_parsing_ignores_keys_flower_adds():
     run = RunConfig.from_flat({"server-round": 3, "lr": 0.5}, strict=False)
-    assert run.lr == 0.5
+    assert run.training.lr == 0.5
 
 
 @pytest.mark.parametrize(
@@ -71,27 +60,11 @@ def test_bad_values_name_the_key_and_value(key, value, named):
 
 def test_subspace_rank_may_not_exceed_model_width():
     with pytest.raises(ValueError, match=r"subspace-rank=32 .*d=16"):
-        RunConfig(model_width=16, model_heads=4, num_anchors=64, subspace_rank=32)
+        RunConfig.of(model_width=16, model_heads=4, num_anchors=64, subspace_rank=32)
 
 
 def test_subspace_rank_is_below_the_number_of_anchors():
     # Issue 12, defect 7: M centered anchors span at most M - 1 dimensions.
     with pytest.raises(ValueError, match=r"subspace-rank=8 .*num-anchors - 1 = 7"):
-        RunConfig(num_anchors=8, subspace_rank=8)
-    assert RunConfig(num_anchors=8, subspace_rank=7).subspace_rank == 7
-
-
-@pytest.mark.parametrize("layer", [ASOConfig, TrainConfig, DataConfig, PrivacyConfig])
-def test_every_config_layer_has_the_run_configs_defaults(layer):
-    run = RunConfig()
-    # TrainConfig.proximal_mu is the weight a FedProx round sends (0 = plain training);
-    # run-config proximal-mu is FedProx's own default. They are different settings.
-    fields = [f.name for f in dataclasses.fields(layer) if f.name != "proximal_mu"]
-    shared = [name for name in fields if hasattr(run, name)]
-    assert shared
-    differ = {
-        name: (getattr(layer(), name), getattr(run, name))
-        for name in shared
-        if getattr(layer(), name) != getattr(run, name)
-    }
-    assert differ == {}
+        RunConfig.of(num_anchors=8, subspace_rank=8)
+    assert RunConfig.of(num_anchors=8, subspace_rank=7).aso.subspace_rank == 7

@@ -26,6 +26,7 @@ from fedaso.data import (
     partition,
     task_of,
 )
+from tests.config_helpers import data_config
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -42,7 +43,7 @@ def all_partitions(config: DataConfig) -> list:
 
 def facts_digest() -> str:
     """SHA-256 of a few facts partitions and the central data (compared across processes)."""
-    config = DataConfig(num_partitions=5, seed=3)
+    config = data_config(num_partitions=5, seed=3)
     digest = hashlib.sha256()
     splits = [split for data in all_partitions(config) for split in (data.train, data.test)]
     central = load_central(config)
@@ -92,7 +93,7 @@ def test_encode_decode_round_trip():
 
 
 def test_same_config_gives_equal_tensors():
-    config = DataConfig(num_partitions=4)
+    config = data_config(num_partitions=4)
     first, second = load_partition(config, 2), load_partition(config, 2)
     assert torch.equal(first.train.inputs, second.train.inputs)
     assert torch.equal(first.test.targets, second.test.targets)
@@ -108,11 +109,11 @@ def test_data_is_identical_in_another_process_with_other_hash_seed():
 
 
 def test_different_seed_gives_different_facts():
-    zero, one = load_central(DataConfig(seed=0)), load_central(DataConfig(seed=1))
+    zero, one = load_central(data_config(seed=0)), load_central(data_config(seed=1))
     assert zero.recall_prompts != one.recall_prompts
     assert not torch.equal(
-        load_partition(DataConfig(seed=0), 0).train.inputs[:4],
-        load_partition(DataConfig(seed=1), 0).train.inputs[:4],
+        load_partition(data_config(seed=0), 0).train.inputs[:4],
+        load_partition(data_config(seed=1), 0).train.inputs[:4],
     )
 
 
@@ -122,7 +123,7 @@ def test_different_seed_gives_different_facts():
 @pytest.mark.parametrize("dataset", ["facts", "facts:a", "facts:b", "pydoc", "text"])
 def test_lm_shapes_dtypes_and_shift(dataset: str, text_folder: Path):
     name = f"text:{text_folder}" if dataset == "text" else dataset
-    config = DataConfig(dataset=name, num_partitions=3, seq_len=16, test_fraction=0.5)
+    config = data_config(dataset=name, num_partitions=3, seq_len=16, test_fraction=0.5)
     assert task_of(name) == "lm"
     central = load_central(config)
     data = load_partition(config, 1)
@@ -137,7 +138,7 @@ def test_lm_shapes_dtypes_and_shift(dataset: str, text_folder: Path):
 
 
 def test_digits_shapes_and_dtypes():
-    config = DataConfig(dataset="digits", num_partitions=5)
+    config = data_config(dataset="digits", num_partitions=5)
     assert task_of("digits") == "classify"
     central = load_central(config)
     assert central.task == "classify" and central.recall_prompts == ()
@@ -151,21 +152,21 @@ def test_digits_shapes_and_dtypes():
 
 @pytest.mark.parametrize(("dataset", "shape"), [("facts", (0, 32)), ("digits", (0, 64))])
 def test_zero_test_fraction_gives_empty_test_split_of_right_shape(dataset: str, shape: tuple):
-    data = load_partition(DataConfig(dataset=dataset, seq_len=32, test_fraction=0.0), 0)
+    data = load_partition(data_config(dataset=dataset, seq_len=32, test_fraction=0.0), 0)
     assert data.test.inputs.shape == shape and len(data.test) == 0
     assert data.test.targets.shape[0] == 0
 
 
 def test_central_data_does_not_depend_on_partitioning():
-    server = load_central(DataConfig(partitioner="natural", num_partitions=1))
-    clients = load_central(DataConfig(partitioner="dirichlet:0.5", num_partitions=20))
+    server = load_central(data_config(partitioner="natural", num_partitions=1))
+    clients = load_central(data_config(partitioner="dirichlet:0.5", num_partitions=20))
     assert torch.equal(server.eval.inputs, clients.eval.inputs)
     assert torch.equal(server.seed_corpus.inputs, clients.seed_corpus.inputs)
 
 
 def test_facts_default_sizes_fit_cpu_budget():
     sizes = [
-        len(data.train) for data in all_partitions(DataConfig(num_partitions=20, window_stride=0))
+        len(data.train) for data in all_partitions(data_config(num_partitions=20, window_stride=0))
     ]
     assert min(sizes) >= 10 and max(sizes) <= 40  # disjoint windows; stride 16 gives ~4x
 
@@ -174,7 +175,7 @@ def test_facts_default_sizes_fit_cpu_budget():
 
 
 def test_canonical_recall_sentences_are_in_the_training_text():
-    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
+    config = data_config(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
     training_text = stream_text(load_partition(config, 0).train)
     prompts = load_central(config).recall_prompts
     assert len(prompts) == 2 * 40 * 4  # two domains, 40 entities, 4 attributes
@@ -185,7 +186,7 @@ def test_canonical_recall_sentences_are_in_the_training_text():
 
 
 def test_facts_eval_is_a_separate_rendering():
-    config = DataConfig(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
+    config = data_config(num_partitions=1, test_fraction=0.0, seq_len=8, window_stride=0)
     training_documents = set(stream_text(load_partition(config, 0).train).split("\n"))
     eval_documents = stream_text(load_central(config).eval).split("\n")[1:-1]  # whole ones
     assert eval_documents and not training_documents & set(eval_documents)
@@ -193,14 +194,14 @@ def test_facts_eval_is_a_separate_rendering():
 
 def test_facts_domains_are_disjoint_and_make_up_facts():
     def capitalized_words(dataset: str) -> set[str]:
-        seed_corpus = load_central(DataConfig(dataset)).seed_corpus  # canonical sentences
+        seed_corpus = load_central(data_config(dataset)).seed_corpus  # canonical sentences
         return set(re.findall(r"[A-Z][a-z]+", stream_text(seed_corpus)))
 
     a_names = capitalized_words("facts:a") - {"The"}  # "The capital of ..."
     b_names = capitalized_words("facts:b")
     assert len(a_names) > 40 and len(b_names) > 40 and not a_names & b_names
-    both = load_central(DataConfig("facts")).recall_prompts
-    a, b = load_central(DataConfig("facts:a")), load_central(DataConfig("facts:b"))
+    both = load_central(data_config("facts")).recall_prompts
+    a, b = load_central(data_config("facts:a")), load_central(data_config("facts:b"))
     assert both == a.recall_prompts + b.recall_prompts
 
 
@@ -210,7 +211,7 @@ def test_facts_domains_are_disjoint_and_make_up_facts():
 def test_iid_partitions_cover_the_pool_without_overlap():
     from sklearn.datasets import load_digits
 
-    config = DataConfig(dataset="digits", num_partitions=7, test_fraction=0.25)
+    config = data_config(dataset="digits", num_partitions=7, test_fraction=0.25)
     central = load_central(config)
     parts = [split for data in all_partitions(config) for split in (data.train, data.test)]
     rows = torch.cat([split.inputs for split in [*parts, central.eval, central.seed_corpus]])
@@ -223,7 +224,7 @@ def test_iid_partitions_cover_the_pool_without_overlap():
 
 def test_dirichlet_skews_labels_more_than_iid():
     def mean_entropy(partitioner: str) -> float:
-        config = DataConfig(dataset="digits", partitioner=partitioner, num_partitions=10)
+        config = data_config(dataset="digits", partitioner=partitioner, num_partitions=10)
         return sum(label_entropy(d.train.targets) for d in all_partitions(config)) / 10
 
     iid, skewed = mean_entropy("iid"), mean_entropy("dirichlet:0.1")
@@ -232,13 +233,13 @@ def test_dirichlet_skews_labels_more_than_iid():
 
 
 def test_dirichlet_too_small_data_raises_instead_of_hanging():
-    config = DataConfig(partitioner="dirichlet:0.1", num_partitions=10, facts_entities=2)
+    config = data_config(partitioner="dirichlet:0.1", num_partitions=10, facts_entities=2)
     with pytest.raises(ValueError, match=r"dirichlet:0\.1.*10 partitions"):
         load_partition(config, 0)
 
 
 def test_natural_partitions_hold_one_group_each():
-    config = DataConfig(dataset="facts:a", partitioner="natural", num_partitions=8, window_stride=0)
+    config = data_config("facts:a", partitioner="natural", num_partitions=8, window_stride=0)
     continents = [
         set(re.findall(r"continent of (\w+)", stream_text(data.train)))
         for data in all_partitions(config)
@@ -249,7 +250,7 @@ def test_natural_partitions_hold_one_group_each():
 
 def test_iid_partitions_scatter_each_entitys_documents():
     # The pool is built entity by entity; unshuffled, iid shards would hold whole entities.
-    config = DataConfig(
+    config = data_config(
         dataset="facts:a", num_partitions=8, test_fraction=0.0, seq_len=8, window_stride=0
     )
     intro = r"(\w+) is a country on|This entry describes (\w+),|Among the nations of \w+ is (\w+)\."
@@ -262,11 +263,11 @@ def test_iid_partitions_scatter_each_entitys_documents():
 
 def test_natural_partition_count_mismatch_names_both_numbers():
     with pytest.raises(ValueError, match=r"16 groups.*num-partitions=10"):
-        load_partition(DataConfig(partitioner="natural", num_partitions=10), 0)
+        load_partition(data_config(partitioner="natural", num_partitions=10), 0)
 
 
 def test_text_folder_sites_are_natural_partitions(text_folder: Path):
-    config = DataConfig(f"text:{text_folder}", partitioner="natural", num_partitions=3, seq_len=16)
+    config = data_config(f"text:{text_folder}", partitioner="natural", num_partitions=3, seq_len=16)
     texts = [stream_text(data.train) for data in all_partitions(config)]
     for text, (own, *others) in zip(
         texts,
@@ -277,12 +278,12 @@ def test_text_folder_sites_are_natural_partitions(text_folder: Path):
     assert "durian" not in "".join(texts)
     with pytest.raises(ValueError, match=r"3 groups.*num-partitions=2"):
         load_partition(
-            DataConfig(f"text:{text_folder}", partitioner="natural", num_partitions=2), 0
+            data_config(f"text:{text_folder}", partitioner="natural", num_partitions=2), 0
         )
 
 
 def test_train_and_test_splits_are_disjoint_halves():
-    config = DataConfig(dataset="digits", num_partitions=2, test_fraction=0.5)
+    config = data_config(dataset="digits", num_partitions=2, test_fraction=0.5)
     data = load_partition(config, 0)
     assert abs(len(data.train) - len(data.test)) <= 1
     train_rows = set(map(tuple, data.train.inputs.tolist()))  # digits has no duplicate images
@@ -310,13 +311,13 @@ def test_train_and_test_splits_are_disjoint_halves():
 )
 def test_bad_config_names_field_and_value(fields: dict, message: str):
     with pytest.raises(ValueError, match=message):
-        DataConfig(**fields)
+        data_config(**fields)
 
 
 @pytest.mark.parametrize("partition_id", [-1, 3])
 def test_partition_id_out_of_range(partition_id: int):
     with pytest.raises(ValueError, match=rf"partition_id={partition_id}.*\[0, num_partitions=3\)"):
-        load_partition(DataConfig(num_partitions=3), partition_id)
+        load_partition(data_config(num_partitions=3), partition_id)
 
 
 def test_unknown_dataset_in_task_of():
@@ -327,28 +328,28 @@ def test_unknown_dataset_in_task_of():
 def test_missing_or_empty_text_folder_names_the_path(tmp_path: Path):
     missing = tmp_path / "nowhere"
     with pytest.raises(ValueError, match=re.escape(str(missing))):
-        load_central(DataConfig(f"text:{missing}"))
+        load_central(data_config(f"text:{missing}"))
     (tmp_path / "readme.md").write_text("not a .txt file")
     with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + ".*no non-empty .txt"):
-        load_central(DataConfig(f"text:{tmp_path}"))
+        load_central(data_config(f"text:{tmp_path}"))
 
 
 def test_too_small_lm_partition_says_how_to_fix():
-    config = DataConfig(num_partitions=240, seq_len=400)  # one ~250-byte document each
+    config = data_config(num_partitions=240, seq_len=400)  # one ~250-byte document each
     with pytest.raises(ValueError, match=r"partition 0 of dataset='facts'.*seq-len"):
         load_partition(config, 0)
 
 
 def test_more_partitions_than_documents_raises():
     with pytest.raises(ValueError, match="num-partitions=241 exceeds the 240 documents"):
-        load_partition(DataConfig(num_partitions=241), 0)
+        load_partition(data_config(num_partitions=241), 0)
 
 
 def test_partitions_are_cached_on_disk_and_read_back_without_flwr_datasets(tmp_path):
     env = {**os.environ, "FEDASO_CACHE_DIR": str(tmp_path)}
     code = (
-        "import sys; from fedaso.data import DataConfig, load_partition; "
-        "data = load_partition(DataConfig(num_partitions=7, seed=3), 2); "
+        "import sys; from fedaso.config import RunConfig; from fedaso.data import load_partition; "
+        "data = load_partition(RunConfig().data_config(num_partitions=7).replace(seed=3), 2); "
         "print(int(data.train.inputs.sum()), 'flwr_datasets' in sys.modules)"
     )
 
@@ -366,7 +367,7 @@ def test_partitions_are_cached_on_disk_and_read_back_without_flwr_datasets(tmp_p
 
 def test_the_partition_cache_key_covers_its_inputs_and_bad_files_are_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDASO_CACHE_DIR", str(tmp_path))
-    base = DataConfig(num_partitions=5, seed=1)
+    base = data_config(num_partitions=5, seed=1)
     corpus = corpora.corpus_of(base)
     paths = {
         partition.partition_cache_path(config, corpora.corpus_of(config))

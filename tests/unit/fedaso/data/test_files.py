@@ -6,9 +6,10 @@ import datasets
 import pytest
 import torch
 
-from fedaso.data import DataConfig, load_central, load_partition
+from fedaso.data import load_central, load_partition
 from fedaso.data.files import instruction_sequence, render_prompt
 from fedaso.data.tokens import BYTES, IGNORE_INDEX, load_codec
+from tests.config_helpers import data_config
 from tests.hf_helpers import tiny_hf_model
 
 RECORDS = [
@@ -42,7 +43,7 @@ def test_instruction_sequence_scores_the_response_only():
 
 def test_instruction_file_partitions_by_a_column_with_a_tokenizer(instructions):
     tokenizer = tiny_hf_model("llama")
-    config = DataConfig(
+    config = data_config(
         dataset=instructions, partitioner="natural:site", num_partitions=3, seq_len=256,
         tokenizer=tokenizer, test_fraction=0.0,
     )  # fmt: skip
@@ -57,7 +58,7 @@ def test_instruction_file_partitions_by_a_column_with_a_tokenizer(instructions):
     central = load_central(config)
     assert rows + len(central.eval) + len(central.seed_corpus) == len(RECORDS)
     with pytest.raises(ValueError, match=r"natural:site.*has 3 groups.*--num-clients 3"):
-        load_partition(DataConfig(**{**config.__dict__, "num_partitions": 2}), 0)
+        load_partition(data_config(**{**config.__dict__, "num_partitions": 2}), 0)
 
 
 def test_text_column_in_csv_and_parquet_is_windowed_like_any_text(tmp_path):
@@ -65,7 +66,7 @@ def test_text_column_in_csv_and_parquet_is_windowed_like_any_text(tmp_path):
     table.to_csv(tmp_path / "docs.csv")
     table.to_parquet(tmp_path / "docs.parquet")
     for name in ("docs.csv", "docs.parquet"):
-        config = DataConfig(dataset=f"file:{tmp_path / name}", num_partitions=2, seq_len=32)
+        config = data_config(dataset=f"file:{tmp_path / name}", num_partitions=2, seq_len=32)
         train = load_partition(config, 1).train
         assert train.inputs.shape[1] == 32 and len(train) > 0
         torch.testing.assert_close(train.inputs[:, 1:], train.targets[:, :-1])
@@ -84,11 +85,11 @@ def test_text_column_in_csv_and_parquet_is_windowed_like_any_text(tmp_path):
 def test_bad_files_and_partitioners_are_named(instructions, dataset, partitioner, message):
     dataset = instructions if dataset == "INSTR" else dataset
     with pytest.raises(ValueError, match=message):
-        load_partition(DataConfig(dataset=dataset, partitioner=partitioner, num_partitions=3), 0)
+        load_partition(data_config(dataset=dataset, partitioner=partitioner, num_partitions=3), 0)
 
 
 def test_a_file_without_usable_columns_is_named(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"question": "q", "answer": "a"}]))
     with pytest.raises(ValueError, match=r"expected a 'text' column.*answer, question"):
-        load_central(DataConfig(dataset=f"file:{path}", num_partitions=1))
+        load_central(data_config(dataset=f"file:{path}", num_partitions=1))

@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from fedaso.aso.relevance import relevance_scores
-from fedaso.data import DataConfig, load_central
+from fedaso.config import RunConfig, server_only_keys
+from fedaso.data import load_central
 from fedaso.data.corpora import text_corpus_of
 from fedaso.data.facts import client_and_public_entities, facts_world
 from fedaso.data.tokens import BYTES, IGNORE_INDEX, load_codec, token_spans
 from fedaso.data.windows import eval_fact_probe, lm_corpus
 from fedaso.models import build_model
-from fedaso.run_config import SERVER_ONLY_KEYS, RunConfig
 from fedaso.training.evaluate import embed
 from fedaso.training.fact_relevance import auroc, relevance_by_token_kind
+from tests.config_helpers import data_config
 from tests.hf_helpers import tiny_hf_model
 
 
@@ -62,7 +63,7 @@ def test_fact_probe_splits_targets_like_a_character_reference():
     assert torch.equal(probe.fact.targets != IGNORE_INDEX, expected)
     assert torch.equal(probe.filler.targets != IGNORE_INDEX, ~expected)
     assert torch.equal(probe.fact.inputs, probe.filler.inputs)
-    central = load_central(DataConfig(facts_entities=4, seq_len=32))
+    central = load_central(data_config(facts_entities=4, seq_len=32))
     assert torch.equal(probe.fact.inputs, central.eval.inputs)
 
 
@@ -81,11 +82,11 @@ def test_training_windows_carry_fact_targets_like_a_character_reference(stride):
 
 
 def test_relevance_source_oracle_needs_facts():
-    assert RunConfig(relevance_source="oracle").aso().relevance_source == "oracle"
+    assert RunConfig.of(relevance_source="oracle").aso.relevance_source == "oracle"
     with pytest.raises(ValueError, match=r"relevance-source='oracle'.*dataset='pydoc'"):
-        RunConfig(relevance_source="oracle", dataset="pydoc")
+        RunConfig.of(relevance_source="oracle", dataset="pydoc")
     with pytest.raises(ValueError, match="relevance-source='labels'"):
-        RunConfig(relevance_source="labels")
+        RunConfig.of(relevance_source="labels")
 
 
 def test_fact_probe_with_a_bpe_tokenizer_marks_the_value_words():
@@ -119,8 +120,8 @@ def _relevance_reference(embeddings, anchors, tau):
 
 
 def test_relevance_by_token_kind_matches_a_per_token_reference():
-    central = load_central(DataConfig(facts_entities=4, seq_len=32))
-    model = build_model(RunConfig(model_width=16, model_heads=2, seq_len=32).model_spec())
+    central = load_central(data_config(facts_entities=4, seq_len=32))
+    model = build_model(RunConfig.of(model_width=16, model_heads=2, seq_len=32).model_spec())
     anchors = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
     result = relevance_by_token_kind(model, central.fact_probe, anchors, tau=0.3)
     assert result.fact == pytest.approx(
@@ -165,18 +166,18 @@ def test_auroc_matches_pairwise_counting_and_scikit_learn(levels):
 
 
 def test_anchor_seed_knowledge_uses_public_documents():
-    generic = load_central(DataConfig(facts_entities=4))
-    knowledge = load_central(DataConfig(facts_entities=4, anchor_seed="knowledge"))
+    generic = load_central(data_config(facts_entities=4))
+    knowledge = load_central(data_config(facts_entities=4, anchor_seed="knowledge"))
     assert torch.equal(generic.eval.inputs, knowledge.eval.inputs)
     assert not torch.equal(generic.seed_corpus.inputs[:1], knowledge.seed_corpus.inputs[:1])
-    values = load_central(DataConfig(facts_entities=4, anchor_seed="knowledge-values"))
+    values = load_central(data_config(facts_entities=4, anchor_seed="knowledge-values"))
     scored = values.seed_corpus.targets != IGNORE_INDEX
     assert torch.equal(values.seed_corpus.inputs, knowledge.seed_corpus.inputs)
     assert 0 < scored.sum() < scored.numel() / 4  # the values only
     assert torch.equal(knowledge.seed_corpus.targets[scored], values.seed_corpus.targets[scored])
     run = RunConfig.from_flat({"anchor-seed": "knowledge", "facts-entities": 4})
-    assert run.data(num_partitions=2).anchor_seed == "knowledge"
-    assert "anchor-seed" in SERVER_ONLY_KEYS
+    assert run.data_config(num_partitions=2).anchor_seed == "knowledge"
+    assert "anchor-seed" in server_only_keys()
 
 
 @pytest.mark.parametrize(
@@ -188,7 +189,7 @@ def test_anchor_seed_knowledge_uses_public_documents():
 )
 def test_bad_anchor_seed_is_named(settings, message):
     with pytest.raises(ValueError, match=message):
-        DataConfig(**settings)
+        data_config(**settings)
 
 
 def test_probe_command_prints_and_writes_the_grid(tmp_path, capsys):

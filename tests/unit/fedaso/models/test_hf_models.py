@@ -5,23 +5,24 @@ import pytest
 import torch
 
 from fedaso.aso.relevance import relevance_scores
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import ASOConfig, ModelConfig, TrainConfig
 from fedaso.data import TensorSplit
 from fedaso.data.tokens import IGNORE_INDEX
-from fedaso.models import HFCausalLM, LoraSettings, ModelSpec, build_model
+from fedaso.models import HFCausalLM, build_model
 from fedaso.models.arrays import exchanged_names, load_model_arrays, model_to_arrays
 from fedaso.privacy import DPSGDConfig
 from fedaso.training.aso_state import ASOState
 from fedaso.training.batches import EmbeddingCapture, per_token_losses, scored_tokens
 from fedaso.training.evaluate import embed, evaluate
 from fedaso.training.trainer import train_local
+from tests.config_helpers import model_spec
 from tests.hf_helpers import tiny_hf_model
 
 ASO = ASOConfig(num_anchors=6, subspace_rank=3, aso_tau=0.3, aso_lambda=0.7)
 
 
-def hf(arch="llama", peft="none", **lora):
-    spec = ModelSpec(model=f"hf:{tiny_hf_model(arch)}", peft=peft, lora=LoraSettings(**lora))
+def hf(arch="llama", peft="none", **lora_keys):
+    spec = model_spec(model=f"hf:{tiny_hf_model(arch)}", peft=peft, **lora_keys)
     torch.manual_seed(0)
     return build_model(spec)
 
@@ -50,7 +51,7 @@ def test_embedding_point_is_the_input_of_the_lm_head(arch):
 
 
 def test_projection_on_a_lora_model_matches_a_per_token_reference():
-    model = hf("llama", peft="lora", r=2, alpha=4, dropout=0.0)
+    model = hf("llama", peft="lora", lora_r=2, lora_alpha=4, lora_dropout=0.0)
     inputs, targets = batch()
     anchors = torch.randn(6, model.embedding_width, generator=torch.Generator().manual_seed(2))
     state = ASOState(anchors, ASO)
@@ -92,7 +93,7 @@ def test_padding_is_excluded_from_loss_relevance_anchors_and_counts():
     anchors = flat[~scored][:6].clone()
     data = TensorSplit(inputs=inputs, targets=targets)
     train = TrainConfig(batch_size=4, lr=1e-9, local_epochs=1, max_steps=1, device="cpu")
-    result = train_local(model, data, anchors=anchors, aso=ASO, train=train)
+    result = train_local(model, data, anchors=anchors, aso=ASO, train=train, seed=0)
     assert result.num_tokens == int(scored.sum()) == 20
     want = relevance_scores(embeddings=flat[scored], anchors=anchors, tau=ASO.aso_tau)
     assert result.mean_relevance == pytest.approx(want.mean().item(), rel=1e-4)
@@ -110,7 +111,7 @@ def test_padding_is_excluded_from_loss_relevance_anchors_and_counts():
 
 
 def test_lora_exchanges_only_adapters_and_the_base_never_travels():
-    model = hf("llama", peft="lora", r=4)
+    model = hf("llama", peft="lora", lora_r=4)
     names = exchanged_names(model)
     assert names and all("lora_" in name for name in names)
     arrays = model_to_arrays(model)
@@ -120,7 +121,7 @@ def test_lora_exchanges_only_adapters_and_the_base_never_travels():
     # Loading adapter arrays into a fresh LoRA model reproduces its outputs.
     changed = {name: array + 0.1 for name, array in arrays.items()}
     load_model_arrays(model, changed)
-    other = hf("llama", peft="lora", r=4)
+    other = hf("llama", peft="lora", lora_r=4)
     load_model_arrays(other, changed)
     inputs, _ = batch()
     with torch.no_grad():  # eval(): LoRA dropout off
@@ -140,43 +141,41 @@ def test_dp_sgd_trains_lora_adapters_and_names_an_unsupported_module():
     inputs, targets = batch(rows=8)
     data = TensorSplit(inputs=inputs, targets=targets)
     train = TrainConfig(batch_size=4, lr=1e-3, local_epochs=1, device="cpu")
-    dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
+    dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="hooks")
     anchors = torch.randn(6, 32)
-    model = hf("llama", peft="lora", r=2)
+    model = hf("llama", peft="lora", lora_r=2)
     before = {k: v.copy() for k, v in model_to_arrays(model).items()}
-    result = train_local(model, data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp)
+    result = train_local(model, data, anchors=anchors, aso=ASO, train=train, seed=0, dp_sgd=dp)
     assert result.dp_history and result.num_steps >= 1
     after = model_to_arrays(model)
     assert any(not np.array_equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match=r"module 'lm\.transformer\.h\.0\.attn\.c_attn'.*Conv1D"):
-        train_local(hf("gpt2"), data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp)
+        train_local(hf("gpt2"), data, anchors=anchors, aso=ASO, train=train, seed=0, dp_sgd=dp)
 
 
 def test_bf16_autocast_keeps_aso_math_in_fp32():
-    model = hf("llama", peft="lora", r=2)
+    model = hf("llama", peft="lora", lora_r=2)
     inputs, targets = batch(rows=4)
     data = TensorSplit(inputs=inputs, targets=targets)
     train = TrainConfig(batch_size=4, lr=1e-3, local_epochs=1, device="cpu", precision="bf16")
-    result = train_local(model, data, anchors=torch.randn(6, 32), aso=ASO, train=train)
+    result = train_local(model, data, anchors=torch.randn(6, 32), aso=ASO, train=train, seed=0)
     assert result.anchors.dtype == torch.float32 and torch.isfinite(result.anchors).all()
     assert 0 < result.mean_relevance < 1 and np.isfinite(result.train_loss)
 
 
 def test_model_spec_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="model='gpt2'"):
-        ModelSpec(model="gpt2")
+        ModelConfig(model="gpt2")
     with pytest.raises(ValueError, match=r"peft='lora'.*hf: model"):
-        ModelSpec(model="tinylm", peft="lora")
+        ModelConfig(model="tinylm", peft="lora")
     with pytest.raises(ValueError, match="lora-r=0"):
-        LoraSettings(r=0)
+        ModelConfig(lora_r=0)
     with pytest.raises(ValueError, match="could not be loaded"):
-        build_model(ModelSpec(model="hf:/no/such/model/dir"))
+        build_model(model_spec(model="hf:/no/such/model/dir"))
     with pytest.raises(ValueError, match="lora-target-modules='nope'"):
         build_model(
-            ModelSpec(
-                model=f"hf:{tiny_hf_model('llama')}",
-                peft="lora",
-                lora=LoraSettings(target_modules="nope"),
+            model_spec(
+                model=f"hf:{tiny_hf_model('llama')}", peft="lora", lora_target_modules="nope"
             )
         )
 

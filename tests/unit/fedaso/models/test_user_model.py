@@ -4,22 +4,24 @@ import pytest
 import torch
 
 from custom_models.user_model import ByteGRU
+from fedaso.config import RunConfig
 from fedaso.data import load_partition
-from fedaso.run_config import RunConfig
 from fedaso.training.trainer import train_local
 
 
 def test_user_factory_model_trains_with_aso():
-    run = RunConfig(
+    run = RunConfig.of(
         model="py:custom_models.user_model:build", model_width=16, num_anchors=8, subspace_rank=4,
         seq_len=32, facts_entities=8, max_steps=3,
     )  # fmt: skip
     model = run.build_model()
     assert isinstance(model.net, ByteGRU) and model.embedding_width == 16
     assert model.embedding_point is model.net.norm
-    data = load_partition(run.data(num_partitions=2), 0)
+    data = load_partition(run.data_config(num_partitions=2), 0)
     anchors = torch.randn(8, 16)
-    result = train_local(model, data.train, anchors=anchors, aso=run.aso(), train=run.train(seed=0))
+    result = train_local(
+        model, data.train, anchors=anchors, aso=run.aso, train=run.training, seed=0
+    )
     assert result.num_steps == 3 and 0 < result.mean_relevance < 1
 
 
@@ -34,4 +36,4 @@ def test_user_factory_model_trains_with_aso():
 )
 def test_bad_factories_are_named(model, message):
     with pytest.raises(ValueError, match=message):
-        RunConfig(model=model, model_width=16).build_model()
+        RunConfig.of(model=model, model_width=16).build_model()

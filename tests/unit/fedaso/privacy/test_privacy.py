@@ -10,6 +10,7 @@ import pytest
 from opacus.accountants import RDPAccountant
 
 from fedaso.aso.anchors import federated_kmeans, kmeans_anchors, local_centroids
+from fedaso.config import RunConfig
 from fedaso.privacy import (
     RELEVANCE_FLOOR,
     PrivacyAccount,
@@ -22,7 +23,6 @@ from fedaso.privacy import (
     noisy_relevance,
     release_centroids,
 )
-from fedaso.run_config import RunConfig
 
 STD_TOLERANCE = 0.03  # relative; the std estimates below use >= 20,000 draws (error ~0.5%)
 
@@ -167,7 +167,7 @@ def test_bad_privacy_values_name_the_key(changes, named):
         PrivacyConfig(**changes)
     assert named in str(error.value)
     with pytest.raises(ValueError) as error:  # the run-config checks the same
-        RunConfig(**changes)
+        RunConfig.of(**changes)
     assert named in str(error.value)
 
 
@@ -181,7 +181,7 @@ def test_bad_privacy_values_name_the_key(changes, named):
 )
 def test_privacy_keys_that_need_another_strategy_are_rejected(changes, named):
     with pytest.raises(ValueError, match=named):
-        RunConfig(**changes)
+        RunConfig.of(**changes)
 
 
 def test_weighted_kmeans_centroid_is_the_weighted_mean():

@@ -8,11 +8,10 @@ from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
 from opacus.validators import ModuleValidator
 
-from fedaso.config import ASOConfig, TrainConfig
+from fedaso.config import ASOConfig, RunConfig, TrainConfig
 from fedaso.data import TensorSplit, load_partition
 from fedaso.models import MLPClassifier, MLPConfig, TinyLM, TinyLMConfig
 from fedaso.privacy import SEEDED_SAMPLING_ENV, DPSGDConfig
-from fedaso.run_config import RunConfig
 from fedaso.training.aso_state import ASOState
 from fedaso.training.batches import EmbeddingCapture, per_token_losses, scored_tokens
 from fedaso.training.trainer import train_local
@@ -98,14 +97,16 @@ def test_train_local_under_dp_sgd_reports_its_accountant_history():
     model = tiny_lm()
     before = [p.detach().clone() for p in model.parameters()]
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(3))
-    train = TrainConfig(local_epochs=2, batch_size=8, lr=0.01, seed=0)
+    seed = 0
+    train = TrainConfig(local_epochs=2, batch_size=8, lr=0.01)
     result = train_local(
         model,
         data,
         anchors=anchors,
         aso=ASO,
         train=train,
-        dp_sgd=DPSGDConfig(noise_multiplier=1.1, max_grad_norm=0.5),
+        seed=seed,
+        dp_sgd=DPSGDConfig(noise_multiplier=1.1, max_grad_norm=0.5, grad_sample_mode="hooks"),
     )
     assert result.num_steps == 10  # 2 epochs x (40 / 8) Poisson batches
     assert result.dp_history == ((1.1, 8 / 40, 10),)
@@ -126,9 +127,11 @@ def test_dp_sgd_rejects_fedprox():
             tiny_lm(),
             TensorSplit(inputs=inputs, targets=targets),
             anchors=None,
-            aso=ASOConfig(enabled=False),
-            train=TrainConfig(proximal_mu=0.1),
-            dp_sgd=DPSGDConfig(),
+            aso=None,
+            train=TrainConfig(),
+            seed=0,
+            proximal_mu=0.1,
+            dp_sgd=DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="hooks"),
         )
 
 
@@ -139,7 +142,8 @@ def test_ghost_clipping_trains_exactly_as_per_sample_hooks(monkeypatch):
     inputs, targets = lm_batch(batch=24)
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(4))
-    train = TrainConfig(local_epochs=1, batch_size=6, lr=0.05, seed=1, optimizer="sgd")
+    seed = 1
+    train = TrainConfig(local_epochs=1, batch_size=6, lr=0.05, optimizer="sgd")
     weights = {}
     for clip in (0.05, 100.0):  # clipping every sample / no sample
         results = {}
@@ -147,7 +151,7 @@ def test_ghost_clipping_trains_exactly_as_per_sample_hooks(monkeypatch):
             model = tiny_lm()
             dp_sgd = DPSGDConfig(noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
             results[mode] = train_local(
-                model, data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp_sgd
+                model, data, anchors=anchors, aso=ASO, train=train, seed=seed, dp_sgd=dp_sgd
             )
             weights[clip, mode] = dict(model.named_parameters())
         assert results["ghost"].num_steps == results["hooks"].num_steps == 4
@@ -163,7 +167,7 @@ def test_ghost_clipping_trains_exactly_as_per_sample_hooks(monkeypatch):
 
 def test_an_unknown_grad_sample_mode_is_named():
     with pytest.raises(ValueError, match=r"dp-grad-sample-mode.*'functorch'"):
-        DPSGDConfig(grad_sample_mode="functorch")
+        DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="functorch")
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
@@ -173,11 +177,12 @@ def test_dp_sgd_survives_empty_poisson_batches(mode, monkeypatch):
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(5))
     # Sample rate 1/3 on 3 records: about 30% of the 30 Poisson batches are empty.
-    train = TrainConfig(local_epochs=10, batch_size=1, lr=0.01, seed=2)
+    seed = 2
+    train = TrainConfig(local_epochs=10, batch_size=1, lr=0.01)
     model = tiny_lm()
     result = train_local(
-        model, data, anchors=anchors, aso=ASO, train=train,
-        dp_sgd=DPSGDConfig(noise_multiplier=1.0, grad_sample_mode=mode),
+        model, data, anchors=anchors, aso=ASO, train=train, seed=seed,
+        dp_sgd=DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode),
     )  # fmt: skip
     assert result.num_steps == 30 and result.num_examples < 30
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -190,13 +195,14 @@ def test_dp_sgd_batches_are_secret_unless_the_site_asks_for_seeded_sampling(monk
     inputs, targets = lm_batch(batch=40)
     data = TensorSplit(inputs=inputs, targets=targets)
     anchors = torch.randn(6, 8, generator=torch.Generator().manual_seed(6))
-    train = TrainConfig(local_epochs=1, batch_size=8, lr=0.05, seed=3, optimizer="sgd")
+    seed = 3
+    train = TrainConfig(local_epochs=1, batch_size=8, lr=0.05, optimizer="sgd")
     # No noise and no active clip: the weights after training depend on the batches alone.
-    dp_sgd = DPSGDConfig(noise_multiplier=0.0, max_grad_norm=100.0)
+    dp_sgd = DPSGDConfig(noise_multiplier=0.0, max_grad_norm=100.0, grad_sample_mode="hooks")
 
     def weights_after_training() -> torch.Tensor:
         model = tiny_lm()
-        train_local(model, data, anchors=anchors, aso=ASO, train=train, dp_sgd=dp_sgd)
+        train_local(model, data, anchors=anchors, aso=ASO, train=train, seed=seed, dp_sgd=dp_sgd)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert not torch.equal(weights_after_training(), weights_after_training())
@@ -207,9 +213,9 @@ def test_dp_sgd_batches_are_secret_unless_the_site_asks_for_seeded_sampling(monk
 def test_under_dp_sgd_one_record_is_one_window_of_text_no_other_window_holds():
     """Issue 17: overlapping windows put one span of text in several DP-SGD records, so a
     record-level guarantee would not cover the span. Under DP-SGD windows tile the stream."""
-    run = RunConfig(facts_entities=12, seq_len=32, window_stride=16)
-    overlapping = load_partition(run.data(num_partitions=2), 0).train
-    disjoint = load_partition(run.replace(dp_sgd=True).data(num_partitions=2), 0).train
+    run = RunConfig.of(facts_entities=12, seq_len=32, window_stride=16)
+    overlapping = load_partition(run.data_config(num_partitions=2), 0).train
+    disjoint = load_partition(run.replace(dp_sgd=True).data_config(num_partitions=2), 0).train
     # Windows of T + 1 = 33 tokens every 16 tokens: the stream is the first window, then
     # each next window's last 16 tokens.
     windows = torch.cat([overlapping.inputs, overlapping.targets[:, -1:]], dim=1)  # (n, 33)

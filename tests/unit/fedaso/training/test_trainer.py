@@ -32,7 +32,8 @@ def anchors_for(width, m=8, seed=1):
     return torch.randn(m, width, generator=torch.Generator().manual_seed(seed))
 
 
-TRAIN = TrainConfig(local_epochs=2, batch_size=8, lr=0.01, seed=3)
+SEED = 3  # batch order of every round below
+TRAIN = TrainConfig(local_epochs=2, batch_size=8, lr=0.01)
 
 
 def params(model):
@@ -42,9 +43,9 @@ def params(model):
 def test_lambda_zero_without_projection_equals_plain_training_exactly():
     plain, aso_model = fresh_lm(), fresh_lm()
     data = lm_split()
-    train_local(plain, data, anchors=None, aso=ASOConfig(enabled=False), train=TRAIN)
+    train_local(plain, data, anchors=None, aso=None, train=TRAIN, seed=SEED)
     aso = ASOConfig(num_anchors=8, subspace_rank=4, aso_lambda=0.0, project_gradients=False)
-    result = train_local(aso_model, data, anchors=anchors_for(16), aso=aso, train=TRAIN)
+    result = train_local(aso_model, data, anchors=anchors_for(16), aso=aso, train=TRAIN, seed=SEED)
     for a, b in zip(params(plain), params(aso_model), strict=True):
         assert torch.equal(a, b)
     assert 0.0 <= result.mean_relevance <= 1.0
@@ -57,7 +58,7 @@ def test_each_aso_mechanism_changes_training(change):
     models = [fresh_lm(), fresh_lm()]
     for model, overrides in zip(models, [{}, change], strict=True):
         aso = ASOConfig(**{**base, **overrides})
-        train_local(model, data, anchors=anchors_for(16), aso=aso, train=TRAIN)
+        train_local(model, data, anchors=anchors_for(16), aso=aso, train=TRAIN, seed=SEED)
     assert not all(torch.equal(a, b) for a, b in zip(*map(params, models), strict=True))
 
 
@@ -74,7 +75,7 @@ def test_oracle_relevance_is_the_fact_indicator_in_eq4_and_the_reported_mean():
     )  # fmt: skip
     one_step = TrainConfig(local_epochs=1, batch_size=len(data), lr=0.1, optimizer="sgd")
     model, reference = fresh_lm(), fresh_lm()
-    result = train_local(model, data, anchors=anchors_for(16), aso=aso, train=one_step)
+    result = train_local(model, data, anchors=anchors_for(16), aso=aso, train=one_step, seed=SEED)
     assert result.num_steps == 1
     assert result.mean_relevance == pytest.approx(data.fact_targets.float().mean().item())
     # Eq. 4 by hand: (1 + lambda 1[fact]) l_i, averaged over the batch's tokens; one SGD step.
@@ -89,7 +90,9 @@ def test_oracle_relevance_is_the_fact_indicator_in_eq4_and_the_reported_mean():
     for a, b in zip(params(model), params(reference), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     with pytest.raises(ValueError, match="relevance-source='oracle'"):
-        train_local(fresh_lm(), lm_split(), anchors=anchors_for(16), aso=aso, train=one_step)
+        train_local(
+            fresh_lm(), lm_split(), anchors=anchors_for(16), aso=aso, train=one_step, seed=SEED
+        )
 
 
 def test_relevance_is_reported_and_is_not_one_over_m():
@@ -99,6 +102,7 @@ def test_relevance_is_reported_and_is_not_one_over_m():
         anchors=anchors_for(16),
         aso=ASOConfig(num_anchors=8, subspace_rank=4),
         train=TRAIN,
+        seed=SEED,
     )
     assert result.num_tokens == 2 * 24 * 16
     assert result.num_steps == 2 * 3
@@ -111,22 +115,22 @@ def test_relevance_is_reported_and_is_not_one_over_m():
 def test_anchors_move_only_when_updates_are_on(update):
     anchors = anchors_for(16)
     aso = ASOConfig(num_anchors=8, subspace_rank=4, update_anchors=update)
-    result = train_local(fresh_lm(), lm_split(), anchors=anchors, aso=aso, train=TRAIN)
+    result = train_local(fresh_lm(), lm_split(), anchors=anchors, aso=aso, train=TRAIN, seed=SEED)
     assert torch.equal(result.anchors, anchors) is not update
 
 
 def test_max_steps_caps_local_steps():
     train = TrainConfig(local_epochs=5, batch_size=4, max_steps=3)
-    result = train_local(
-        fresh_lm(), lm_split(), anchors=None, aso=ASOConfig(enabled=False), train=train
-    )
+    result = train_local(fresh_lm(), lm_split(), anchors=None, aso=None, train=train, seed=SEED)
     assert result.num_steps == 3 and math.isnan(result.mean_relevance)
 
 
 def test_bad_anchors_are_named():
     aso = ASOConfig(num_anchors=8, subspace_rank=4)
     with pytest.raises(ValueError, match=r"shape \(8, 5\)"):
-        train_local(fresh_lm(), lm_split(), anchors=torch.zeros(8, 5), aso=aso, train=TRAIN)
+        train_local(
+            fresh_lm(), lm_split(), anchors=torch.zeros(8, 5), aso=aso, train=TRAIN, seed=SEED
+        )
     with pytest.raises(ValueError, match="subspace-rank=32"):
         ASOConfig(num_anchors=64, subspace_rank=32).check_width(16)
 
@@ -140,7 +144,7 @@ def test_classifier_trains_with_aso_and_learns():
     before = evaluate(model, data).loss
     train = TrainConfig(local_epochs=20, batch_size=16, lr=0.01)
     aso = ASOConfig(num_anchors=4, subspace_rank=2)
-    train_local(model, data, anchors=anchors_for(16, m=4), aso=aso, train=train)
+    train_local(model, data, anchors=anchors_for(16, m=4), aso=aso, train=train, seed=SEED)
     after = evaluate(model, data)
     assert after.loss < before and after.accuracy > 0.8
 

@@ -1,14 +1,12 @@
-"""The privacy settings of a run (docs/SPEC.md section 7; docs/PRIVACY.md), typed and validated.
-
-Field ``a_b`` of each dataclass is run-config key ``a-b``; errors name the key.
-"""
+"""The privacy section: anchor DP, DP-SGD and update DP (docs/SPEC.md 7; docs/PRIVACY.md)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from fedaso.config import is_finite_number, require
+from fedaso.checks import is_finite_number, require
+from fedaso.config.fields import Section, kebab, setting
 
 ANCHOR_DP_MODES = ("none", "local", "central")
 ANCHOR_INITS = ("server", "federated")
@@ -19,35 +17,57 @@ UPDATE_DP_MODES = ("none", "server-fixed", "client-fixed")
 DP_GRAD_SAMPLE_MODES = ("hooks", "ghost")
 
 
-@dataclass(frozen=True)
-class PrivacyConfig:
-    """The privacy run-config keys (docs/SPEC.md section 7); field ``a_b`` is key ``a-b``."""
+@dataclass(frozen=True, kw_only=True)
+class PrivacyConfig(Section):
+    """The privacy run-config keys (docs/SPEC.md section 7)."""
 
-    anchor_dp: str = "none"  # none | local | central
-    anchor_clip: float = 2.0  # c: per-row bound of an anchor change under anchor DP (C = c sqrt M)
-    anchor_noise_multiplier: float = 1.0  # sigma of anchor releases
-    anchor_delta: float = 1e-5  # delta at which anchor epsilon is reported
-    anchor_init: str = "server"  # server (seed corpus) | federated (federated k-means)
-    anchor_init_clip: float = 40.0  # Frobenius bound of a client's k-means centroid matrix
-    relevance_noise: float = 0.0  # std of Gaussian noise on a client's mean relevance
-    dp_sgd: bool = False  # record-level DP-SGD (Opacus) in local training
-    dp_noise_multiplier: float = 1.0  # DP-SGD noise multiplier
-    dp_max_grad_norm: float = 1.0  # DP-SGD per-sample gradient clip
-    dp_grad_sample_mode: str = "hooks"  # hooks | ghost (Opacus' ghost clipping)
-    dp_delta: float = 1e-5  # delta at which a client's DP-SGD epsilon is reported
-    update_dp: str = "none"  # none | server-fixed | client-fixed (Flower's wrappers)
-    update_clip: float = 10.0  # clipping norm of Flower's DP wrappers
-    update_noise_multiplier: float = 1.0  # noise multiplier of Flower's DP wrappers
+    anchor_dp: str = setting(
+        "none", "DP of anchor releases: none | local | central", choices=ANCHOR_DP_MODES
+    )
+    anchor_clip: float = setting(
+        2.0,
+        (
+            "c: per-row (RMS) bound of a client's anchor change under anchor DP; the Frobenius "
+            "bound is C = c sqrt(M). Without anchor DP nothing is clipped"
+        ),
+    )
+    anchor_noise_multiplier: float = setting(
+        1.0, "sigma of anchor releases: noise sigma C (local) or sigma C / n (central)"
+    )
+    anchor_delta: float = setting(
+        1e-5, "delta of the reported anchor-epsilon (and of the update and relevance epsilons)"
+    )
+    anchor_init: str = setting(
+        "server",
+        "initial anchors: server (k-means of its seed corpus) | federated (federated k-means)",
+        choices=ANCHOR_INITS,
+        server_only=True,
+    )
+    anchor_init_clip: float = setting(
+        40.0, "Frobenius bound of a client's k-means centroid matrix (anchor-init=federated)"
+    )
+    relevance_noise: float = setting(
+        0.0, "std of Gaussian noise on a client's mean relevance, 0 = off"
+    )
+    dp_sgd: bool = setting(False, "record-level DP-SGD (Opacus) in local training")
+    dp_noise_multiplier: float = setting(1.0, "DP-SGD noise multiplier")
+    dp_max_grad_norm: float = setting(1.0, "DP-SGD per-sample gradient clip")
+    dp_grad_sample_mode: str = setting(
+        "hooks", "Opacus' per-sample clipping: hooks | ghost", choices=DP_GRAD_SAMPLE_MODES
+    )
+    dp_delta: float = setting(1e-5, "delta at which a client's DP-SGD epsilon is reported")
+    update_dp: str = setting(
+        "none",
+        "Flower's DP wrappers on model updates: none | server-fixed | client-fixed",
+        choices=UPDATE_DP_MODES,
+        server_only=True,
+    )
+    update_clip: float = setting(10.0, "clipping norm of Flower's DP wrappers", server_only=True)
+    update_noise_multiplier: float = setting(
+        1.0, "noise multiplier of Flower's DP wrappers", server_only=True
+    )
 
-    def __post_init__(self) -> None:
-        for key, allowed in (
-            ("anchor_dp", ANCHOR_DP_MODES),
-            ("anchor_init", ANCHOR_INITS),
-            ("update_dp", UPDATE_DP_MODES),
-            ("dp_grad_sample_mode", DP_GRAD_SAMPLE_MODES),
-        ):
-            value = getattr(self, key)
-            require(value in allowed, kebab(key), value, f"must be one of {', '.join(allowed)}")
+    def check(self) -> None:
         for key in ("anchor_noise_multiplier", "dp_noise_multiplier", "update_noise_multiplier"):
             value = getattr(self, key)
             require(is_nonnegative(value), kebab(key), value, "must be a finite number >= 0")
@@ -76,7 +96,7 @@ class PrivacyConfig:
         """C, the Frobenius bound of a client's anchor change under anchor DP: ``c sqrt(M)``.
 
         ``anchor-clip`` bounds the root-mean-square row of the change, so that the bound
-        grows with the number of anchors M as an honest change does (docs/SPEC.md section 13); the
+        grows with the number of anchors M as an honest change does (spec section 13); the
         noise of both modes is calibrated to this C. Without anchor DP nothing is clipped.
         """
         if num_anchors < 1:
@@ -112,11 +132,11 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class DPSGDConfig:
-    """Record-level DP-SGD of one client's local training (Opacus)."""
+    """Record-level DP-SGD of one client's local training (Opacus), from the privacy section."""
 
-    noise_multiplier: float = 1.0  # noise std / max_grad_norm, >= 0
-    max_grad_norm: float = 1.0  # per-sample gradient clip, > 0
-    grad_sample_mode: str = "hooks"  # hooks | ghost: how Opacus clips (DP_GRAD_SAMPLE_MODES)
+    noise_multiplier: float  # noise std / max_grad_norm, >= 0
+    max_grad_norm: float  # per-sample gradient clip, > 0
+    grad_sample_mode: str  # hooks | ghost: how Opacus clips (DP_GRAD_SAMPLE_MODES)
 
     def __post_init__(self) -> None:
         require(
@@ -137,11 +157,6 @@ class DPSGDConfig:
             self.max_grad_norm,
             "must be a finite number > 0",
         )
-
-
-def kebab(field: str) -> str:
-    """The run-config key of a dataclass field."""
-    return field.replace("_", "-")
 
 
 def is_nonnegative(value: object) -> bool:
