@@ -3,6 +3,7 @@
     fedaso run --strategy fedaso --num-clients 20 --rounds 3 --out runs/a
     fedaso compare --strategies fedaso,fedavg --rounds 20 --out runs/cmp
     fedaso ablate --rounds 15 --seeds 0,1,2 --out runs/ablate
+    fedaso central --variants plain,aso,aso-probe --seeds 0,1,2 --out runs/central
     fedaso forgetting --rounds 15 --out runs/forgetting
     fedaso bench simulation --num-clients 50
     fedaso make-hf-model --arch llama --out models/tiny-llama
@@ -42,6 +43,9 @@ COMMANDS = {
     "run": Command("simulations.run", "one federation on Flower's simulation engine"),
     "compare": Command("simulations.compare", "strategies side by side over seeds"),
     "ablate": Command("simulations.ablate", "ASO's ablations (report Table 5)"),
+    "central": Command(
+        "simulations.central", "ASO's variants trained centrally, no Flower (Table A)"
+    ),
     "forgetting": Command("simulations.forgetting", "forgetting across two domains (Table 4)"),
     "make-hf-model": Command(
         "simulations.make_hf_model", "a small random-init Hugging Face model, to try hf:"

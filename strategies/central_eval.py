@@ -46,7 +46,7 @@ def central_metrics(
     Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
     the mean relevance of fact and filler tokens and the AUROC of relevance for fact
     tokens against the others (``fedaso.training.fact_relevance``), scored by
-    ``relevance_probe`` if given.
+    ``relevance_probe`` if given; not under ``relevance-source = oracle``.
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -56,7 +56,14 @@ def central_metrics(
         recall = fact_recall(model, central.recall_prompts, codec=codec)
         metrics["fact-recall"] = recall.exact_match
         metrics["fact-answer-loss"] = recall.answer_loss
-    if central.fact_probe is not None and anchors is not None and run is not None:
+    # The oracle's s is the fact indicator itself (AUROC 1 by construction); its anchors
+    # give only the projection's subspace, so their relevance is not what it weights by.
+    if (
+        central.fact_probe is not None
+        and anchors is not None
+        and run is not None
+        and run.aso.relevance_source != "oracle"
+    ):
         relevance = relevance_by_token_kind(
             model, central.fact_probe, anchors, tau=run.aso.aso_tau, kind=run.aso.relevance,
             relevance_probe=relevance_probe,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,18 @@ from fedaso.durable import write_text_atomically
 from simulations.engine import format_table
 from simulations.experiment.plots import plot_curves
 from simulations.experiment.runner import RunResult, RunSpec
+from simulations.experiment.speedup import (
+    Interval,
+    area_under_curve,
+    crossing_point,
+    mean_interval,
+    ratio_interval,
+)
 from simulations.experiment.statistics import (
     DIFFERENCE_COLUMNS,
     Stat,
     VariantSummary,
+    curve,
     default_recall_target,
     default_target,
     metrics_rows,
@@ -182,6 +191,23 @@ def write_reports(
             summary_table(differences, label, DIFFERENCE_COLUMNS),
             "",
         ]
+    answer_target = speedup_target(results) if reference else None
+    speedups = (
+        speedup_rows(results, reference, answer_target)
+        if reference and answer_target is not None
+        else []
+    )
+    if speedups:
+        lines += [
+            f"Speed-up (issue 18's primary metric): the round at which the fact answer loss "
+            f"first reaches {answer_target:.4g} (the highest any run has at mid-run), "
+            f"interpolated between evaluations; the ratio is {reference}'s over the variant's "
+            "on the same seed, as a geometric mean with a 95% t-interval over seeds. Recall "
+            "AUC is the mean fact recall over the run.",
+            "",
+            speedup_table(speedups, reference or "", label),
+            "",
+        ]
     lines += [*(f"![{path.stem}]({path.name})" for path in plots), ""]
     write_text_atomically(out / "summary.md", "\n".join(lines))
     summary = {
@@ -189,11 +215,115 @@ def write_reports(
         "target-recall": recall_target,
         "variants": summary_json(summaries),
         f"minus-{reference}": summary_json(differences),
+        "answer-loss-target": answer_target,
+        "speedup": speedup_json(speedups),
     }
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2))
     summary_files = [out / "summary.md", out / "summary.json", out / "metrics.csv", *plots]
     track_summary(out, results, summary_files)
     return summaries
+
+
+SPEEDUP_KEY = "fact-answer-loss"  # issue 18's primary metric: the loss of the facts' answers
+
+
+@dataclass(frozen=True)
+class SpeedupRow:
+    """A variant's speed-up to the answer-loss target and recall AUC, paired to a reference."""
+
+    variant: str
+    rounds_to_target: Stat  # interpolated rounds at which the answer loss reaches the target
+    speedup: Interval | None  # reference rounds / variant rounds, over seeds both reached
+    recall_auc: Stat  # mean fact recall over the run (trapezoidal area / rounds)
+    recall_auc_gain: Interval | None  # variant minus reference, paired
+
+
+def speedup_target(results: Sequence[RunResult], key: str = SPEEDUP_KEY) -> float | None:
+    """The highest ``key`` of any run at mid-run: a target every run reaches by then."""
+    middle = [curve(r, "central", key)[len(r.metrics["rounds"]) // 2] for r in results]
+    known = [value for value in middle if value is not None and math.isfinite(value)]
+    return max(known) if known else None
+
+
+def speedup_rows(
+    results: Sequence[RunResult], reference: str, target: float, key: str = SPEEDUP_KEY
+) -> list[SpeedupRow]:
+    """Every variant's rounds to ``target`` and recall AUC, and their ratio/gain to
+    ``reference`` on the same seeds (``simulations.experiment.speedup``)."""
+    reached: dict[tuple[str, int], float | None] = {}
+    auc: dict[tuple[str, int], float | None] = {}
+    for result in results:
+        rounds = [record["round"] for record in result.metrics["rounds"]]
+        name = (result.spec.variant, result.spec.seed)
+        reached[name] = crossing_point(
+            positions=rounds, values=curve(result, "central", key), target=target
+        )
+        recall = curve(result, "central", "fact-recall")
+        has_recall = sum(value is not None for value in recall) >= 2
+        auc[name] = area_under_curve(positions=rounds, values=recall) if has_recall else None
+    variants = list(dict.fromkeys(variant for variant, _ in reached))
+    seeds = sorted({seed for _, seed in reached})
+    rows = []
+    for variant in variants:
+        mine = [reached.get((variant, seed)) for seed in seeds]
+        pairs = [
+            (theirs, ours)
+            for seed, ours in zip(seeds, mine, strict=True)
+            if ours is not None and (theirs := reached.get((reference, seed))) is not None
+        ]
+        gains = [
+            ours - theirs
+            for seed in seeds
+            if (ours := auc.get((variant, seed))) is not None
+            and (theirs := auc.get((reference, seed))) is not None
+        ]
+        compared = variant != reference
+        rows.append(
+            SpeedupRow(
+                variant=variant,
+                rounds_to_target=Stat.of(mine),
+                speedup=(
+                    ratio_interval(reference=[p[0] for p in pairs], variant=[p[1] for p in pairs])
+                    if compared and pairs and all(min(p) > 0 for p in pairs)
+                    else None
+                ),
+                recall_auc=Stat.of([auc.get((variant, seed)) for seed in seeds]),
+                recall_auc_gain=mean_interval(gains) if compared and gains else None,
+            )
+        )
+    return rows
+
+
+def speedup_table(rows: Sequence[SpeedupRow], reference: str, label: str = "variant") -> str:
+    """The Markdown table of :func:`speedup_rows`."""
+    lines = [
+        f"| {label} | rounds to answer-loss target | speed-up vs {reference} [95% CI] "
+        f"| recall AUC | Δ recall AUC vs {reference} [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        speedup = row.speedup.text() if row.speedup else "-"
+        if row.speedup is not None and row.speedup.count < row.rounds_to_target.total:
+            speedup += f" ({row.speedup.count}/{row.rounds_to_target.total} seeds)"
+        gain = row.recall_auc_gain.text() if row.recall_auc_gain else "-"
+        lines.append(
+            f"| {row.variant} | {row.rounds_to_target.text(3)} | {speedup} "
+            f"| {row.recall_auc.text(3)} | {gain} |"
+        )
+    return "\n".join(lines)
+
+
+def speedup_json(rows: Sequence[SpeedupRow]) -> dict[str, Any]:
+    """``{variant: {rounds-to-target, speedup, recall-auc, recall-auc-gain}}``."""
+    return {
+        row.variant: {
+            "rounds-to-target": asdict(row.rounds_to_target),
+            "speedup": asdict(row.speedup) if row.speedup else None,
+            "recall-auc": asdict(row.recall_auc),
+            "recall-auc-gain": asdict(row.recall_auc_gain) if row.recall_auc_gain else None,
+        }
+        for row in rows
+    }
 
 
 def outputs_note(out: Path, results: Sequence[RunResult]) -> str:

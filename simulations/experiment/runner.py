@@ -9,11 +9,14 @@ differ. :func:`execute` runs them one after another and shows progress.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
+import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +31,7 @@ from simulations.engine import (
     round_rows,
     simulate,
 )
+from simulations.ray_head import ray_head
 
 
 @dataclass(frozen=True)
@@ -253,36 +257,63 @@ def execute(
     """Run ``specs`` in order on Flower's simulation engine; print a table per run if asked.
 
     With ``resume``, a run whose folder already holds the metrics of the same run-config
-    and number of clients is read back instead of run again.
+    and number of clients is read back instead of run again. Without a Ray address, the
+    runs share one local Ray head (:func:`shared_engine`): the engine starts once.
     """
     progress = progress or Progress(specs)
     for spec in specs:  # every run's data, before the first one starts
         check_partitions(spec.run, engine.num_clients)
+    done = {
+        index: metrics
+        for index, spec in enumerate(specs)
+        if resume
+        and (metrics := finished_metrics(spec)) is not None
+        and metrics.get("num-clients") == engine.num_clients
+    }
     results = []
-    for spec in specs:
-        metrics = finished_metrics(spec) if resume else None
-        if metrics is not None and metrics.get("num-clients") == engine.num_clients:
-            progress.run_reused(spec)
-        else:
-            on_round = progress.round_callback(spec)
-            try:
-                metrics = simulate(
-                    spec.run,
-                    num_clients=engine.num_clients,
-                    client_cpus=engine.client_cpus,
-                    client_gpus=engine.client_gpus,
-                    on_round=on_round,
-                    ray_address=engine.ray_address,
-                    verbose=engine.verbose,
-                    site_policy=engine.site_policy,
-                )
-            except BaseException:
-                progress.run_failed()
-                raise
-            progress.run_finished(spec, metrics["wall-seconds"])
-        if show_rounds:
-            rows = round_rows(metrics)
-            table = format_table(list(rows[0]), [list(row.values()) for row in rows])
-            print(f"\n{spec.variant}, seed {spec.seed}:\n{table}\n", flush=True)
-        results.append(RunResult(spec, metrics))
+    with shared_engine(engine, runs=len(specs) - len(done)) as shared:
+        for index, spec in enumerate(specs):
+            if index in done:
+                progress.run_reused(spec)
+                results.append(RunResult(spec, done[index]))
+            else:
+                results.append(_simulated(spec, shared, progress, show_rounds=show_rounds))
     return results
+
+
+@contextlib.contextmanager
+def shared_engine(engine: EngineOptions, *, runs: int) -> Iterator[EngineOptions]:
+    """``engine`` on one Ray head for all ``runs`` (``simulations.ray_head``), when it would
+    otherwise start a local Ray instance per run; as it is for one run or a given cluster."""
+    if engine.ray_address or runs < 2:
+        yield engine
+        return
+    with ray_head(os.cpu_count() or 1) as head:
+        yield dataclasses.replace(engine, ray_address=head.address)
+
+
+def _simulated(
+    spec: RunSpec, engine: EngineOptions, progress: Progress, *, show_rounds: bool
+) -> RunResult:
+    """Run ``spec`` on the engine, with its progress bar (and its table if asked)."""
+    on_round = progress.round_callback(spec)
+    try:
+        metrics = simulate(
+            spec.run,
+            num_clients=engine.num_clients,
+            client_cpus=engine.client_cpus,
+            client_gpus=engine.client_gpus,
+            on_round=on_round,
+            ray_address=engine.ray_address,
+            verbose=engine.verbose,
+            site_policy=engine.site_policy,
+        )
+    except BaseException:
+        progress.run_failed()
+        raise
+    progress.run_finished(spec, metrics["wall-seconds"])
+    if show_rounds:
+        rows = round_rows(metrics)
+        table = format_table(list(rows[0]), [list(row.values()) for row in rows])
+        print(f"\n{spec.variant}, seed {spec.seed}:\n{table}\n", flush=True)
+    return RunResult(spec, metrics)

@@ -190,6 +190,22 @@ def token_windows(ids: list[int], seq_len: int) -> torch.Tensor:
     return stream[:usable].reshape(-1, seq_len + 1)  # (n, T+1)
 
 
+def text_windows(tokenizer: Any, texts: list[str], seq_len: int) -> torch.Tensor:
+    """``texts`` tokenized, each followed by EOS, as disjoint windows ``(n, seq_len + 1)``."""
+    eos = [tokenizer.eos_token_id]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return token_windows([i for ids in encoded for i in [*ids, *eos]], seq_len)
+
+
+def held_out_windows(tokenizer: Any, seq_len: int) -> torch.Tensor:
+    """The pretraining corpus's held-out documents as windows ``(n, seq_len + 1)``.
+
+    Text the base model never trained on: its perplexity there, before and after a
+    fine-tune, is how much of its general language the fine-tune cost (forgetting).
+    """
+    return text_windows(tokenizer, split_held_out(pretraining_texts())[1], seq_len)
+
+
 def learning_rate(step: int, config: PretrainConfig) -> float:
     """Linear warm-up to ``config.lr``, then cosine decay to a tenth of it."""
     if step < config.warmup:
@@ -239,11 +255,8 @@ def pretrain(
     transformers.utils.logging.disable_progress_bar()
     train_texts, held_texts = split_held_out(pretraining_texts())
     tokenizer = train_bpe_tokenizer(train_texts, vocab_size=config.vocab_size)
-    eos = [tokenizer.eos_token_id]
-    encoded = tokenizer(train_texts, add_special_tokens=False)["input_ids"]
-    train = token_windows([i for ids in encoded for i in [*ids, *eos]], config.seq_len)
-    encoded = tokenizer(held_texts, add_special_tokens=False)["input_ids"]
-    held = token_windows([i for ids in encoded for i in [*ids, *eos]], config.seq_len)
+    train = text_windows(tokenizer, train_texts, config.seq_len)
+    held = text_windows(tokenizer, held_texts, config.seq_len)
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_config(
         causal_lm_config(

@@ -39,6 +39,7 @@ from simulations.experiment import (
     write_metrics_csv,
     write_reports,
 )
+from simulations.experiment.report import speedup_rows, speedup_target
 
 
 def parse(argv):
@@ -359,3 +360,35 @@ def test_knowledge_plot_sets_fact_against_filler_relevance(tmp_path, tiny):
     paths = plot_curves(rows, tmp_path)
     assert paths[-1].name == "knowledge.png"
     assert paths[-1].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_speedup_rows_pair_interpolated_answer_loss_crossings_by_seed(tmp_path, tiny):
+    runs = results(tmp_path, tiny)
+    answer_losses = {
+        ("fedaso", 0): [3.0, 1.0, 0.5],  # reaches 2.0 at round 0.5
+        ("fedaso", 1): [3.0, 2.0, 1.0],  # at round 1
+        ("fedavg", 0): [3.0, 2.5, 1.0],  # at round 1 + 0.5 / 1.5
+        ("fedavg", 1): [3.0, 2.5, 1.5],  # at round 1.5
+    }
+    for run in runs:
+        losses = answer_losses[run.spec.variant, run.spec.seed]
+        for record, loss in zip(run.metrics["rounds"], losses, strict=True):
+            record["central"]["fact-answer-loss"] = loss
+            record["central"]["fact-recall"] = 1.0 - loss / 3.0
+    assert speedup_target(runs) == 2.5  # the highest answer loss at mid-run (round 1)
+    rows = {row.variant: row for row in speedup_rows(runs, "fedavg", target=2.0)}
+    assert rows["fedaso"].rounds_to_target.mean == pytest.approx(0.75)
+    ratios = [(1 + 1 / 3) / 0.5, 1.5 / 1.0]
+    assert rows["fedaso"].speedup.mean == pytest.approx(math.sqrt(ratios[0] * ratios[1]))
+    assert rows["fedaso"].speedup.count == 2 and rows["fedavg"].speedup is None
+    # recall = 1 - loss / 3, trapezoids over rounds 0..2: seed 0 fedaso (0 + 2/3 * 2 + 5/6) / 4
+    fedaso_auc = [(0 + 2 * (2 / 3) + 5 / 6) / 4, (0 + 2 * (1 / 3) + 2 / 3) / 4]
+    fedavg_auc = [(0 + 2 * (1 / 6) + 2 / 3) / 4, (0 + 2 * (1 / 6) + 1 / 2) / 4]
+    assert rows["fedaso"].recall_auc.mean == pytest.approx(sum(fedaso_auc) / 2)
+    gain = [a - b for a, b in zip(fedaso_auc, fedavg_auc, strict=True)]
+    assert rows["fedaso"].recall_auc_gain.mean == pytest.approx(sum(gain) / 2)
+    write_reports(tmp_path, runs, title="T", header="H", target=None, reference="fedavg")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "first reaches 2.5" in summary and "| speed-up vs fedavg [95% CI] |" in summary
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["speedup"]["fedaso"]["speedup"]["count"] == 2
