@@ -25,6 +25,9 @@ PARTITIONERS_ALLOWED = (
 # for facts, documents about public entities that no client holds ("knowledge"), or only
 # the tokens of those documents' fact values ("knowledge-values").
 ANCHOR_SEEDS = ("generic", "knowledge", "knowledge-values")
+# Knowledge density of facts (docs/SPEC.md section 9): up to this many sentences of generic
+# prose follow each fact; beyond it a document would be mostly prose from a small pool.
+MAX_FACTS_PROSE_SENTENCES = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +54,11 @@ class DataSettings(Section):
     )
     test_fraction: float = setting(0.2, "per-client held-out share of rows, in [0, 1)")
     facts_entities: int = setting(40, "entities per facts domain")
+    facts_prose_sentences: int = setting(
+        0,
+        f"pydoc prose sentences after each fact of facts' training and public documents, 0-"
+        f"{MAX_FACTS_PROSE_SENTENCES} (0: dense documents; facts only)",
+    )
     anchor_seed: str = setting(
         "generic",
         "corpus of the server's k-means anchors: the dataset's own seed text, or facts about "
@@ -88,6 +96,20 @@ class DataSettings(Section):
             "facts-entities",
             self.facts_entities,
             "must be an integer >= 2",
+        )
+        require(
+            is_count(self.facts_prose_sentences, minimum=0)
+            and self.facts_prose_sentences <= MAX_FACTS_PROSE_SENTENCES,
+            "facts-prose-sentences",
+            self.facts_prose_sentences,
+            f"must be an integer in [0, {MAX_FACTS_PROSE_SENTENCES}]",
+        )
+        require(
+            self.facts_prose_sentences == 0 or dataset_kind(self.dataset) == "facts",
+            "facts-prose-sentences",
+            self.facts_prose_sentences,
+            f"sets the knowledge density of facts documents; dataset={self.dataset!r} is not a "
+            "facts dataset",
         )
         require(
             is_count(self.window_stride, minimum=0) and self.window_stride <= self.seq_len + 1,

@@ -8,7 +8,9 @@ Every dataset is available without any download:
   profession, an instrument and a pet, grouped by family. Every fact is stated in three
   training documents (canonical sentence and two paraphrases), and the central ``eval`` is a
   separate rendering with other phrasings and filler. Recall prompts ask for every fact in
-  its canonical form, e.g. ``"The capital of Veltria is"`` -> ``" Morvane."``.
+  its canonical form, e.g. ``"The capital of Veltria is"`` -> ``" Morvane."``. With
+  ``facts-prose-sentences = N > 0`` the knowledge is sparse: N pydoc prose sentences follow
+  each fact of the training documents (``fedaso.data.facts``).
 * ``pydoc``: the Python reference topics that CPython ships in ``pydoc_data.topics``,
   grouped into hand-picked topic families (see ``_PYDOC_FAMILIES``).
 * ``digits``: scikit-learn's 8x8 handwritten digits (``load_digits``), a classification task.
@@ -142,7 +144,7 @@ def load_partition(config: DataConfig, partition_id: int) -> ClientData:
 
 
 def load_central(config: DataConfig) -> CentralData:
-    """The server's data; it depends only on dataset, seed, seq_len and facts_entities."""
+    """The server's data; it depends on the keys that shape the corpus, not on the clients."""
     corpus = corpus_of(config)
     return CentralData(
         task=corpus.task,
@@ -159,11 +161,12 @@ def dataset_texts(
     *,
     seed: int = FederationConfig.seed,
     facts_entities: int = DataSettings.facts_entities,
+    facts_prose_sentences: int = DataSettings.facts_prose_sentences,
 ) -> list[str]:
     """Every document of a built-in or ``text:`` dataset, e.g. to train a tokenizer on.
 
-    ``seed`` and ``facts_entities`` default to the run-config's (a tokenizer made with the
-    defaults fits a default run's facts).
+    ``seed``, ``facts_entities`` and ``facts_prose_sentences`` default to the run-config's
+    (a tokenizer made with the defaults fits a default run's facts).
     """
     kind = dataset_kind(dataset)
     require(
@@ -172,5 +175,7 @@ def dataset_texts(
         dataset,
         "must be a text dataset: facts, facts:a, facts:b, pydoc or text:PATH",
     )
-    corpus = text_corpus_of(dataset, seed, facts_entities)
+    corpus = text_corpus_of(
+        dataset, seed, facts_entities, facts_prose_sentences=facts_prose_sentences
+    )
     return [d.text for d in corpus.pool] + list(corpus.eval_texts) + list(corpus.seed_texts)

@@ -47,6 +47,7 @@ class DataConfig:
     seq_len: int  # tokens per LM training window
     test_fraction: float  # per-partition held-out share of rows
     facts_entities: int  # entities per facts domain
+    facts_prose_sentences: int  # pydoc sentences after each fact of facts' training documents
     window_stride: int  # tokens between LM training windows' starts; 0 = disjoint windows
     anchor_seed: str  # server's k-means corpus: generic | knowledge | knowledge-values
     num_partitions: int  # clients, >= 1

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedaso.config.data import FACTS_DOMAINS, TEXT_PREFIX, dataset_kind, group_column
+from fedaso.config.data import (
+    FACTS_DOMAINS,
+    TEXT_PREFIX,
+    DataSettings,
+    dataset_kind,
+    group_column,
+)
 from fedaso.data.config import DIGITS_EVAL_FRACTION, DIGITS_SEED_FRACTION, DataConfig, seeded_rng
 from fedaso.data.facts import facts_corpus
 from fedaso.data.files import load_file_records
@@ -38,6 +44,7 @@ def corpus_of(config: DataConfig) -> Corpus:
         config.dataset,
         config.seed,
         config.facts_entities,
+        config.facts_prose_sentences,
         config.seq_len,
         config.tokenizer,
         group_column(config.partitioner),
@@ -50,6 +57,7 @@ def _build_corpus(
     dataset: str,
     seed: int,
     facts_entities: int,
+    facts_prose_sentences: int,
     seq_len: int,
     tokenizer: str,
     column: str,
@@ -61,7 +69,9 @@ def _build_corpus(
     codec = load_codec(tokenizer)
     if kind == "file":
         return _file_corpus(dataset, seed, seq_len, codec, column)
-    text_corpus = text_corpus_of(dataset, seed, facts_entities)
+    text_corpus = text_corpus_of(
+        dataset, seed, facts_entities, facts_prose_sentences=facts_prose_sentences
+    )
     corpus = lm_corpus(text_corpus, seq_len, codec)
     _require_held_out(dataset, seq_len, corpus, text_corpus)
     if anchor_seed != "generic":
@@ -104,11 +114,21 @@ def _require_held_out(dataset: str, seq_len: int, corpus: Corpus, texts: TextCor
             )
 
 
-def text_corpus_of(dataset: str, seed: int, facts_entities: int) -> TextCorpus:
-    """The documents of ``facts``, ``pydoc`` or ``text:PATH``, before tokenization."""
+def text_corpus_of(
+    dataset: str,
+    seed: int,
+    facts_entities: int,
+    *,
+    facts_prose_sentences: int = DataSettings.facts_prose_sentences,
+) -> TextCorpus:
+    """The documents of ``facts``, ``pydoc`` or ``text:PATH``, before tokenization.
+
+    ``facts_entities`` and ``facts_prose_sentences`` (the knowledge density, by default the
+    dense documents) shape ``facts`` only.
+    """
     kind = dataset_kind(dataset)
     if kind == "facts":
-        return facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities)
+        return facts_corpus(FACTS_DOMAINS[dataset], seed, facts_entities, facts_prose_sentences)
     if kind == "pydoc":
         return pydoc_corpus(seed)
     return folder_corpus(Path(dataset.removeprefix(TEXT_PREFIX)), seed)

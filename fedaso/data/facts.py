@@ -4,6 +4,15 @@ The entities of both domains (``fedaso.data.fact_domains``) are drawn from the s
 fact is stated in three training documents, the central eval set is a separate rendering
 with other phrasings and filler, and recall prompts ask for every fact in its canonical
 form.
+
+Knowledge density (``facts-prose-sentences``, docs/SPEC.md section 9): by default a
+document is dense, almost all fact sentences. With N > 0, N sentences of generic public
+prose (:func:`fedaso.data.texts.pydoc_sentences`) follow each fact sentence of every
+training document and of the public entities' documents (the server's knowledge seed and
+probe), so that one fact sentence sits among N prose sentences; the values' spans are
+counted after the insertion. The prose is drawn by each document's own seeded generator,
+so the facts' phrasings, the held-out eval documents, recall prompts and seed texts are the
+same at every density, and N = 0 renders the dense documents unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from fedaso.data.fact_domains import (
     invent_name,
 )
 from fedaso.data.splits import Document, RecallPrompt, Span, TextCorpus
+from fedaso.data.texts import pydoc_sentences
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,10 +94,10 @@ def _invent_entities(
 
 
 def _training_document_spans(
-    entity: Entity, index: int, rng: random.Random
+    entity: Entity, index: int, rng: random.Random, prose: tuple[tuple[str, ...], ...]
 ) -> tuple[str, tuple[Span, ...]]:
     """Training document ``index`` (each fact in phrasing ``index + attribute``, rotating)
-    and the character spans of its facts' values."""
+    and the character spans of its facts' values; ``prose[k]`` follows the k-th fact."""
     facts = [
         (a, attribute.training_templates[(index + a) % DOCS_PER_ENTITY])
         for a, attribute in enumerate(entity.domain.attributes)
@@ -95,7 +105,21 @@ def _training_document_spans(
     rng.shuffle(facts)
     intro = entity.domain.intros[index].format(e=entity.name, g=entity.group)
     # Closing with filler keeps every fact away from the cut-off tail of a byte stream.
-    return _render(entity, intro, facts, rng.choice(TRAINING_FILLER))
+    return _render(entity, intro, facts, rng.choice(TRAINING_FILLER), prose)
+
+
+def _prose(entity: Entity, count: int, *salt: object) -> tuple[tuple[str, ...], ...]:
+    """``count`` distinct pydoc sentences to follow each of ``entity``'s facts in a document.
+
+    They are drawn from a generator of their own (seeded by ``salt``, which names the
+    document), not from the document's rendering generator, so that the facts' phrasings
+    and order and every later document of the entity are the same at every density.
+    """
+    num_facts = len(entity.domain.attributes)
+    if count == 0:
+        return ((),) * num_facts
+    drawn = seeded_rng(*salt).sample(pydoc_sentences(), count * num_facts)
+    return tuple(tuple(drawn[k * count : (k + 1) * count]) for k in range(num_facts))
 
 
 def _eval_document(entity: Entity, rng: random.Random) -> tuple[str, tuple[Span, ...]]:
@@ -106,21 +130,27 @@ def _eval_document(entity: Entity, rng: random.Random) -> tuple[str, tuple[Span,
     ]
     rng.shuffle(facts)
     intro = entity.domain.held_out_intro.format(e=entity.name, g=entity.group)
-    return _render(entity, intro, facts, rng.choice(EVAL_FILLER))
+    # The eval documents stay dense at every density: recall is measured on the same text.
+    return _render(entity, intro, facts, rng.choice(EVAL_FILLER), ((),) * len(facts))
 
 
 def _render(
-    entity: Entity, intro: str, facts: list[tuple[int, str]], closing: str
+    entity: Entity,
+    intro: str,
+    facts: list[tuple[int, str]],
+    closing: str,
+    prose: tuple[tuple[str, ...], ...],
 ) -> tuple[str, tuple[Span, ...]]:
-    """``intro``, the ``(attribute, template)`` facts and ``closing`` joined by spaces, and
-    the character span of each fact's value in that text."""
+    """``intro``, the ``(attribute, template)`` facts, each followed by its ``prose``
+    sentences, and ``closing``, joined by spaces; and the character span of each fact's
+    value in that text."""
     parts, spans, offset = [intro], [], len(intro) + 1
-    for attribute_index, template in facts:
+    for (attribute_index, template), after in zip(facts, prose, strict=True):
         start = offset + len(template[: template.index("{v}")].format(e=entity.name))
         spans.append((start, start + len(entity.values[attribute_index])))
-        sentence = entity.state(attribute_index, template)
-        parts.append(sentence)
-        offset += len(sentence) + 1
+        for sentence in (entity.state(attribute_index, template), *after):
+            parts.append(sentence)
+            offset += len(sentence) + 1
     parts.append(closing)
     return " ".join(parts), tuple(spans)
 
@@ -138,7 +168,11 @@ def _recall_prompts(entity: Entity) -> list[RecallPrompt]:
     ]
 
 
-def facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int) -> TextCorpus:
+def facts_corpus(
+    domains: tuple[str, ...], seed: int, entities_per_domain: int, prose_sentences: int
+) -> TextCorpus:
+    """The ``domains``' documents; ``prose_sentences`` pydoc sentences follow each fact of
+    the training and public documents (0: the dense documents)."""
     entities = [
         entity for entity in facts_world(seed, entities_per_domain) if entity.domain.key in domains
     ]
@@ -148,7 +182,14 @@ def facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int) 
         Document(text, entity.group, entity.label, spans)
         for entity in entities
         for index in range(DOCS_PER_ENTITY)
-        for text, spans in [_training_document_spans(entity, index, rngs[entity.name])]
+        for text, spans in [
+            _training_document_spans(
+                entity,
+                index,
+                rngs[entity.name],
+                _prose(entity, prose_sentences, seed, "facts-prose", entity.name, index),
+            )
+        ]
     ]
     evals = [_eval_document(entity, rngs[entity.name]) for entity in entities]
     public = [
@@ -162,14 +203,25 @@ def facts_corpus(domains: tuple[str, ...], seed: int, entities_per_domain: int) 
         seed_texts=tuple(" ".join(_canonical_sentences(entity)) for entity in entities),
         recall_prompts=tuple(p for entity in entities for p in _recall_prompts(entity)),
         eval_fact_spans=tuple(spans for _, spans in evals),
-        knowledge=tuple(_public_documents(public, seed)),
+        knowledge=tuple(_public_documents(public, seed, prose_sentences)),
     )
 
 
-def _public_documents(entities: list[Entity], seed: int) -> list[tuple[str, tuple[Span, ...]]]:
-    """Training documents about entities no client holds, with their values' spans."""
+def _public_documents(
+    entities: list[Entity], seed: int, prose_sentences: int
+) -> list[tuple[str, tuple[Span, ...]]]:
+    """Training documents about entities no client holds, with their values' spans, at the
+    clients' density (the server's probe and knowledge seed see what the clients train on)."""
     documents = []
     for entity in entities:
         rng = seeded_rng(seed, "facts-public", entity.name)
-        documents += [_training_document_spans(entity, i, rng) for i in range(DOCS_PER_ENTITY)]
+        documents += [
+            _training_document_spans(
+                entity,
+                i,
+                rng,
+                _prose(entity, prose_sentences, seed, "facts-public-prose", entity.name, i),
+            )
+            for i in range(DOCS_PER_ENTITY)
+        ]
     return documents

@@ -4,10 +4,14 @@
 grouped into topic families; ``text:PATH`` reads a folder of ``.txt`` files, one site per
 top-level file or sub-folder. Paragraphs are merged into documents of about
 ``DOCUMENT_CHARS`` characters, and :func:`hold_out` sets aside the eval and seed shares.
+:func:`pydoc_sentences` gives the topics' plain prose sentences, which ``facts`` mixes into
+its documents to make knowledge sparse (``facts-prose-sentences``).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import random
 import re
@@ -121,6 +125,47 @@ def pydoc_corpus(seed: int) -> TextCorpus:
         eval_texts=tuple(document.text for document in eval_documents),
         seed_texts=tuple(document.text for document in seed_documents),
     )
+
+
+# A plain prose sentence: a capital, then letters, digits, spaces and basic punctuation
+# (quotes as pydoc quotes keywords), ending in a full stop after a word. No braces (the
+# facts' str.format templates), no code, no markup; 40-200 characters.
+_PLAIN_SENTENCE = re.compile(r"[A-Z][A-Za-z0-9 ,;'\"()\-]{37,196}[A-Za-z0-9)]\.")
+# A sentence ends at a full stop followed by whitespace and a capital ("e.g. the" does not).
+_SENTENCE_BREAK = re.compile(r"(?<=\.)\s+(?=[A-Z])")
+# A line's indentation, with a list item's marker ("1. ", "* ") counted as indentation.
+_LINE_INDENT = re.compile(r"\s*(?:(?:\d+\.|[*-])\s+)?")
+
+
+@functools.lru_cache(maxsize=1)
+def pydoc_sentences() -> tuple[str, ...]:
+    """The distinct plain prose sentences of the pydoc topics, in a fixed order.
+
+    Each topic is cut into blocks of consecutive lines of equal indentation, so that a
+    heading or a defined term never runs into the indented text below it; each block is
+    flattened to one line and split into sentences, of which only plain ones are kept (no
+    grammar, code or markup passes :data:`_PLAIN_SENTENCE`). The pool is CPython's, so it is
+    fixed for a Python version, as the ``pydoc`` dataset is.
+    """
+    from pydoc_data.topics import topics
+
+    sentences: dict[str, None] = {}  # an insertion-ordered set: sorted topics, text order
+    for topic in sorted(topics):
+        for column, block in itertools.groupby(topics[topic].splitlines(), key=_text_column):
+            if column < 0:  # blank lines
+                continue
+            text = " ".join(" ".join(line[column:] for line in block).split())
+            for sentence in _SENTENCE_BREAK.split(text):
+                if _PLAIN_SENTENCE.fullmatch(sentence):
+                    sentences[sentence] = None
+    return tuple(sentences)
+
+
+def _text_column(line: str) -> int:
+    """Where ``line``'s text starts after indentation and a list marker; -1 if blank."""
+    match = _LINE_INDENT.match(line)
+    assert match is not None, "the pattern matches every string, if only the empty prefix"
+    return match.end() if line.strip() else -1
 
 
 # ---------------------------------------------------------------------------------------

@@ -252,6 +252,7 @@ DATA_KEYS = (
     "seed",
     "seq-len",
     "facts-entities",
+    "facts-prose-sentences",
     "test-fraction",
     "window-stride",
     "partitioner",
