@@ -52,7 +52,8 @@ from simulations.experiment import (
     write_reports,
 )
 
-# Table A's arms: plain training, ASO with each relevance source, and the ablations.
+# Table A's arms: plain training, ASO with each relevance source, and the ablations. Names
+# combine with "+": ``aso-oracle+no-projection`` is the oracle's loss weights without Eq. 5.
 CENTRAL_VARIANTS: dict[str, Variant] = {
     variant.label: variant
     for variant in (
@@ -65,29 +66,28 @@ CENTRAL_VARIANTS: dict[str, Variant] = {
         Variant("lambda-0", (("strategy", "fedaso"), ("aso-lambda", 0.0))),
         Variant("static-anchors", (("strategy", "fedaso"), ("update-anchors", False))),
         Variant("project-low", (("strategy", "fedaso"), ("project-low-relevance", True))),
-        Variant(
-            "aso-probe-low",
-            (
-                ("strategy", "fedaso"),
-                ("relevance-source", "probe"),
-                ("project-low-relevance", True),
-            ),
-        ),
     )
 }
 DEFAULT_VARIANTS = "plain,aso,aso-refit,aso-probe,aso-oracle"
 
 
 def chosen_variants(text: str) -> list[Variant]:
-    """The variants named in ``text`` (comma-separated), in the given order."""
-    names = parse_list(text, "--variants")
-    unknown = [name for name in names if name not in CENTRAL_VARIANTS]
-    if unknown:
-        raise ValueError(
-            f"--variants={text!r} is invalid: {', '.join(unknown)} not in "
-            f"{', '.join(CENTRAL_VARIANTS)}"
-        )
-    return [CENTRAL_VARIANTS[name] for name in names]
+    """The variants named in ``text`` (comma-separated), in the given order.
+
+    A name may join registered names with ``+``; their settings apply left to right.
+    """
+    variants = []
+    for name in parse_list(text, "--variants"):
+        parts = name.split("+")
+        unknown = [part for part in parts if part not in CENTRAL_VARIANTS]
+        if unknown:
+            raise ValueError(
+                f"--variants={text!r} is invalid: {', '.join(unknown)} not in "
+                f"{', '.join(CENTRAL_VARIANTS)} (or several of them joined by +)"
+            )
+        settings = dict(item for part in parts for item in CENTRAL_VARIANTS[part].settings)
+        variants.append(Variant(name, tuple(settings.items())))
+    return variants
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,14 @@ def test_command_writes_the_speedup_table(tmp_path, tiny, capsys):
 
 def test_bad_variants_and_reference_are_named(tmp_path, capsys):
     with pytest.raises(ValueError, match="nope not in plain, aso,"):
-        chosen_variants("plain,nope")
+        chosen_variants("plain,aso+nope")
+    (joined,) = chosen_variants("aso-oracle+no-projection")
+    assert joined.label == "aso-oracle+no-projection"
+    assert dict(joined.settings) == {
+        "strategy": "fedaso",
+        "relevance-source": "oracle",
+        "project-gradients": False,
+    }
     with pytest.raises(SystemExit):
         main(["--variants", "aso", "--reference", "plain", "--out", str(tmp_path)])
     assert "--reference='plain' is not among --variants" in capsys.readouterr().err
