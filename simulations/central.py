@@ -43,51 +43,15 @@ from simulations.console import CommandParser, fail
 from simulations.experiment import (
     RunResult,
     RunSpec,
-    Variant,
     command_line,
     finished_metrics,
-    parse_list,
     parse_seeds,
     plan_runs,
     write_reports,
 )
+from simulations.experiment.variants import ASO_VARIANTS, chosen_variants
 
-# Table A's arms: plain training, ASO with each relevance source, and the ablations. Names
-# combine with "+": ``aso-oracle+no-projection`` is the oracle's loss weights without Eq. 5.
-CENTRAL_VARIANTS: dict[str, Variant] = {
-    variant.label: variant
-    for variant in (
-        Variant("plain", (("strategy", "fedavg"),)),
-        Variant("aso", (("strategy", "fedaso"),)),
-        Variant("aso-refit", (("strategy", "fedaso"), ("relevance-source", "anchors-refit"))),
-        Variant("aso-probe", (("strategy", "fedaso"), ("relevance-source", "probe"))),
-        Variant("aso-oracle", (("strategy", "fedaso"), ("relevance-source", "oracle"))),
-        Variant("no-projection", (("strategy", "fedaso"), ("project-gradients", False))),
-        Variant("lambda-0", (("strategy", "fedaso"), ("aso-lambda", 0.0))),
-        Variant("static-anchors", (("strategy", "fedaso"), ("update-anchors", False))),
-        Variant("project-low", (("strategy", "fedaso"), ("project-low-relevance", True))),
-    )
-}
 DEFAULT_VARIANTS = "plain,aso,aso-refit,aso-probe,aso-oracle"
-
-
-def chosen_variants(text: str) -> list[Variant]:
-    """The variants named in ``text`` (comma-separated), in the given order.
-
-    A name may join registered names with ``+``; their settings apply left to right.
-    """
-    variants = []
-    for name in parse_list(text, "--variants"):
-        parts = name.split("+")
-        unknown = [part for part in parts if part not in CENTRAL_VARIANTS]
-        if unknown:
-            raise ValueError(
-                f"--variants={text!r} is invalid: {', '.join(unknown)} not in "
-                f"{', '.join(CENTRAL_VARIANTS)} (or several of them joined by +)"
-            )
-        settings = dict(item for part in parts for item in CENTRAL_VARIANTS[part].settings)
-        variants.append(Variant(name, tuple(settings.items())))
-    return variants
 
 
 @dataclass(frozen=True)
@@ -226,7 +190,7 @@ def build_parser(prog: str = PROG) -> CommandParser:
     """The command's flags: variants, seeds, rounds, run-config pairs, outputs."""
     parser = CommandParser(prog, __doc__)
     parser.add_argument(
-        "--variants", default=DEFAULT_VARIANTS, help=f"subset of {', '.join(CENTRAL_VARIANTS)}"
+        "--variants", default=DEFAULT_VARIANTS, help=f"subset of {', '.join(ASO_VARIANTS)}"
     )
     parser.add_argument("--reference", default="plain", help="variant the ratios are against")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")

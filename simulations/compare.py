@@ -22,6 +22,7 @@ initial model and sampled clients. Writes into ``--out``:
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from fedaso.aso.aggregation import AGGREGATION_WEIGHTS
 from fedaso.config.federation import STRATEGIES
@@ -40,33 +41,47 @@ from simulations.experiment import (
     seeds_of,
     write_reports,
 )
+from simulations.experiment.variants import joined_variant
 
 
 def strategy_variants(text: str) -> list[Variant]:
     """``"fedaso,fedavg"`` -> one variant per strategy; ValueError for an unknown one.
 
     ``fedaso:WEIGHT`` is FedASO with ``aggregation-weight = WEIGHT`` (e.g. ``fedaso:examples``,
-    Eq. 7 replaced by example counts), labelled ``fedaso-WEIGHT``.
+    Eq. 7 replaced by example counts), labelled ``fedaso-WEIGHT``. ``+NAME`` joins FedASO
+    with ASO's named variants (``simulations.experiment.variants``): ``fedaso+aso-probe``
+    is FedASO whose relevance comes from the server's probe.
     """
-    variants = []
-    for item in parse_list(text, "--strategies"):
-        strategy, _, weight = item.partition(":")
-        if strategy not in STRATEGIES or (weight and strategy != "fedaso"):
-            raise ValueError(
-                f"--strategies={text!r} is invalid: {item!r} is not one of "
-                f"{', '.join(STRATEGIES)} or fedaso:WEIGHT"
-            )
-        if not weight:
-            variants.append(Variant(strategy, (("strategy", strategy),)))
-        elif weight in AGGREGATION_WEIGHTS:
-            settings = (("strategy", "fedaso"), ("aggregation-weight", weight))
-            variants.append(Variant(f"fedaso-{weight}", settings))
-        else:
-            raise ValueError(
-                f"--strategies={text!r} is invalid: {item!r} names no aggregation weight "
-                f"({', '.join(AGGREGATION_WEIGHTS)})"
-            )
-    return variants
+    return [strategy_variant(item, text) for item in parse_list(text, "--strategies")]
+
+
+def strategy_variant(item: str, text: str) -> Variant:
+    """One ``--strategies`` item: ``STRATEGY[:WEIGHT][+VARIANT...]``."""
+    head, *joined = item.split("+")
+    strategy, _, weight = head.partition(":")
+    if strategy not in STRATEGIES or ((weight or joined) and strategy != "fedaso"):
+        raise ValueError(
+            f"--strategies={text!r} is invalid: {item!r} is not one of "
+            f"{', '.join(STRATEGIES)}, fedaso:WEIGHT or fedaso+VARIANT"
+        )
+    if weight and weight not in AGGREGATION_WEIGHTS:
+        raise ValueError(
+            f"--strategies={text!r} is invalid: {item!r} names no aggregation weight "
+            f"({', '.join(AGGREGATION_WEIGHTS)})"
+        )
+    settings: dict[str, Any] = {"strategy": strategy}
+    if weight:
+        settings["aggregation-weight"] = weight
+    if joined:
+        try:
+            variant = joined_variant("+".join(joined), "--strategies")
+        except ValueError as error:
+            raise ValueError(f"--strategies={text!r} is invalid: {error}") from None
+        settings |= dict(variant.settings)
+        if settings["strategy"] != "fedaso":  # e.g. fedaso+plain: not a variant of FedASO
+            raise ValueError(f"--strategies={text!r} is invalid: {item!r} is not FedASO")
+    label = item.replace(":", "-")
+    return Variant(label, tuple(settings.items()))
 
 
 PROG = "python -m simulations.compare"

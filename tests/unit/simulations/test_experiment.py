@@ -112,6 +112,23 @@ def test_strategy_and_ablation_names_are_checked():
         chosen_variants("full-aso,nope")
 
 
+def test_fedaso_joins_the_named_aso_variants():
+    (probe,) = strategy_variants("fedaso:uniform+aso-probe+project-low")
+    assert probe.label == "fedaso-uniform+aso-probe+project-low"
+    assert dict(probe.settings) == {
+        "strategy": "fedaso",
+        "aggregation-weight": "uniform",
+        "relevance-source": "probe",
+        "project-low-relevance": True,
+    }
+    with pytest.raises(ValueError, match="'fedavg\\+aso-probe' is not one of"):
+        strategy_variants("fedavg+aso-probe")
+    with pytest.raises(ValueError, match="'fedaso\\+plain' is not FedASO"):
+        strategy_variants("fedaso+plain")
+    with pytest.raises(ValueError, match="nope not in plain, aso"):
+        strategy_variants("fedaso+nope")
+
+
 def test_identical_seeds_give_identical_partitions_across_strategies(tmp_path, tiny):
     args = parse(["--out", str(tmp_path), "--num-clients", "3", *tiny.flags()])
     specs = plan_runs(args, strategy_variants("fedaso,fedavg,fedprox"), [0, 1], tmp_path)
