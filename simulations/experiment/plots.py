@@ -12,6 +12,7 @@ import numpy as np
 PLOTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("central", (("loss", "central loss"), ("accuracy", "next-byte accuracy"))),
     ("facts", (("fact-recall", "fact recall"), ("fact-answer-loss", "fact answer loss"))),
+    ("forgetting", (("prose-perplexity", "held-out prose perplexity (the base's text)"),)),
     ("retention", (("extra-loss", "loss on the first domain"),
                    ("extra-fact-answer-loss", "fact answer loss on the first domain"),
                    ("extra-fact-recall", "fact recall on the first domain"))),
@@ -117,5 +118,30 @@ def plot_knowledge(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
     figure.tight_layout()
     path = out / "knowledge.png"
     figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_plane(points: Mapping[str, Sequence[tuple[float, float]]], out: Path) -> Path:
+    """``plane.png``: each run's (fact recall gained, prose loss lost), by variant.
+
+    Up and to the left is what a fine-tune wants: more recall for less forgetting.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for index, (variant, pairs) in enumerate(points.items()):
+        xs, ys = zip(*pairs, strict=True) if pairs else ((), ())
+        axis.scatter(ys, xs, color=f"C{index % 10}", label=variant, alpha=0.8, s=18)
+    axis.set_xlabel("prose loss lost, nats (final - initial log perplexity)")
+    axis.set_ylabel("fact recall gained (final - initial)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = out / "plane.png"
+    figure.savefig(path, dpi=90)
     plt.close(figure)
     return path

@@ -10,10 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedaso.config import RunConfig
 from fedaso.durable import write_text_atomically
 from simulations.engine import format_table
-from simulations.experiment.plots import plot_curves
+from simulations.experiment.plots import plot_curves, plot_plane
 from simulations.experiment.runner import RunResult, RunSpec
 from simulations.experiment.speedup import (
     Interval,
@@ -208,6 +210,20 @@ def write_reports(
             speedup_table(speedups, reference or "", label),
             "",
         ]
+    recall = matched_recall(results) if reference else None
+    forgetting = forgetting_rows(results, reference or "", recall) if recall else []
+    if any(row.loss_at_match.count for row in forgetting):
+        plots.append(plot_plane(recall_and_forgetting(results), out))
+        lines += [
+            "Forgetting (Table C): the loss (log perplexity) on the base model's held-out prose "
+            f"when fact recall first reaches {recall:.4g} (the highest recall every run reaches), "
+            f"interpolated between evaluations; paired differences to {reference} with a 95% "
+            "t-interval. `plane.png` sets each run's recall gained against prose loss "
+            "lost.",
+            "",
+            forgetting_table(forgetting, reference or "", label),
+            "",
+        ]
     lines += [*(f"![{path.stem}]({path.name})" for path in plots), ""]
     write_text_atomically(out / "summary.md", "\n".join(lines))
     summary = {
@@ -217,6 +233,15 @@ def write_reports(
         f"minus-{reference}": summary_json(differences),
         "answer-loss-target": answer_target,
         "speedup": speedup_json(speedups),
+        "matched-recall": recall,
+        "forgetting": {
+            row.variant: {
+                "prose-loss-at-match": asdict(row.loss_at_match),
+                "prose-loss-lost": asdict(row.loss_lost),
+                "versus-reference": asdict(row.versus_reference) if row.versus_reference else None,
+            }
+            for row in forgetting
+        },
     }
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2))
     summary_files = [out / "summary.md", out / "summary.json", out / "metrics.csv", *plots]
@@ -324,6 +349,102 @@ def speedup_json(rows: Sequence[SpeedupRow]) -> dict[str, Any]:
         }
         for row in rows
     }
+
+
+PROSE_KEY = "prose-perplexity"  # the base's held-out prose (fedaso central --prose-eval)
+
+
+@dataclass(frozen=True)
+class ForgettingRow:
+    """A variant's forgetting of the base's prose at a fact recall every run reaches."""
+
+    variant: str
+    loss_at_match: Stat  # prose loss (log perplexity) when recall first reaches the target
+    loss_lost: Stat  # that minus the run's initial prose loss
+    versus_reference: Interval | None  # prose loss at the match minus the reference's, paired
+
+
+def matched_recall(results: Sequence[RunResult]) -> float | None:
+    """The highest fact recall that every run reaches: the lowest of the runs' best."""
+    best = []
+    for result in results:
+        recalls = [r for r in curve(result, "central", "fact-recall") if r is not None]
+        if not recalls:
+            return None
+        best.append(max(recalls))
+    return min(best) if best and min(best) > 0 else None
+
+
+def forgetting_rows(
+    results: Sequence[RunResult], reference: str, recall: float
+) -> list[ForgettingRow]:
+    """The prose loss (log perplexity, nats per token) at the round where each run's recall
+    first reaches ``recall`` (interpolated between evaluations), and its paired difference
+    to ``reference``. Logs, because a fine-tune can multiply a perplexity a thousandfold."""
+    at_match: dict[tuple[str, int], tuple[float, float]] = {}  # (at the match, initial)
+    for result in results:
+        rounds = [float(record["round"]) for record in result.metrics["rounds"]]
+        prose = [None if p is None else math.log(p) for p in curve(result, "central", PROSE_KEY)]
+        recalls = curve(result, "central", "fact-recall")
+        negated = [None if r is None else -r for r in recalls]  # crossing_point wants falling
+        reached = crossing_point(positions=rounds, values=negated, target=-recall)
+        known = [(x, y) for x, y in zip(rounds, prose, strict=True) if y is not None]
+        if reached is None or len(known) < 2:
+            continue
+        xs, ys = zip(*known, strict=True)
+        at_match[(result.spec.variant, result.spec.seed)] = (
+            float(np.interp(reached, xs, ys)),
+            float(ys[0]),
+        )
+    variants = list(dict.fromkeys(result.spec.variant for result in results))
+    seeds = sorted({result.spec.seed for result in results})
+    rows = []
+    for variant in variants:
+        mine = [at_match.get((variant, seed)) for seed in seeds]
+        differences = [
+            ours[0] - theirs[0]
+            for seed, ours in zip(seeds, mine, strict=True)
+            if ours is not None and (theirs := at_match.get((reference, seed))) is not None
+        ]
+        rows.append(
+            ForgettingRow(
+                variant=variant,
+                loss_at_match=Stat.of([m[0] if m else None for m in mine]),
+                loss_lost=Stat.of([m[0] - m[1] if m else None for m in mine]),
+                versus_reference=(
+                    mean_interval(differences) if variant != reference and differences else None
+                ),
+            )
+        )
+    return rows
+
+
+def forgetting_table(rows: Sequence[ForgettingRow], reference: str, label: str) -> str:
+    """The Markdown table of :func:`forgetting_rows`."""
+    lines = [
+        f"| {label} | prose loss at matched recall (nats) | lost since the start "
+        f"| vs {reference} [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        versus = row.versus_reference.text() if row.versus_reference else "-"
+        lines.append(
+            f"| {row.variant} | {row.loss_at_match.text(4)} | {row.loss_lost.text(3)} | {versus} |"
+        )
+    return "\n".join(lines)
+
+
+def recall_and_forgetting(results: Sequence[RunResult]) -> dict[str, list[tuple[float, float]]]:
+    """Per variant, each run's (final - initial fact recall, final - initial prose loss):
+    the points of ``plane.png``."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for result in results:
+        recalls = [r for r in curve(result, "central", "fact-recall") if r is not None]
+        prose = [p for p in curve(result, "central", PROSE_KEY) if p is not None]
+        if len(recalls) >= 2 and len(prose) >= 2:
+            point = (recalls[-1] - recalls[0], math.log(prose[-1] / prose[0]))
+            points.setdefault(result.spec.variant, []).append(point)
+    return points
 
 
 def outputs_note(out: Path, results: Sequence[RunResult]) -> str:

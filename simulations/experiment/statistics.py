@@ -27,6 +27,7 @@ ROUND_COLUMNS: tuple[tuple[str, str], ...] = (
     ("central", "relevance-fact"),
     ("central", "relevance-filler"),
     ("central", "relevance-auroc"),
+    ("central", "prose-perplexity"),
     ("central", "extra-loss"),
     ("central", "extra-accuracy"),
     ("central", "extra-fact-recall"),

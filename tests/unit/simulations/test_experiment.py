@@ -39,7 +39,13 @@ from simulations.experiment import (
     write_metrics_csv,
     write_reports,
 )
-from simulations.experiment.report import speedup_rows, speedup_target
+from simulations.experiment.report import (
+    forgetting_rows,
+    matched_recall,
+    recall_and_forgetting,
+    speedup_rows,
+    speedup_target,
+)
 
 
 def parse(argv):
@@ -409,3 +415,39 @@ def test_speedup_rows_pair_interpolated_answer_loss_crossings_by_seed(tmp_path, 
     assert "first reaches 2.5" in summary and "| speed-up vs fedavg [95% CI] |" in summary
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["speedup"]["fedaso"]["speedup"]["count"] == 2
+
+
+def test_forgetting_is_the_prose_loss_where_recall_first_reaches_a_matched_level(tmp_path, tiny):
+    runs = results(tmp_path, tiny)
+    curves = {  # (fact recall, prose perplexity) per round
+        ("fedaso", 0): ([0.0, 0.4, 0.6], [50.0, 100.0, 400.0]),
+        ("fedaso", 1): ([0.0, 0.2, 0.5], [50.0, 80.0, 160.0]),
+        ("fedavg", 0): ([0.0, 0.3, 0.7], [50.0, 200.0, 800.0]),
+        ("fedavg", 1): ([0.0, 0.6, 0.8], [50.0, 150.0, 300.0]),
+    }
+    for run in runs:
+        recalls, prose = curves[run.spec.variant, run.spec.seed]
+        for record, recall, perplexity in zip(run.metrics["rounds"], recalls, prose, strict=True):
+            record["central"]["fact-recall"] = recall
+            record["central"]["prose-perplexity"] = perplexity
+    assert matched_recall(runs) == 0.5  # fedaso seed 1's best
+    rows = {row.variant: row for row in forgetting_rows(runs, "fedavg", 0.5)}
+
+    def loss_at(round_, prose):  # the log perplexity, linear between rounds
+        low = math.floor(round_)
+        share = round_ - low
+        high = min(low + 1, 2)
+        return (1 - share) * math.log(prose[low]) + share * math.log(prose[high])
+
+    fedaso = [loss_at(1.5, [50, 100, 400]), loss_at(2.0, [50, 80, 160])]  # 0.4->0.6, 0.5 at 2
+    fedavg = [loss_at(1 + 0.2 / 0.4, [50, 200, 800]), loss_at(0.5 / 0.6, [50, 150, 300])]
+    assert rows["fedaso"].loss_at_match.mean == pytest.approx(sum(fedaso) / 2)
+    assert rows["fedaso"].loss_lost.mean == pytest.approx(sum(fedaso) / 2 - math.log(50))
+    difference = [a - b for a, b in zip(fedaso, fedavg, strict=True)]
+    assert rows["fedaso"].versus_reference.mean == pytest.approx(sum(difference) / 2)
+    assert rows["fedavg"].versus_reference is None
+    points = recall_and_forgetting(runs)
+    assert points["fedaso"][0] == pytest.approx((0.6, math.log(400 / 50)))
+    write_reports(tmp_path, runs, title="T", header="H", target=None, reference="fedavg")
+    assert "Forgetting (Table C)" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "plane.png").read_bytes()[:4] == b"\x89PNG"
