@@ -20,6 +20,7 @@ ASO_VARIANTS: dict[str, Variant] = {
         Variant("aso-oracle", (("strategy", "fedaso"), ("relevance-source", "oracle"))),
         Variant("no-projection", (("strategy", "fedaso"), ("project-gradients", False))),
         Variant("lambda-0", (("strategy", "fedaso"), ("aso-lambda", 0.0))),
+        Variant("lambda-3", (("strategy", "fedaso"), ("aso-lambda", 3.0))),
         Variant("static-anchors", (("strategy", "fedaso"), ("update-anchors", False))),
         Variant("project-low", (("strategy", "fedaso"), ("project-low-relevance", True))),
     )
