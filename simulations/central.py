@@ -33,7 +33,7 @@ import torch
 
 from fedaso.config import RunConfig
 from fedaso.config.training import resolve_device
-from fedaso.data import TensorSplit, load_central, load_partition
+from fedaso.data import CentralData, TensorSplit, load_central, load_partition
 from fedaso.data.tokens import load_codec
 from fedaso.durable import write_text_atomically
 from fedaso.models.arrays import model_to_arrays
@@ -50,6 +50,7 @@ from simulations.experiment import (
     write_reports,
 )
 from simulations.experiment.variants import ASO_VARIANTS, chosen_variants
+from strategies.factory import PublicDocumentProbe, SeedCorpusRefit
 
 DEFAULT_VARIANTS = "plain,aso,aso-refit,aso-probe,aso-oracle"
 
@@ -58,14 +59,12 @@ DEFAULT_VARIANTS = "plain,aso,aso-refit,aso-probe,aso-oracle"
 class ServerSide:
     """What the server of a federation would do between rounds, for one relevance source."""
 
-    refit: Any = None  # strategies.factory.SeedCorpusRefit under anchors-refit
-    fit_probe: Any = None  # strategies.factory.PublicDocumentProbe under probe
+    refit: SeedCorpusRefit | None = None  # anchors-refit: k-means over the seed corpus
+    fit_probe: PublicDocumentProbe | None = None  # probe: the logistic probe's fit
 
     @classmethod
-    def of(cls, run: RunConfig, central: Any) -> ServerSide:
+    def of(cls, run: RunConfig, central: CentralData) -> ServerSide:
         """The server's fits that ``run``'s relevance source needs (none for plain runs)."""
-        from strategies.factory import PublicDocumentProbe, SeedCorpusRefit
-
         aso = run.local_aso()
         if aso is None:
             return cls()

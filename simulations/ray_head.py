@@ -16,11 +16,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RAY = Path(sys.executable).parent / "ray"
 START_TIMEOUT = 120.0  # seconds for `ray start` to report the runtime up
@@ -65,6 +67,7 @@ def ray_head(num_cpus: int) -> Iterator[RayHead]:
         head = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    previous = _exit_on_sigterm()
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while "Ray runtime started" not in log_path.read_text():
@@ -74,6 +77,21 @@ def ray_head(num_cpus: int) -> Iterator[RayHead]:
         yield RayHead(f"127.0.0.1:{port}", temp_dir)
     finally:
         stop_session(head)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise ``SystemExit`` in the main thread, so that a terminated command
+    still stops its head (the default action ends Python without ``finally``); returns the
+    handler it replaced, or None off the main thread (where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def stop_session(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

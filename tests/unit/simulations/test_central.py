@@ -5,14 +5,15 @@ import math
 
 import pytest
 
-from simulations.central import CENTRAL_VARIANTS, central_run, chosen_variants, main
+from simulations.central import central_run, main
+from simulations.experiment.variants import ASO_VARIANTS, chosen_variants
 
 ROUNDS = 2
 
 
 @pytest.mark.parametrize("variant", ["plain", "aso", "aso-refit", "aso-probe", "aso-oracle"])
 def test_central_run_records_every_round_as_a_federation_does(variant, tiny):
-    settings = dict(CENTRAL_VARIANTS[variant].settings)
+    settings = dict(ASO_VARIANTS[variant].settings)
     run = tiny.config(
         num_server_rounds=ROUNDS, local_epochs=1, dataset="facts", facts_entities=2
     ).replace(**{key.replace("-", "_"): value for key, value in settings.items()})
