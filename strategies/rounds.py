@@ -11,13 +11,20 @@ and the same central ``evaluate_fn``, in the same order, and adds what a deploym
 - a strategy whose aggregation rejects the whole round (Flower's ``FedAvg`` raises
   ``InconsistentMessageReplies`` on one odd reply) keeps the previous global state for that
   round instead of ending the run; FedASO never needs this, it checks replies one by one;
-- a run whose rounds cannot train stops with the clients' error (``strategies.failures``).
+- a run whose rounds cannot train stops with the clients' error (``strategies.failures``);
+- with a ``sampling_seed``, each round's client sample is drawn right after seeding
+  Python's ``random`` from (seed, round), which Flower's ``sample_nodes`` draws from: other
+  threads of the process (Ray's, the engine's) draw from it too, so a seed set once at the
+  start of the run did not fix the sample of round 1 on, and a resumed run samples as the
+  uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from logging import ERROR, INFO
 
@@ -42,6 +49,7 @@ class RoundPlan:
     train_config: ConfigRecord
     evaluate_config: ConfigRecord
     evaluate_fn: EvaluateFn | None = None
+    sampling_seed: int | None = None  # seeds each round's client sample; None leaves it be
 
 
 def run_rounds(
@@ -92,9 +100,9 @@ def play_round(
     ``watch`` raises ``RunFailedError`` when the round's training replies show the run cannot
     train (``strategies.failures``).
     """
-    replies, timeouts = exchange(
-        plan, strategy.configure_train(server_round, arrays, plan.train_config, plan.grid)
-    )
+    with round_sampling(plan.sampling_seed, server_round):
+        sent = strategy.configure_train(server_round, arrays, plan.train_config, plan.grid)
+    replies, timeouts = exchange(plan, sent)
     if watch is not None:
         watch.check(server_round, replies)
     try:
@@ -108,9 +116,9 @@ def play_round(
     train_metrics = MetricRecord(dict(train_metrics or {}) | {"num-timeouts": timeouts})
     record(result.train_metrics_clientapp, server_round, train_metrics)
 
-    replies, timeouts = exchange(
-        plan, strategy.configure_evaluate(server_round, arrays, plan.evaluate_config, plan.grid)
-    )
+    with round_sampling(plan.sampling_seed, server_round):
+        sent = strategy.configure_evaluate(server_round, arrays, plan.evaluate_config, plan.grid)
+    replies, timeouts = exchange(plan, sent)
     if replies or timeouts:
         try:
             evaluate_metrics = strategy.aggregate_evaluate(server_round, replies)
@@ -125,6 +133,18 @@ def play_round(
             result.evaluate_metrics_serverapp, server_round, plan.evaluate_fn(server_round, arrays)
         )
     return arrays
+
+
+@contextmanager
+def round_sampling(seed: int | None, server_round: int) -> Iterator[None]:
+    """Seed Python's ``random`` from ``(seed, server_round)`` just before a round samples.
+
+    Flower samples nodes with the module-level ``random``; seeding it immediately before
+    the strategy's ``configure_*`` call leaves other threads no time to draw in between.
+    """
+    if seed is not None:
+        random.seed(seed * 1_000_003 + server_round)
+    yield
 
 
 def exchange(plan: RoundPlan, sent: Iterable[Message]) -> tuple[list[Message], int]:

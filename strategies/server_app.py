@@ -54,13 +54,15 @@ from strategies.tracking import check_backend_installed
 from strategies.update_dp import build_update_dp, expected_sample_size
 
 
-def seed_client_sampling(run: RunConfig) -> None:
+def seed_client_sampling(run: RunConfig) -> int:
     """Seed the global ``random``, with which Flower samples nodes (and k-means queries).
 
     From the run seed, so that one seed samples the same partitions in every run, except
     under central DP: its epsilon is amplified by sampling, which holds only if nobody who
     knows the run seed can redo the sample, so the seed is secret then
     (``fedaso.privacy.sampling``; ``FEDASO_SEEDED_SAMPLING=1`` restores the run seed).
+    Returns the seed, from which every round's sample is seeded again
+    (``strategies.rounds.round_sampling``).
     """
     central_dp = run.privacy.central_dp
     if central_dp and seeded_sampling():
@@ -69,7 +71,9 @@ def seed_client_sampling(run: RunConfig) -> None:
             "FEDASO_SEEDED_SAMPLING=1: the client sample follows the run seed, so "
             "central DP's amplification by sampling does not hold (docs/PRIVACY.md)",
         )
-    random.seed(sampling_seed(run.federation.seed) if central_dp else run.federation.seed)
+    seed = sampling_seed(run.federation.seed) if central_dp else run.federation.seed
+    random.seed(seed)
+    return seed
 
 
 def run_federation(
@@ -98,7 +102,7 @@ def run_federation(
             run.aso.num_anchors,
             run.aso.subspace_rank,
         )
-    seed_client_sampling(run)
+    client_sampling_seed = seed_client_sampling(run)
     torch.manual_seed(run.federation.seed)
     central = load_central(run.data_config(num_partitions=1))
     model, anchors = starting_point(run, central)
@@ -131,6 +135,7 @@ def run_federation(
         train_config=ConfigRecord(dict(client_config)),  # Flower adds the server round
         evaluate_config=ConfigRecord(dict(client_config)),
         evaluate_fn=evaluator,
+        sampling_seed=client_sampling_seed,
     )
     initial = join_payload(model_to_arrays(model), anchors)
     if isinstance(strategy, ProbeFedASO):  # round 1's relevance: the probe of the initial model

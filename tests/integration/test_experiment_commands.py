@@ -16,9 +16,10 @@ def model_bytes(run: RunConfig) -> int:
 
 
 def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path, tiny):
-    # Each run starts its own Ray: on the session's cluster, under load, fedaso and fedavg of
-    # one seed once sampled different partitions (the ServerApp seeds the process-wide
-    # `random`, which other threads of the driver may draw from before Flower samples).
+    # The four runs share one Ray head (simulations.ray_head). Joining a running cluster, the
+    # driver's other threads draw from the process-wide `random` before Flower samples: one
+    # seed sampled different partitions under fedaso and fedavg until every round's sample
+    # was seeded right before it is drawn (strategies.rounds.round_sampling).
     argv = ["--strategies", "fedaso,fedavg", "--seeds", "0,1", "--num-clients", "3",
             "--fraction-train", "0.67", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
     argv += [*tiny.flags(local_epochs=1), "--set=tracking=mlflow"]
