@@ -33,7 +33,7 @@ demo: setup
 	$(VENV)/bin/fedaso compare --strategies $(DEMO_STRATEGIES) --num-clients 8 \
 		--fraction-train 1.0 --rounds 8 --dataset facts --out runs/demo \
 		--set model=hf:$(DEMO_BASE) --set facts-entities=8 --set test-fraction=0 \
-		--set anchor-seed=knowledge --set lr=0.002 --set batch-size=8 --set local-epochs=1 \
+		--set anchor-seed=knowledge --set lr=0.004 --set batch-size=8 --set local-epochs=3 \
 		--set tracking=tensorboard
 
 test: setup
