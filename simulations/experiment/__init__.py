@@ -3,11 +3,16 @@
 - :mod:`~simulations.experiment.runner`: variants, seeds, planning and running the grid;
 - :mod:`~simulations.experiment.statistics`: per-round rows, final figures, mean and std
   over seeds, paired differences;
+- :mod:`~simulations.experiment.speedup` and :mod:`~simulations.experiment.effects`: the
+  speed-up to an answer-loss target and forgetting at matched recall, paired, with 95%
+  intervals;
+- :mod:`~simulations.experiment.variants`: ASO's named variants (relevance sources,
+  ablations), joined with ``+``;
 - :mod:`~simulations.experiment.report`: ``metrics.csv``, ``summary.md``, ``summary.json``;
 - :mod:`~simulations.experiment.plots`: the PNG curves.
 
-``simulations.compare``, ``simulations.ablate`` and ``simulations.forgetting`` are thin
-commands over these; the names below are re-exported for them.
+``simulations.compare``, ``simulations.ablate``, ``simulations.forgetting`` and
+``simulations.central`` are thin commands over these; the names below are re-exported for them.
 """
 
 from simulations.experiment.plots import PLOTS, band, plot_curves

@@ -39,7 +39,7 @@ from simulations.experiment import (
     write_metrics_csv,
     write_reports,
 )
-from simulations.experiment.report import (
+from simulations.experiment.effects import (
     forgetting_rows,
     matched_recall,
     recall_and_forgetting,
