@@ -21,3 +21,18 @@ def data_config(*dataset: str, **keys: Any) -> DataConfig:
 def model_spec(**keys: Any) -> ModelSpec:
     """The ModelSpec of a run with these model keys (e.g. ``model="hf:PATH", lora_r=2``)."""
     return RunConfig.of(**keys).model_spec()
+
+
+def micro_run(**changes: Any) -> RunConfig:
+    """A run-config smaller than the ``tiny`` fixture's: a 16-wide, 1-layer TinyLM with 8
+    anchors, for tests that build many messages or models (``changes``: snake_case keys)."""
+    settings = dict(
+        num_anchors=8,
+        subspace_rank=4,
+        model_width=16,
+        model_heads=2,
+        model_layers=1,
+        seq_len=32,
+        facts_entities=8,
+    )
+    return RunConfig.of(**(settings | changes))

@@ -39,6 +39,7 @@ from fedaso.models.arrays import model_to_arrays
 from fedaso.wire import ANCHORS_KEY, join_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
 from strategies.fedaso import FedASO
+from tests.config_helpers import micro_run
 from tests.flower_helpers import payload, reply_metadata, train_reply
 from tests.unit.clients.test_client_app import client_config
 
@@ -236,15 +237,7 @@ def test_aggregate_evaluate_never_raises_and_reports_finite_metrics(metric_dicts
         assert all(math.isfinite(v) for v in values)
 
 
-RUN = RunConfig.of(
-    num_anchors=8,
-    subspace_rank=4,
-    model_width=16,
-    model_heads=2,
-    model_layers=1,
-    seq_len=32,
-    facts_entities=8,
-)
+RUN = micro_run()
 MODEL_ARRAYS = model_to_arrays(RUN.build_model())
 # Keys left alone: those that select other data (the partition cache keeps the test fast).
 DATA_KEYS = (

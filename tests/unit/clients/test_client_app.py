@@ -11,23 +11,15 @@ from flwr.app.metadata import Metadata
 from clients.client_app import app, node_partition
 from clients.policy import SITE_POLICY_KEY
 from clients.state import STATE_DIR_KEY, load_state, partition_directory, state_root
-from fedaso.config import RunConfig, server_only_keys
+from fedaso.config import server_only_keys
 from fedaso.config.client import ClientConfig
 from fedaso.models.arrays import model_to_arrays
 from fedaso.wire import ANCHORS_KEY, join_payload
 from flower_wire.records import arrays_to_record, record_to_arrays
+from tests.config_helpers import micro_run
 
 RUN_KEY = "test-run"
-RUN = RunConfig.of(
-    num_anchors=8,
-    subspace_rank=4,
-    model_width=16,
-    model_heads=2,
-    model_layers=1,
-    seq_len=32,
-    local_epochs=1,
-    facts_entities=8,
-)
+RUN = micro_run(local_epochs=1)
 
 
 def instruction(run, anchors, message_type="train", server_round=1):
