@@ -14,6 +14,9 @@ ASO_VARIANTS: dict[str, Variant] = {
     variant.label: variant
     for variant in (
         Variant("plain", (("strategy", "fedavg"),)),
+        # Plain training with FedProx's proximal pull (proximal-mu) towards the weights the
+        # round started from: the regularised baseline of Table C's plane.
+        Variant("prox", (("strategy", "fedprox"),)),
         Variant("aso", (("strategy", "fedaso"),)),
         Variant("aso-refit", (("strategy", "fedaso"), ("relevance-source", "anchors-refit"))),
         Variant("aso-probe", (("strategy", "fedaso"), ("relevance-source", "probe"))),

@@ -29,6 +29,16 @@ def test_central_run_records_every_round_as_a_federation_does(variant, tiny):
     assert rounds[-1]["central"]["fact-answer-loss"] >= 0 and math.isfinite(metrics["wall-seconds"])
 
 
+def test_prox_pulls_towards_the_round_start_and_plain_does_not(tiny):
+    run = tiny.config(num_server_rounds=1, local_epochs=1, dataset="facts", facts_entities=2)
+    settings = {key.replace("-", "_"): v for key, v in ASO_VARIANTS["prox"].settings}
+    prox = run.replace(**settings, proximal_mu=10.0)
+    assert prox.federation.applied_proximal_mu == 10.0 and run.federation.applied_proximal_mu == 0
+    plain_loss = central_run(run)["rounds"][-1]["central"]["loss"]
+    prox_loss = central_run(prox)["rounds"][-1]["central"]["loss"]
+    assert prox_loss != plain_loss  # same seed and batches: only the proximal term differs
+
+
 def test_central_is_reproducible_per_seed(tiny):
     run = tiny.config(
         num_server_rounds=1, local_epochs=1, dataset="facts", facts_entities=2, strategy="fedaso"
@@ -58,7 +68,7 @@ def test_command_writes_the_speedup_table(tmp_path, tiny, capsys):
 
 
 def test_bad_variants_and_reference_are_named(tmp_path, capsys):
-    with pytest.raises(ValueError, match="nope not in plain, aso,"):
+    with pytest.raises(ValueError, match="nope not in plain, prox, aso,"):
         chosen_variants("plain,aso+nope")
     (joined,) = chosen_variants("aso-oracle+no-projection")
     assert joined.label == "aso-oracle+no-projection"
