@@ -4,6 +4,7 @@
     fedaso compare --strategies fedaso,fedavg --rounds 20 --out runs/cmp
     fedaso ablate --rounds 15 --seeds 0,1,2 --out runs/ablate
     fedaso central --variants plain,aso,aso-probe --seeds 0,1,2 --out runs/central
+    fedaso report --from runs/central --from runs/lr0.001:aso --reference plain --out runs/both
     fedaso forgetting --rounds 15 --out runs/forgetting
     fedaso bench simulation --num-clients 50
     fedaso make-hf-model --arch llama --out models/tiny-llama
@@ -46,6 +47,7 @@ COMMANDS = {
     "central": Command(
         "simulations.central", "ASO's variants trained centrally, no Flower (Table A)"
     ),
+    "report": Command("simulations.report", "one report over finished runs of several commands"),
     "forgetting": Command("simulations.forgetting", "forgetting across two domains (Table 4)"),
     "make-hf-model": Command(
         "simulations.make_hf_model", "a small random-init Hugging Face model, to try hf:"
