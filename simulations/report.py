@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         title=args.title,
         header=header,
         target=args.target_loss,
-        label="variant",
         reference=args.reference,
     )
     print((args.out / "summary.md").read_text())
