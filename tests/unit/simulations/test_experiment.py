@@ -131,7 +131,7 @@ def test_fedaso_joins_the_named_aso_variants():
         strategy_variants("fedavg+aso-probe")
     with pytest.raises(ValueError, match="'fedaso\\+plain' is not FedASO"):
         strategy_variants("fedaso+plain")
-    with pytest.raises(ValueError, match="nope not in plain, aso"):
+    with pytest.raises(ValueError, match="nope not in plain, prox, aso"):
         strategy_variants("fedaso+nope")
 
 
