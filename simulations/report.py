@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedaso.config import RunConfig
 from simulations.console import CommandParser, fail
@@ -39,6 +40,17 @@ class Source:
         return cls(Path(folder), variants)
 
 
+def finished(path: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """The run-config and metrics of the finished run whose ``metrics.json`` is ``path``."""
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict) or "wall-seconds" not in metrics:
+            raise ValueError("not a finished run's metrics (no wall-seconds)")
+        return RunConfig.from_flat(metrics["config"]), metrics
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
 def runs_in(source: Source) -> list[RunResult]:
     """The runs finished under ``source.folder``, by variant (as listed, else by name), seed."""
     if not source.folder.is_dir():
@@ -52,8 +64,7 @@ def runs_in(source: Source) -> list[RunResult]:
         variant, seed = parts[0], int(parts[1].removeprefix("seed-")) if len(parts) == 3 else 0
         if source.variants and variant not in source.variants:
             continue
-        metrics = json.loads(path.read_text())
-        run = RunConfig.from_flat(metrics["config"])
+        run, metrics = finished(path)
         results.append(RunResult(RunSpec(variant, seed, run), metrics))
     missing = sorted(set(source.variants) - {result.spec.variant for result in results})
     if missing:

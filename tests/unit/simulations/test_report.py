@@ -41,6 +41,11 @@ def test_report_names_what_it_cannot_read(two_commands, capsys):
     assert "no finished runs of lambda-3" in capsys.readouterr().err
     assert main(["--from", a, "--reference", "fedavg", "--out", out]) == 1
     assert "--reference='fedavg' is not among aso, plain" in capsys.readouterr().err
+    broken = two_commands / "broken" / "plain"
+    broken.mkdir(parents=True)
+    (broken / "metrics.json").write_text('{"rounds": []}')  # a run that never finished
+    assert main(["--from", str(broken.parent), "--reference", "plain", "--out", out]) == 1
+    assert "plain/metrics.json: not a finished run's metrics" in capsys.readouterr().err
 
 
 def test_source_parses_a_folder_and_its_variants():
