@@ -7,7 +7,9 @@ global set into it, runs ASO local training, and replies model + its anchor set 
 ArrayRecord and its metrics in one MetricRecord; under ``relevance-source = anchors-refit``
 it trains against the received set as is and replies the model alone (the server owns the
 anchors: ``strategies.refit``); under ``relevance-source = probe`` it scores relevance
-with the probe ``(w, b)`` the message carries. Without anchors in the message (FedAvg,
+with the probe ``(w, b)`` the message carries, and when nothing reads the anchors (the
+probe without Eq. 5: ``ASOConfig.uses_anchors``) the message carries the probe alone and
+the reply the model alone. With neither anchors nor a probe in the message (FedAvg,
 FedProx, FedAdam) it trains plainly. ``evaluate`` reports loss and accuracy (and perplexity
 for language models) on the partition's held-out split. ``query`` answers the federated
 k-means of anchor initialization (docs/SPEC.md section 5b) with this partition's centroids and
@@ -123,7 +125,7 @@ class ClientJob:
     partition_id: int
     data: ClientData
     model: nn.Module  # the global model, loaded
-    global_anchors: np.ndarray | None  # (M, d), present under FedASO only
+    global_anchors: np.ndarray | None  # (M, d), under FedASO where anchors are used
     node_config: Mapping[str, Any]
     relevance_probe: RelevanceProbe | None = None  # the server's, under relevance-source=probe
     ledger: SiteLedger | None = None  # the site's epsilon budget, when its policy sets one
@@ -215,7 +217,9 @@ def train(msg: Message, context: Context) -> Message:
     job = load_job(msg, context)
     state = job.state()
     spent_before = account_histories(state)
-    aso = job.run.aso if job.global_anchors is not None else None
+    # FedASO's message carries anchors or the server's probe; the baselines' neither.
+    fedaso = job.global_anchors is not None or job.relevance_probe is not None
+    aso = job.run.aso if fedaso else None
     anchors = None
     if job.global_anchors is not None:
         own = state.anchors if job.run.aso.clients_move_anchors else None  # refit: server's only
@@ -236,7 +240,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     metrics = train_metrics(result, privacy, state)
     reply_anchors = None
-    if job.global_anchors is not None:
+    if fedaso:
         metrics[PARTITION_ID] = job.partition_id
     if (
         job.global_anchors is not None

@@ -72,7 +72,8 @@ def phase_b_spec(
 ) -> RunSpec:
     """Phase B of ``spec_a``: same settings, domain B, starting from phase A's outputs."""
     out_a = Path(spec_a.run.outputs.out_dir)
-    keep_anchors = anchors == "carry" and spec_a.run.federation.strategy == "fedaso"
+    fedaso = spec_a.run.federation.strategy == "fedaso"
+    keep_anchors = anchors == "carry" and fedaso and spec_a.run.aso.uses_anchors
     run_b = spec_a.run.replace(
         dataset=domain_b,
         num_server_rounds=rounds,

@@ -28,7 +28,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -107,8 +106,7 @@ def logistic_probe_relevance(model: nn.Module, run: RunConfig) -> FactRelevance:
     if central.fact_probe is None or central.public_fact_probe is None:
         raise ValueError(f"dataset={run.data.dataset!r} has no facts to probe: use facts")
     fitted = fit_probe_on_public(model, central.public_fact_probe, seed=run.federation.seed)
-    empty = np.zeros((2, embedding_width_of(model)), dtype=np.float32)  # unused by the probe
-    return relevance_by_token_kind(model, central.fact_probe, empty, tau=run.aso.aso_tau,
+    return relevance_by_token_kind(model, central.fact_probe, None, tau=run.aso.aso_tau,
                                    relevance_probe=fitted)  # fmt: skip
 
 
@@ -122,15 +120,14 @@ def probe_run(run_dir: Path) -> list[list[object]]:
     torch.manual_seed(run.federation.seed)  # the ServerApp's seeding: the same initial model
     initial_model, final_model = run.build_model(), run.build_model()
     load_model_file(str(run_dir / "model.pt"), final_model, key="--run")
-    anchors = {
-        "initial": initial_anchors(initial_model, central, run),
-        "final": load_anchors_file(
+    anchors = {"initial": initial_anchors(initial_model, central, run)}
+    if run.aso.uses_anchors:  # a run without anchors (the probe without Eq. 5) left none
+        anchors["final"] = load_anchors_file(
             str(run_dir / "anchors.npy"),
             num_anchors=run.aso.num_anchors,
             width=embedding_width_of(final_model),
             key="--run",
-        ),
-    }
+        )
     rows: list[list[object]] = []
     for model_name, model in (("initial", initial_model), ("final", final_model)):
         for anchor_name, anchor_set in anchors.items():

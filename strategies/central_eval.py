@@ -43,10 +43,10 @@ def central_metrics(
     """Loss and accuracy of ``model`` on ``central.eval``; perplexity and fact recall if any.
 
     Fact recall encodes prompts and answers with ``codec``, the model's tokenizer or bytes.
-    Given the global ``anchors`` and the ``run`` (its relevance settings) on ``facts``, also
-    the mean relevance of fact and filler tokens and the AUROC of relevance for fact
-    tokens against the others (``fedaso.training.fact_relevance``), scored by
-    ``relevance_probe`` if given; not under ``relevance-source = oracle``.
+    Given the global ``anchors`` or ``relevance_probe`` and the ``run`` (its relevance
+    settings) on ``facts``, also the mean relevance of fact and filler tokens and the AUROC
+    of relevance for fact tokens against the others (``fedaso.training.fact_relevance``),
+    scored by ``relevance_probe`` if given; not under ``relevance-source = oracle``.
     """
     result = evaluate(model, central.eval)
     metrics: dict[str, float] = {"loss": result.loss, "accuracy": result.accuracy}
@@ -60,7 +60,7 @@ def central_metrics(
     # give only the projection's subspace, so their relevance is not what it weights by.
     if (
         central.fact_probe is not None
-        and anchors is not None
+        and (anchors is not None or relevance_probe is not None)
         and run is not None
         and run.aso.relevance_source != "oracle"
     ):
@@ -118,6 +118,7 @@ class CentralEvaluator:
                 self.codec,
                 anchors,
                 self.run,
+                relevance_probe,
             )
             metrics |= {f"extra-{key}": value for key, value in extra.items()}
         end = time.perf_counter()

@@ -51,7 +51,12 @@ def build_strategy(run: RunConfig, central: CentralData | None = None) -> Strate
                 f"relevance-source={run.aso.relevance_source!r} needs the server's central data"
             )
         if run.aso.relevance_source == "probe":
-            return ProbeFedASO(**sampling, **settings, fit_probe=PublicDocumentProbe(run, central))
+            return ProbeFedASO(
+                **sampling,
+                **settings,
+                fit_probe=PublicDocumentProbe(run, central),
+                uses_anchors=run.aso.uses_anchors,
+            )
         return AnchorRefitFedASO(**sampling, **settings, refit=SeedCorpusRefit(run, central))
     if run.federation.strategy == "fedprox":
         return FedProx(**sampling, proximal_mu=run.federation.proximal_mu)

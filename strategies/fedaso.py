@@ -206,8 +206,7 @@ class FedASO(FedAvg):
     ) -> Iterable[Message]:
         """Remember the global arrays the replies will be checked against, then sample."""
         self.global_arrays = record_to_arrays(arrays)
-        if split_payload(self.global_arrays)[1] is None:
-            raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
+        self.check_global_payload()
         nodes = list(grid.get_node_ids())
         self.partitions.observe(nodes)
         messages = list(super().configure_train(server_round, arrays, config, grid))
@@ -215,6 +214,11 @@ class FedASO(FedAvg):
         self.sampled_count = len(messages)
         self.sample_rate = min(1.0, len(messages) / len(nodes)) if nodes else 1.0
         return messages
+
+    def check_global_payload(self) -> None:
+        """Raise unless the payload to send carries what clients train against: the anchors."""
+        if split_payload(self.global_arrays)[1] is None:
+            raise ValueError("FedASO needs the global anchor set in the ArrayRecord it sends")
 
     def bind_reported_partitions(self, grid: Grid, nodes: Iterable[int]) -> None:
         """Bind each sampled node to the partition the grid knows it holds.
@@ -271,9 +275,10 @@ class FedASO(FedAvg):
         new_arrays, drift = self._aggregate(server_round, updates)
         metrics = round_metrics(updates, self.bounds.max_client_share) | counts
         metrics["update-norm-max"] = max(screening.model_norms)  # to choose max-update-norm
-        metrics["anchor-change-norm-max"] = max(screening.anchor_norms)
-        metrics["anchor-drift"] = drift
-        metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
+        if split_payload(new_arrays)[1] is not None:
+            metrics["anchor-change-norm-max"] = max(screening.anchor_norms)
+            metrics["anchor-drift"] = drift
+            metrics["anchor-partitions"] = len(self.anchor_store.decayed_weights(server_round))
         metrics |= self.privacy_metrics()
         return arrays_to_record(new_arrays), metric_record(metrics)
 
@@ -366,18 +371,24 @@ class FedASO(FedAvg):
         ``max-update-norm``; anchor changes, which live in the embedding space's units, by
         :func:`anchor_change_limit` instead (a multiple of the anchors' own norm, or what an
         honest local DP release can reach), so that honest moves pass whole at any width
-        and ``M`` (docs/SPEC.md section 13). The kept
+        and ``M`` (docs/SPEC.md section 13); a payload without anchors has none to bound. The kept
         updates are sorted by partition so that the aggregate does not depend on the order
         in which replies arrived.
         """
-        global_model, global_anchors = split_payload(self.global_arrays)[0], self.anchors()
+        global_model, global_anchors = split_payload(self.global_arrays)
         model_norms, anchor_norms = [], []
-        for update in screening.updates:
-            model_arrays, anchors = split_payload(update.arrays)[0], anchors_of(update.arrays)
+        for update in screening.updates:  # replies' arrays were checked against the global's
+            model_arrays, anchors = split_payload(update.arrays)
             model_norms.append(update_norm(model_arrays, global_model))
-            anchor_norms.append(update_norm({"a": anchors}, {"a": global_anchors}))
+            anchor_norms.append(
+                0.0
+                if anchors is None or global_anchors is None
+                else update_norm({"a": anchors}, {"a": global_anchors})
+            )
         ratio, limit = self.bounds.max_update_norm_ratio, self.bounds.max_update_norm
-        anchor_limit = anchor_change_limit(global_anchors, self.privacy)
+        anchor_limit = (
+            0.0 if global_anchors is None else anchor_change_limit(global_anchors, self.privacy)
+        )
         flags = [
             model_flag or anchor_flag
             for model_flag, anchor_flag in zip(
@@ -466,7 +477,6 @@ class FedASO(FedAvg):
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
         """Return the next global payload and the mean movement of the anchor rows."""
-        model_sets = [split_payload(update.arrays)[0] for update in updates]
         previous = self.anchors()
         cap = self.bounds.max_client_share
         if self.privacy.anchor_dp == "central":  # a uniform mean of clipped changes already
@@ -480,13 +490,16 @@ class FedASO(FedAvg):
         merged = previous if merged is None else merged
         change = merged.astype(np.float64) - previous.astype(np.float64)  # float32 may overflow
         drift = float(np.linalg.norm(change, axis=1).mean())
-        model = capped_average(
-            model_sets,
-            [u.weight for u in updates],
-            max_share=cap,
+        return join_payload(self.aggregate_models(updates), merged), drift
+
+    def aggregate_models(self, updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray]:
+        """The updates' models averaged by their weights, no reply above its share cap."""
+        return capped_average(
+            [split_payload(update.arrays)[0] for update in updates],
+            [update.weight for update in updates],
+            max_share=self.bounds.max_client_share,
             previous=split_payload(self.global_arrays)[0],
         )
-        return join_payload(model, merged), drift
 
     def _record_central_release(
         self, server_round: int, updates: list[ClientUpdate], previous: np.ndarray

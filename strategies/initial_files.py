@@ -116,11 +116,13 @@ def starting_point(
     """The initial global model and (FedASO) anchors: fresh, or loaded from a previous run.
 
     FedASO's anchors come from ``initial-anchors`` or else from k-means under the (possibly
-    loaded) model; the baselines get none.
+    loaded) model; the baselines get none, nor does FedASO where nothing reads them
+    (``ASOConfig.uses_anchors``).
     """
     model, anchors = load_initial_files(run)
     if (
         run.federation.strategy == "fedaso"
+        and run.aso.uses_anchors
         and anchors is None
         and run.privacy.anchor_init == "server"
     ):

@@ -15,9 +15,11 @@ arrays differ from what was asked for.
 ``relevance-source = probe`` (:class:`ProbeFedASO`): after every round the server fits a
 logistic probe on its span-labelled public documents under the new global model
 (``fedaso.aso.relevance_probe``) and sends its ``w`` and ``b`` with the payload, under
-``fedaso.wire``'s reserved probe keys. Clients score relevance with it; anchors still
-move by Eq. 1, travel up and are merged as usual, since the projection's subspace comes
-from them. Replies do not echo the probe.
+``fedaso.wire``'s reserved probe keys. Clients score relevance with it. Under Eq. 5 the
+anchors still move by Eq. 1, travel up and are merged as usual, since the projection's
+subspace comes from them; without Eq. 5 nothing reads them (``ASOConfig.uses_anchors``),
+so none exist: the payload is the model and the probe, a reply the model alone, and a
+round's traffic carries no anchor bytes. Replies do not echo the probe.
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ from typing import Any
 import numpy as np
 from flwr.app import Message
 
-from fedaso.aso.aggregation import capped_average
 from fedaso.aso.relevance import RelevanceProbe
 from fedaso.privacy import PrivacyConfig
-from fedaso.wire import join_payload, split_payload, with_probe, without_probe
+from fedaso.wire import join_payload, probe_of, split_payload, with_probe, without_probe
 from strategies.fedaso import FedASO
 from strategies.replies import ClientUpdate, parse_train_reply
 
@@ -81,14 +82,8 @@ class AnchorRefitFedASO(FedASO):
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
         """The weighted model and the anchors re-fitted under it; the anchors' mean row move."""
-        model_sets = [split_payload(update.arrays)[0] for update in updates]
         previous = self.anchors()
-        model = capped_average(
-            model_sets,
-            [u.weight for u in updates],
-            max_share=self.bounds.max_client_share,
-            previous=split_payload(self.global_arrays)[0],
-        )
+        model = self.aggregate_models(updates)
         refitted = self.refit(model, previous).astype(previous.dtype)
         drift = float(np.linalg.norm(refitted - previous, axis=1).mean())
         return join_payload(model, refitted), drift
@@ -102,13 +97,40 @@ class ProbeFedASO(FedASO):
     fit_probe : ProbeFit
         The server's fit: given the global model's arrays, the probe to send with them
         (``strategies.factory.PublicDocumentProbe``).
+    uses_anchors : bool (default: True)
+        Whether the payload carries anchors (``ASOConfig.uses_anchors``: Eq. 5 needs their
+        subspace); without them no anchor is sent, received or merged.
     **kwargs
         As for :class:`strategies.fedaso.FedASO`.
     """
 
-    def __init__(self, *, fit_probe: ProbeFit, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        fit_probe: ProbeFit,
+        uses_anchors: bool = True,
+        privacy: PrivacyConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not uses_anchors and privacy is not None and privacy.anchors_private:
+            raise ValueError(
+                f"anchor_dp={privacy.anchor_dp!r}: the probe without Eq. 5 uses no anchors, so "
+                "there is nothing to privatize; use anchor_dp='none'"
+            )
+        super().__init__(privacy=privacy, **kwargs)
         self.fit_probe = fit_probe
+        self.uses_anchors = uses_anchors
+
+    def check_global_payload(self) -> None:
+        """Raise unless the payload carries the probe, and anchors exactly when they are used."""
+        if probe_of(self.global_arrays) is None:
+            raise ValueError("FedASO with the probe needs the probe in the ArrayRecord it sends")
+        if self.uses_anchors:
+            super().check_global_payload()
+        elif split_payload(self.global_arrays)[1] is not None:
+            raise ValueError(
+                "FedASO with the probe and no Eq. 5 uses no anchors, but the payload carries them"
+            )
 
     def with_probe(self, payload: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``payload`` with the probe fitted under its model (the initial one, or a round's)."""
@@ -124,6 +146,8 @@ class ProbeFedASO(FedASO):
     def _aggregate(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> tuple[dict[str, np.ndarray], float]:
-        """FedASO's aggregate, with the probe re-fitted under the new model."""
+        """FedASO's aggregate (the model alone without anchors), with the probe re-fitted."""
+        if not self.uses_anchors:
+            return self.with_probe(self.aggregate_models(updates)), 0.0
         payload, drift = super()._aggregate(server_round, updates)
         return self.with_probe(payload), drift

@@ -118,7 +118,12 @@ def run_federation(
     checkpoints.register("run-identity", identity, restore_now=True)
     client_config = ConfigRecord(run.client_view() | {RUN_KEY: identity.key})
     strategy = build_strategy(run, central)
-    if isinstance(strategy, FedASO) and anchors is None and checkpoints.resumed is None:
+    if (
+        isinstance(strategy, FedASO)
+        and run.aso.uses_anchors
+        and anchors is None
+        and checkpoints.resumed is None
+    ):
         anchors = federated_initial_anchors(
             grid, run, model_to_arrays(model), strategy, client_config, embedding_width(model)
         )

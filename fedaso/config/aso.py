@@ -121,6 +121,17 @@ class ASOConfig(Section):
         return dataclasses.replace(self, num_anchors=num_anchors, subspace_rank=rank)
 
     @property
+    def uses_anchors(self) -> bool:
+        """Whether anything reads the anchors: relevance (Eq. 2) or Eq. 5's subspace.
+
+        Under ``relevance-source = probe`` with ``project-gradients = false`` nothing does:
+        the probe gives ``s`` and nothing is projected, so no anchor set is initialized,
+        moved, sent or merged, and the payload carries the model and the probe alone. The
+        oracle keeps its anchors (research only: its runs stay comparable with the report's).
+        """
+        return self.project_gradients or self.relevance_source != "probe"
+
+    @property
     def clients_move_anchors(self) -> bool:
         """Whether clients move anchors by Eq. 1 and send them up (not under anchors-refit)."""
         return self.relevance_source != "anchors-refit"

@@ -271,6 +271,25 @@ class RunConfig:
             f"sends no anchors up, so anchor-dp={self.privacy.anchor_dp!r} has nothing to "
             "protect; use anchor-dp=none",
         )
+        self._check_anchors_used()
+
+    def _check_anchors_used(self) -> None:
+        """Without anchors (probe, no Eq. 5: ``ASOConfig.uses_anchors``) no anchor key applies."""
+        if self.aso.uses_anchors or self.federation.strategy != "fedaso":
+            return
+        unused = "relevance-source='probe' with project-gradients=false uses no anchors"
+        require(
+            self.privacy.anchor_dp == "none",
+            "anchor-dp",
+            self.privacy.anchor_dp,
+            f"has nothing to protect: {unused}; use anchor-dp=none",
+        )
+        require(
+            not self.federation.initial_anchors,
+            "initial-anchors",
+            self.federation.initial_anchors,
+            f"would be ignored: {unused}; leave it unset",
+        )
 
     def _check_extra_eval_dataset(self) -> None:
         extra = self.outputs.extra_eval_dataset

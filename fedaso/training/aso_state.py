@@ -20,15 +20,22 @@ class ASOState:
     """Anchors and subspace basis carried across the steps of one round.
 
     Each step calls :meth:`weight_losses` after its forward pass and :meth:`after_step`
-    after the optimizer step.
+    after the optimizer step. ``anchors`` is None where nothing reads them
+    (``ASOConfig.uses_anchors``: the probe gives ``s`` and Eq. 5 is off); then no token is
+    scored against anchors and none moves.
     """
 
     def __init__(
-        self, anchors: torch.Tensor, aso: ASOConfig, probe: RelevanceProbe | None = None
+        self, anchors: torch.Tensor | None, aso: ASOConfig, probe: RelevanceProbe | None = None
     ) -> None:
+        if anchors is None and (aso.uses_anchors or probe is None):
+            raise ValueError(
+                f"ASO with relevance-source={aso.relevance_source!r} and project-gradients="
+                f"{aso.project_gradients} needs anchors"
+            )
         self.aso = aso
         self.probe = probe  # relevance-source = probe: s from it, not from the anchors
-        self.anchors = anchors.detach().clone()  # (M, d)
+        self.anchors = None if anchors is None else anchors.detach().clone()  # (M, d)
         self.basis = self._basis()
         self.steps = 0
         # (embeddings (n, d), nearest token per anchor (M,)) of the step in progress; the
@@ -36,7 +43,7 @@ class ASOState:
         self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def _basis(self) -> torch.Tensor | None:
-        if not self.aso.project_gradients:
+        if not self.aso.project_gradients or self.anchors is None:
             return None
         return semantic_subspace(anchors=self.anchors, rank=self.aso.subspace_rank)  # (d, R)
 
@@ -59,11 +66,7 @@ class ASOState:
         every_token = bool(scored.all())
         if not every_token:
             flat = flat[scored]  # (n, d): the tokens that carry a loss
-        scores = score_tokens(
-            embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
-        )
-        # (N,) when every token is scored (no padding)
-        relevance = scores.relevance if self.probe is None else self.probe.scores(flat)
+        relevance, nearest_token = self._score(flat)  # (N,) when every token is scored
         if not every_token:
             relevance = flat.new_zeros(scored.shape[0]).masked_scatter_(scored, relevance)
         if fact_targets is not None:
@@ -71,8 +74,19 @@ class ASOState:
         if self.basis is not None and embedding.requires_grad:
             weights = projection_weights(relevance, low_relevance=self.aso.project_low_relevance)
             embedding.register_hook(projection_hook(basis=self.basis, relevance=weights))
-        self._pending = (flat, scores.nearest_token)
+        self._pending = (flat, nearest_token)
         return (1.0 + self.aso.aso_lambda * relevance) * losses, relevance
+
+    def _score(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Relevance ``(n,)`` of tokens ``(n, d)`` and each anchor's nearest token ``(M,)``."""
+        if self.anchors is None:  # the probe's s alone (``__init__`` checked there is one)
+            assert self.probe is not None
+            return self.probe.scores(flat), None
+        scores = score_tokens(
+            embeddings=flat, anchors=self.anchors, tau=self.aso.aso_tau, kind=self.aso.relevance
+        )
+        relevance = scores.relevance if self.probe is None else self.probe.scores(flat)
+        return relevance, scores.nearest_token
 
     def after_step(self) -> None:
         """Move anchors by Eq. 1 towards the step's nearest tokens; refresh U every K steps."""
@@ -83,7 +97,7 @@ class ASOState:
         flat, nearest_token = pending
         # An empty Poisson batch (DP-SGD), or one with no scored token, moves no anchor.
         moves = self.aso.update_anchors and self.aso.clients_move_anchors
-        if moves and nearest_token is not None:
+        if moves and self.anchors is not None and nearest_token is not None:
             self.anchors = ema_update_towards(
                 anchors=self.anchors,
                 embeddings=flat,

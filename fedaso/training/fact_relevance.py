@@ -69,7 +69,7 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 def relevance_by_token_kind(
     model: nn.Module,
     probe: FactProbe,
-    anchors: np.ndarray,
+    anchors: np.ndarray | None,
     *,
     tau: float,
     kind: str = "max",
@@ -77,14 +77,17 @@ def relevance_by_token_kind(
 ) -> FactRelevance:
     """Relevance of the probe's fact and filler tokens under ``anchors`` ``(M, d)``.
 
-    With a ``relevance_probe`` (``relevance-source = probe``) its scores are the relevance.
+    With a ``relevance_probe`` (``relevance-source = probe``) its scores are the relevance,
+    and ``anchors`` may be None.
     """
-    anchor_tensor = torch.as_tensor(anchors, dtype=torch.float32)  # (M, d)
+    if anchors is None and relevance_probe is None:
+        raise ValueError("relevance needs anchors or a relevance probe; got neither")
 
     def token_relevance(split_embeddings: np.ndarray) -> np.ndarray:
         embeddings = torch.from_numpy(split_embeddings)  # (N, d)
         if relevance_probe is not None:
             return relevance_probe.scores(embeddings).numpy()  # (N,)
+        anchor_tensor = torch.as_tensor(anchors, dtype=torch.float32)  # (M, d)
         scores = relevance_scores(embeddings=embeddings, anchors=anchor_tensor, tau=tau, kind=kind)
         return scores.numpy()  # (N,)
 

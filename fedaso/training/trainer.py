@@ -113,7 +113,8 @@ def train_local(
     data : TensorSplit
         The client's training split.
     anchors : torch.Tensor or None
-        The anchor set ``(M, d)`` to train against; required with ``aso``.
+        The anchor set ``(M, d)`` to train against; required with an ``aso`` that uses
+        anchors (``ASOConfig.uses_anchors``), else None.
     aso : ASOConfig or None
         The ASO section; None trains plainly (no anchors involved).
     train : TrainConfig
@@ -133,13 +134,19 @@ def train_local(
     model.to(device)
     state = None
     if aso is not None:
-        if anchors is None:
-            raise ValueError("ASO is enabled but no anchors were given")
-        check_anchors(anchors, aso=aso, width=embedding_width_of(model))
+        if aso.uses_anchors != (anchors is not None):
+            raise ValueError(
+                f"ASO with relevance-source={aso.relevance_source!r} and project-gradients="
+                f"{aso.project_gradients} {'needs' if aso.uses_anchors else 'uses no'} anchors, "
+                f"but {'none were' if anchors is None else 'some were'} given"
+            )
+        if anchors is not None:
+            check_anchors(anchors, aso=aso, width=embedding_width_of(model))
+            anchors = anchors.float().to(device)
         probe = relevance_probe if aso.relevance_source == "probe" else None
         if aso.relevance_source == "probe" and probe is None:
             raise ValueError("relevance-source='probe' but no relevance probe was given")
-        state = ASOState(anchors.float().to(device), aso, probe)
+        state = ASOState(anchors, aso, probe)
     optimizer = make_optimizer(model, train)
     proximal = None
     if proximal_mu:
@@ -207,7 +214,7 @@ def train_local(
         train_loss=totals["loss"] / tokens,
         mean_relevance=totals["rel"] / tokens if state else no_aso,
         high_relevance_fraction=totals["high"] / tokens if state else no_aso,
-        anchors=state.anchors.cpu() if state else None,
+        anchors=state.anchors.cpu() if state and state.anchors is not None else None,
         dp_history=private.history() if private is not None else (),
     )
 

@@ -54,6 +54,23 @@ def test_probe_federation_scores_with_the_servers_probe(one_round, tmp_path):
     )
 
 
+def test_probe_without_eq5_federation_moves_no_anchor_bytes(one_round, tmp_path):
+    rounds = one_round("probe", project_gradients=False)
+    trained = rounds[1]
+    assert trained["train"]["num-replies"] == 2 and trained["train"]["num-failures"] == 0
+    assert trained["traffic"]["anchor-bytes"] == 0 < trained["traffic"]["model-bytes"]
+    assert "anchor-drift" not in trained["train"]  # no anchor set exists
+    assert 0 < trained["train"]["mean-relevance"] < 1
+    assert 0 <= trained["central"]["relevance-auroc"] <= 1
+    assert not (tmp_path / "anchors.npy").exists()
+    # `fedaso probe --run` reads such a run too: the server's k-means anchors and its probe.
+    rows = {(model, anchors): figures for model, anchors, *figures in probe_run(tmp_path)}
+    assert ("final", "final") not in rows
+    assert rows["final", "(probe)"][-1] == pytest.approx(
+        trained["central"]["relevance-auroc"], abs=1e-6
+    )
+
+
 def test_oracle_federation_weights_by_the_true_fact_tokens(one_round, tiny):
     trained = one_round("oracle", project_low_relevance=True)[1]["train"]
     run = tiny.config(relevance_source="oracle", **SMALL)  # the partitions the clients loaded
