@@ -8,6 +8,8 @@ B continues from phase A's final model (``initial-model``; FedASO also keeps pha
 anchors, or re-initializes them with ``--anchors reinit``) on ``facts:b`` (people), and is
 evaluated each round on A's central data as well (``extra-eval-dataset``). The drop on A is
 A's central loss, fact recall and fact answer loss after phase A versus after phase B.
+``--set-b KEY=VALUE`` sets a run-config key for phase B alone, e.g. ``--set-b max-steps=2``
+for a phase B short enough that A's recall is not gone (a floor every strategy would share).
 
 Writes ``phase-a/`` and ``phase-b/`` (each with the outputs of ``simulations.compare``)
 and ``summary.md`` / ``summary.json`` with the forgetting table.
@@ -20,11 +22,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from fedaso.config import RunConfig
 from fedaso.durable import write_text_atomically
 from simulations.compare import strategy_variants
 from simulations.console import CommandParser, fail
-from simulations.engine import add_run_flags
+from simulations.engine import add_run_flags, parse_value
 from simulations.experiment import (
     RunResult,
     RunSpec,
@@ -67,10 +71,28 @@ def parse_domains(text: str) -> tuple[str, str]:
     return domains[0], domains[1]
 
 
+def phase_b_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set-b KEY=VALUE`` pairs -> ``{KEY: value}``, values parsed as ``--set``'s."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set-b {pair!r} is not KEY=VALUE")
+        settings[key.strip()] = parse_value(value.strip())
+    return settings
+
+
 def phase_b_spec(
-    spec_a: RunSpec, out_b: Path, *, domain_b: str, rounds: int, anchors: str
+    spec_a: RunSpec,
+    out_b: Path,
+    *,
+    domain_b: str,
+    rounds: int,
+    anchors: str,
+    settings: dict[str, Any] | None = None,
 ) -> RunSpec:
-    """Phase B of ``spec_a``: same settings, domain B, starting from phase A's outputs."""
+    """Phase B of ``spec_a``: its settings and ``settings`` (run-config keys), domain B,
+    starting from phase A's outputs."""
     out_a = Path(spec_a.run.outputs.out_dir)
     fedaso = spec_a.run.federation.strategy == "fedaso"
     keep_anchors = anchors == "carry" and fedaso and spec_a.run.aso.uses_anchors
@@ -82,6 +104,8 @@ def phase_b_spec(
         initial_anchors=str(out_a / "anchors.npy") if keep_anchors else "",
         extra_eval_dataset=spec_a.run.data.dataset,
     )
+    if settings:
+        run_b = RunConfig.from_flat(run_b.to_flat() | settings)
     return RunSpec(spec_a.variant, spec_a.seed, run_b)
 
 
@@ -94,6 +118,7 @@ def plan_phases(
         for v in strategy_variants(args.strategies)
     ]
     specs_a = plan_runs(args, variants, seeds, args.out / "phase-a", experiment_dir=args.out)
+    settings_b = phase_b_settings(args.set_b)
     pairs = []
     for spec_a in specs_a:
         relative = Path(spec_a.run.outputs.out_dir).relative_to((args.out / "phase-a").resolve())
@@ -101,7 +126,7 @@ def plan_phases(
         rounds_b = args.rounds_b or spec_a.run.federation.num_server_rounds
         pairs.append(
             (spec_a, phase_b_spec(spec_a, out_b, domain_b=domains[1], rounds=rounds_b,
-                                  anchors=args.anchors))
+                                  anchors=args.anchors, settings=settings_b))
         )  # fmt: skip
     return pairs
 
@@ -166,6 +191,10 @@ def build_parser(prog: str = PROG) -> CommandParser:
         "--reference", default="fedavg", help="strategy for paired differences in summary.md"
     )
     parser.add_argument("--rounds-b", type=int, help="rounds of phase B (default: --rounds)")
+    parser.add_argument(
+        "--set-b", action="append", default=[], metavar="KEY=VALUE",
+        help="a run-config key for phase B only, e.g. --set-b max-steps=2 (repeatable)",
+    )  # fmt: skip
     parser.add_argument(
         "--anchors", choices=ANCHOR_MODES, default="carry",
         help="FedASO's phase B anchors: phase A's final set (carry) or k-means anew (reinit)",

@@ -77,7 +77,7 @@ def test_compare_two_strategies_two_seeds_writes_every_output(tmp_path, tiny):
 
 def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path, tiny, ray_cluster):
     argv = ["--strategies", "fedaso", "--num-clients", "2", "--fraction-train", "1.0",
-            "--rounds", "1", "--out", str(tmp_path),
+            "--rounds", "1", "--set-b", "max-steps=1", "--out", str(tmp_path),
             "--ray-address", ray_cluster.address]  # fmt: skip
     argv += [*tiny.flags(local_epochs=1), "--set=tracking=tensorboard"]
     assert forgetting.main(argv) == 0
@@ -86,6 +86,10 @@ def test_forgetting_continues_from_phase_a_and_tracks_a_during_b(tmp_path, tiny,
     assert phase_a["config"]["dataset"] == "facts:a"
     assert phase_b["config"]["dataset"] == "facts:b"
     assert phase_b["config"]["initial-anchors"].endswith("phase-a/fedaso/anchors.npy")
+    # --set-b applies to phase B alone: one local step per client there.
+    assert (phase_a["config"]["max-steps"], phase_b["config"]["max-steps"]) == (0, 1)
+    assert phase_b["rounds"][1]["traffic"]["local-steps"] == 2
+    assert phase_a["rounds"][1]["traffic"]["local-steps"] > 2
     # Phase B starts from phase A's final model: same figures on A's data before training.
     a_final, b_start = phase_a["rounds"][-1]["central"], phase_b["rounds"][0]["central"]
     assert b_start["extra-loss"] == pytest.approx(a_final["loss"], rel=1e-6)
@@ -118,3 +122,13 @@ def test_forgetting_rejects_a_dataset_flag(tmp_path, capsys):
     with pytest.raises(SystemExit):
         forgetting.main(["--dataset", "facts", "--out", str(tmp_path)])
     assert "use --domains" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [("max-steps", "--set-b 'max-steps' is not KEY=VALUE"), ("nope=1", "nope")],
+)
+def test_forgetting_rejects_a_bad_phase_b_setting_by_name(tmp_path, capsys, pair, message):
+    with pytest.raises(SystemExit):
+        forgetting.main(["--set-b", pair, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
