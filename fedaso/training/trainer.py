@@ -30,7 +30,8 @@ evaluation is ``fedaso.training.evaluate``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,19 @@ from fedaso.training.batches import (
 from fedaso.training.dp_sgd import PrivateTraining, make_private, noise_only_step
 
 HIGH_RELEVANCE = 0.5  # tokens above this count as "semantically relevant" in the metrics
+
+
+@contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block on torch's global RNG seeded with ``seed``, then restore its state.
+
+    Dropout (LoRA's, an ``hf:`` model's) and Opacus' noise draw from the global RNG, whose
+    state in a simulation worker depends on which messages the worker handled before.
+    Seeded per round, a seed trains the same way wherever and after whatever it runs.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass(frozen=True)
@@ -187,7 +201,11 @@ def train_local(
     totals = dict.fromkeys(("examples", "tokens", "steps", "loss", "rel", "high"), 0.0)
     model.train()
     try:
-        with warnings.catch_warnings(), EmbeddingCapture(embedding_point_of(model)) as capture:
+        with (
+            warnings.catch_warnings(),
+            EmbeddingCapture(embedding_point_of(model)) as capture,
+            seeded_global_rng(batch_seed, device),  # secret under DP-SGD, as the batches'
+        ):
             # Integer token ids need no gradient; Opacus' hook on the token embedding still
             # fires on its output, which is all it needs, and torch warns about it each step.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")

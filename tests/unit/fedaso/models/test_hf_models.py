@@ -183,3 +183,27 @@ def test_model_spec_errors_name_the_bad_value():
 def test_hf_model_is_an_hfcausallm_with_a_max_length():
     model = hf("qwen2")
     assert isinstance(model, HFCausalLM) and model.max_length == 128
+
+
+def test_lora_dropout_does_not_depend_on_what_ran_before_in_the_process():
+    """A simulation worker's global RNG holds whatever earlier messages left: one round must
+    train the same from any state, and leave that state as it found it."""
+    inputs, targets = batch(rows=8)
+    data = TensorSplit(inputs=inputs, targets=targets)
+    train = TrainConfig(batch_size=4, lr=1e-2, local_epochs=1, device="cpu")
+    anchors = torch.randn(6, 32, generator=torch.Generator().manual_seed(1))
+    replies = []
+    for earlier in (1, 2):
+        model = hf("llama", peft="lora", lora_r=2, lora_dropout=0.5)
+        torch.manual_seed(earlier)
+        before = torch.random.get_rng_state()
+        result = train_local(model, data, anchors=anchors, aso=ASO, train=train, seed=7)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        replies.append((model_to_arrays(model), result.train_loss))
+    (first, loss_1), (second, loss_2) = replies
+    assert loss_1 == loss_2
+    assert all(np.array_equal(first[name], second[name]) for name in first)
+    # The seed still matters: another round's seed draws other dropout masks.
+    model = hf("llama", peft="lora", lora_r=2, lora_dropout=0.5)
+    other = train_local(model, data, anchors=anchors, aso=ASO, train=train, seed=8)
+    assert other.train_loss != loss_1
