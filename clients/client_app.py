@@ -217,6 +217,11 @@ def train(msg: Message, context: Context) -> Message:
     job = load_job(msg, context)
     state = job.state()
     spent_before = account_histories(state)
+    if job.global_anchors is not None and not job.run.aso.uses_anchors:
+        raise MessageConfigError(
+            "the message carries anchors, but relevance-source='probe' with "
+            "project-gradients=false uses none"
+        )
     # FedASO's message carries anchors or the server's probe; the baselines' neither.
     fedaso = job.global_anchors is not None or job.relevance_probe is not None
     aso = job.run.aso if fedaso else None

@@ -79,7 +79,7 @@ def train_metrics(
         TRAIN_LOSS: result.train_loss,
     }
     metrics |= dp_sgd_metrics(result.dp_history, privacy, state)
-    if result.anchors is None:
+    if not result.trained_with_aso:
         return metrics
     relevance, relevance_metrics = relevance_report(result.mean_relevance, privacy, state)
     metrics |= relevance_metrics | {MEAN_RELEVANCE: relevance}

@@ -244,9 +244,9 @@ class RoundTraffic:
     """What the messages of one server round carried (bytes of array payload)."""
 
     model_bytes_down: int = 0  # model arrays sent to clients
-    anchor_bytes_down: int = 0  # anchor arrays (reserved keys) sent to clients
+    anchor_bytes_down: int = 0  # reserved arrays (anchors, the probe) sent to clients
     model_bytes_up: int = 0  # model arrays in the clients' replies
-    anchor_bytes_up: int = 0  # anchor arrays in the clients' replies
+    anchor_bytes_up: int = 0  # reserved arrays (anchors) in the clients' replies
     messages: int = 0  # instructions sent
     replies: int = 0  # replies received (errors included)
     local_steps: int = 0  # sum of the replies' num-steps

@@ -29,6 +29,7 @@ evaluation is ``fedaso.training.evaluate``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -79,9 +80,14 @@ class LocalTrainResult:
     train_loss: float  # mean unweighted per-token loss over the round
     mean_relevance: float  # mean s_i over all tokens; nan when ASO is disabled
     high_relevance_fraction: float  # fraction of tokens with s_i > 0.5; nan without ASO
-    anchors: torch.Tensor | None  # anchors after the round's online updates, (M, d)
+    anchors: torch.Tensor | None  # after the round's Eq. 1 updates, (M, d); None without any
     # DP-SGD releases of the round as Opacus' accountant history: (sigma, sample rate, steps)
     dp_history: tuple[tuple[float, float, int], ...] = ()
+
+    @property
+    def trained_with_aso(self) -> bool:
+        """Whether the round ran ASO (its relevance figures are set), anchors or none."""
+        return not math.isnan(self.mean_relevance)
 
 
 def check_anchors(anchors: torch.Tensor, *, aso: ASOConfig, width: int) -> None:

@@ -54,11 +54,14 @@ def test_probe_federation_scores_with_the_servers_probe(one_round, tmp_path):
     )
 
 
-def test_probe_without_eq5_federation_moves_no_anchor_bytes(one_round, tmp_path):
+def test_probe_without_eq5_federation_moves_no_anchor_bytes(one_round, tmp_path, tiny):
     rounds = one_round("probe", project_gradients=False)
     trained = rounds[1]
     assert trained["train"]["num-replies"] == 2 and trained["train"]["num-failures"] == 0
-    assert trained["traffic"]["anchor-bytes"] == 0 < trained["traffic"]["model-bytes"]
+    # Of the reserved arrays only the probe's w (d,) and b travel, down to the 2 clients.
+    probe_bytes = (tiny.config().model.model_width + 1) * 4
+    assert trained["traffic"]["anchor-bytes-down"] == 2 * probe_bytes
+    assert trained["traffic"]["anchor-bytes-up"] == 0 < trained["traffic"]["model-bytes"]
     assert "anchor-drift" not in trained["train"]  # no anchor set exists
     assert 0 < trained["train"]["mean-relevance"] < 1
     assert 0 <= trained["central"]["relevance-auroc"] <= 1

@@ -9,12 +9,12 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
 
 from clients.client_app import app, node_partition
-from clients.policy import SITE_POLICY_KEY
+from clients.policy import SITE_POLICY_KEY, MessageConfigError
 from clients.state import STATE_DIR_KEY, load_state, partition_directory, state_root
 from fedaso.config import server_only_keys
 from fedaso.config.client import ClientConfig
 from fedaso.models.arrays import model_to_arrays
-from fedaso.wire import ANCHORS_KEY, join_payload
+from fedaso.wire import ANCHORS_KEY, join_payload, with_probe
 from flower_wire.records import arrays_to_record, record_to_arrays
 from tests.config_helpers import micro_run
 
@@ -108,6 +108,26 @@ def test_without_anchors_the_client_trains_plainly():
     reply = app(instruction(RUN.replace(strategy="fedavg"), None), context())
     assert ANCHORS_KEY not in record_to_arrays(reply.content["arrays"])
     assert "mean-relevance" not in reply.content["metrics"]
+
+
+def test_the_probe_without_eq5_turns_aso_on_without_anchors():
+    run = RUN.replace(relevance_source="probe", project_gradients=False)
+    message = instruction(run, None)
+    arrays = record_to_arrays(message.content["arrays"])
+    probe = with_probe(arrays, np.full(16, 0.1, dtype=np.float32), -0.2)
+    message.content["arrays"] = arrays_to_record(probe)
+    reply = app(message, context())
+    assert set(record_to_arrays(reply.content["arrays"])) == set(arrays)  # the model alone
+    metrics = reply.content["metrics"]
+    assert 0 < metrics["mean-relevance"] < 1 and metrics["partition-id"] == 1
+    # Anchors sent to such a run are a malformed message, refused before training.
+    anchors = np.zeros((8, 16), dtype=np.float32)
+    with_anchors = instruction(run, anchors)
+    with_anchors.content["arrays"] = arrays_to_record(
+        with_probe(join_payload(arrays, anchors), np.ones(16, dtype=np.float32), 0.0)
+    )
+    with pytest.raises(MessageConfigError, match="carries anchors, but"):
+        app(with_anchors, context())
 
 
 def test_evaluate_reports_loss_accuracy_and_perplexity():
