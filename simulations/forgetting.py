@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from simulations.experiment import (
     execute_from_args,
     experiment_header,
     outputs_note,
+    paired_values,
     parse_list,
     plan_runs,
     seeds_of,
@@ -48,6 +50,7 @@ from simulations.experiment import (
     summary_table,
     write_reports,
 )
+from simulations.experiment.speedup import mean_interval
 
 ANCHOR_MODES = ("carry", "reinit")
 FORGETTING_COLUMNS = (
@@ -59,7 +62,15 @@ FORGETTING_COLUMNS = (
     ("a-recall-drop", "A recall drop"),
     ("a-answer-loss-increase", "A answer-loss increase"),
     ("b-loss", "B loss after B"),
+    ("b-answer-loss", "B answer loss after B"),
     ("b-recall", "B recall after B"),
+)
+# The paired differences given with a 95% interval: what forgetting and learning B cost.
+INTERVAL_COLUMNS = (
+    ("a-answer-loss-increase", "A answer-loss increase"),
+    ("a-recall-drop", "A recall drop"),
+    ("a-loss-increase", "A loss increase"),
+    ("b-answer-loss", "B answer loss after B"),
 )
 
 
@@ -148,6 +159,7 @@ def forgetting_figures(result_a: RunResult, result_b: RunResult) -> dict[str, fl
         "a-answer-loss-before": last(result_a, "fact-answer-loss"),
         "a-answer-loss-after": last(result_b, "extra-fact-answer-loss"),
         "b-loss": last(result_b, "loss"),
+        "b-answer-loss": last(result_b, "fact-answer-loss"),
         "b-recall": last(result_b, "fact-recall"),
     }
     figures["a-loss-increase"] = change(figures["a-loss-after"], figures["a-loss-before"])
@@ -177,6 +189,28 @@ def summarize_forgetting(
         VariantSummary(name, {key: Stat.of([run[key] for run in runs]) for key in runs[0]})
         for name, runs in per_strategy.items()
     ]
+
+
+def interval_table(
+    differences: Mapping[str, Mapping[str, Sequence[float | None]]],
+    columns: Sequence[tuple[str, str]] = INTERVAL_COLUMNS,
+) -> str:
+    """Markdown: per strategy, each column's paired difference as ``mean [95% CI]``.
+
+    ``differences`` is :func:`simulations.experiment.paired_values`' output; seeds where
+    either run lacks a figure are left out of that figure's interval.
+    """
+    lines = [
+        "| strategy | " + " | ".join(title for _, title in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for strategy, by_key in differences.items():
+        cells = []
+        for key, _ in columns:
+            present = [v for v in by_key.get(key, []) if v is not None and math.isfinite(v)]
+            cells.append(mean_interval(present).text() if present else "-")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 PROG = "python -m simulations.forgetting"
@@ -237,13 +271,18 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     summaries = summarize_forgetting(result_pairs)
     table = summary_table(summaries, "strategy", FORGETTING_COLUMNS)
     keys = [key for key, _ in FORGETTING_COLUMNS]
-    differences = differences_to(figures_by_run(result_pairs), args.reference, keys)
+    figures = figures_by_run(result_pairs)
+    differences = differences_to(figures, args.reference, keys)
     paired = (
         [
             f"Paired differences to {args.reference} (strategy minus {args.reference} on "
             "the same seed; mean ± std over seeds):",
             "",
             summary_table(differences, "strategy", FORGETTING_COLUMNS),
+            "",
+            "The same differences as mean [95% Student-t interval] over seeds:",
+            "",
+            interval_table(paired_values(figures, args.reference, keys)),
             "",
         ]
         if differences

@@ -247,22 +247,36 @@ def differences_to(
     keys: Sequence[str],
 ) -> list[VariantSummary]:
     """``figures[(variant, seed)][key]`` minus the reference's on the same seed, as Stats."""
+    return [
+        VariantSummary(variant, {key: Stat.of(values) for key, values in by_key.items()})
+        for variant, by_key in paired_values(figures, reference, keys).items()
+    ]
+
+
+def paired_values(
+    figures: Mapping[tuple[str, int], Mapping[str, float | None]],
+    reference: str,
+    keys: Sequence[str],
+) -> dict[str, dict[str, list[float | None]]]:
+    """``{variant: {key: [its figure minus the reference's, seed by seed]}}``.
+
+    A seed where either run lacks the figure gives None. Empty if ``reference`` did not run.
+    """
     variants = list(dict.fromkeys(variant for variant, _ in figures))
     seeds = sorted({seed for _, seed in figures})
     if reference not in variants:
-        return []
-    summaries = []
+        return {}
+    values: dict[str, dict[str, list[float | None]]] = {}
     for variant in (v for v in variants if v != reference):
-        stats = {}
+        values[variant] = {}
         for key in keys:
             differences = []
             for seed in seeds:
                 ours = figures.get((variant, seed), {}).get(key)
                 theirs = figures.get((reference, seed), {}).get(key)
                 differences.append(None if ours is None or theirs is None else ours - theirs)
-            stats[key] = Stat.of(differences)
-        summaries.append(VariantSummary(variant, stats))
-    return summaries
+            values[variant][key] = differences
+    return values
 
 
 def training_warnings(results: Sequence[RunResult]) -> list[str]:
