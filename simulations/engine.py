@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,13 +137,20 @@ def resolve_run_config(args: argparse.Namespace, **fixed: Any) -> RunConfig:
         value = getattr(args, flag, None)
         if value is not None:
             flat[key] = value
-    for pair in args.set:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r} is not KEY=VALUE")
-        flat[key.strip()] = parse_value(value.strip())
+    flat |= parse_pairs(args.set)
     flat.update(fixed)
     return RunConfig.from_flat(flat)
+
+
+def parse_pairs(pairs: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of ``flag`` -> ``{KEY: value}``, values as :func:`parse_value`."""
+    flat: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {pair!r} is not KEY=VALUE")
+        flat[key.strip()] = parse_value(value.strip())
+    return flat
 
 
 def simulate(

@@ -29,7 +29,7 @@ from fedaso.config import RunConfig
 from fedaso.durable import write_text_atomically
 from simulations.compare import strategy_variants
 from simulations.console import CommandParser, fail
-from simulations.engine import add_run_flags, parse_value
+from simulations.engine import add_run_flags, parse_pairs
 from simulations.experiment import (
     RunResult,
     RunSpec,
@@ -66,11 +66,9 @@ FORGETTING_COLUMNS = (
     ("b-recall", "B recall after B"),
 )
 # The paired differences given with a 95% interval: what forgetting and learning B cost.
-INTERVAL_COLUMNS = (
-    ("a-answer-loss-increase", "A answer-loss increase"),
-    ("a-recall-drop", "A recall drop"),
-    ("a-loss-increase", "A loss increase"),
-    ("b-answer-loss", "B answer loss after B"),
+INTERVAL_COLUMNS = tuple(
+    (key, dict(FORGETTING_COLUMNS)[key])
+    for key in ("a-answer-loss-increase", "a-recall-drop", "a-loss-increase", "b-answer-loss")
 )
 
 
@@ -80,17 +78,6 @@ def parse_domains(text: str) -> tuple[str, str]:
     if len(domains) != 2:
         raise ValueError(f"--domains={text!r} is invalid: give exactly two datasets, A,B")
     return domains[0], domains[1]
-
-
-def phase_b_settings(pairs: Sequence[str]) -> dict[str, Any]:
-    """``--set-b KEY=VALUE`` pairs -> ``{KEY: value}``, values parsed as ``--set``'s."""
-    settings: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set-b {pair!r} is not KEY=VALUE")
-        settings[key.strip()] = parse_value(value.strip())
-    return settings
 
 
 def phase_b_spec(
@@ -129,7 +116,7 @@ def plan_phases(
         for v in strategy_variants(args.strategies)
     ]
     specs_a = plan_runs(args, variants, seeds, args.out / "phase-a", experiment_dir=args.out)
-    settings_b = phase_b_settings(args.set_b)
+    settings_b = parse_pairs(args.set_b, "--set-b")
     pairs = []
     for spec_a in specs_a:
         relative = Path(spec_a.run.outputs.out_dir).relative_to((args.out / "phase-a").resolve())

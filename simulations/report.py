@@ -13,7 +13,6 @@ variant ran are kept, so that every ratio and difference in the report stays pai
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,13 @@ from typing import Any
 
 from fedaso.config import RunConfig
 from simulations.console import CommandParser, fail
-from simulations.experiment import RunResult, RunSpec, command_line, write_reports
+from simulations.experiment import (
+    RunResult,
+    RunSpec,
+    command_line,
+    read_finished,
+    write_reports,
+)
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,10 @@ class Source:
 
 def finished(path: Path) -> tuple[RunConfig, dict[str, Any]]:
     """The run-config and metrics of the finished run whose ``metrics.json`` is ``path``."""
+    metrics = read_finished(path)
     try:
-        metrics = json.loads(path.read_text())
-        if not isinstance(metrics, dict) or "wall-seconds" not in metrics:
-            raise ValueError("not a finished run's metrics (no wall-seconds)")
         return RunConfig.from_flat(metrics["config"]), metrics
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"{path}: {error}") from error
 
 

@@ -371,9 +371,9 @@ class FedASO(FedAvg):
         ``max-update-norm``; anchor changes, which live in the embedding space's units, by
         :func:`anchor_change_limit` instead (a multiple of the anchors' own norm, or what an
         honest local DP release can reach), so that honest moves pass whole at any width
-        and ``M`` (docs/SPEC.md section 13); a payload without anchors has none to bound. The kept
-        updates are sorted by partition so that the aggregate does not depend on the order
-        in which replies arrived.
+        and ``M`` (docs/SPEC.md section 13); a payload without anchors has none to bound.
+        The kept updates are sorted by partition so that the aggregate does not depend on
+        the order in which replies arrived.
         """
         global_model, global_anchors = split_payload(self.global_arrays)
         model_norms, anchor_norms = [], []

@@ -100,6 +100,15 @@ def check_anchors(anchors: torch.Tensor, *, aso: ASOConfig, width: int) -> None:
         raise ValueError("anchors contain NaN or Inf")
 
 
+def check_probe(probe: RelevanceProbe, *, width: int) -> None:
+    """Raise ``ValueError`` unless the probe's ``w`` has the model's embedding width ``d``."""
+    if probe.weight.shape != (width,):
+        raise ValueError(
+            f"the relevance probe's weight has shape {probe.weight.shape}, but the model's "
+            f"embedding width is d={width}"
+        )
+
+
 def proximal_term(model: nn.Module, reference: Sequence[torch.Tensor]) -> torch.Tensor:
     """Return ``sum ||w - w0||^2`` over the model's trainable parameters (FedProx)."""
     pairs = zip(trainable_parameters(model), reference, strict=True)
@@ -166,6 +175,8 @@ def train_local(
         probe = relevance_probe if aso.relevance_source == "probe" else None
         if aso.relevance_source == "probe" and probe is None:
             raise ValueError("relevance-source='probe' but no relevance probe was given")
+        if probe is not None:
+            check_probe(probe, width=embedding_width_of(model))
         state = ASOState(anchors, aso, probe)
     optimizer = make_optimizer(model, train)
     proximal = None

@@ -40,6 +40,7 @@ from simulations.experiment.runner import (
     parse_list,
     parse_seeds,
     plan_runs,
+    read_finished,
     run_dir,
     seeds_of,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "parse_seeds",
     "plan_runs",
     "plot_curves",
+    "read_finished",
     "reported_keys",
     "rounds_to_target",
     "run_dir",

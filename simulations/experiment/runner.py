@@ -214,17 +214,31 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def read_finished(path: Path) -> dict[str, Any]:
+    """The metrics of the finished run whose ``metrics.json`` is ``path``.
+
+    Raises ``ValueError`` naming ``path`` if it is unreadable or not a finished run's
+    (a run writes ``wall-seconds`` last, with its ``config``).
+    """
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: {error}") from None
+    if not isinstance(metrics, dict) or not {"config", "wall-seconds"} <= metrics.keys():
+        raise ValueError(f"{path}: not a finished run's metrics (no config or wall-seconds)")
+    return metrics
+
+
 def finished_metrics(spec: RunSpec) -> dict[str, Any] | None:
     """The metrics of an earlier run of exactly ``spec`` in its folder, or None."""
     path = Path(spec.run.outputs.out_dir) / "metrics.json"
     if not path.is_file():
         return None
     try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        metrics = read_finished(path)
+    except ValueError:
         return None
-    same = metrics.get("config") == spec.run.to_flat() and "wall-seconds" in metrics
-    return metrics if same else None
+    return metrics if metrics["config"] == spec.run.to_flat() else None
 
 
 def execute_from_args(

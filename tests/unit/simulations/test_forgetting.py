@@ -4,8 +4,9 @@ import math
 
 from scipy import stats
 
+from simulations.engine import parse_pairs
 from simulations.experiment import differences_to, paired_values
-from simulations.forgetting import interval_table, phase_b_settings
+from simulations.forgetting import interval_table
 
 FIGURES = {
     ("fedavg", 0): {"a-recall-drop": 0.5, "b-answer-loss": 2.0},
@@ -45,5 +46,5 @@ def test_interval_table_gives_each_difference_with_its_t_interval():
 
 
 def test_phase_b_settings_parse_as_set_values():
-    assert phase_b_settings(["max-steps=2", "lr=0.001", "peft=lora"]) == {
+    assert parse_pairs(["max-steps=2", "lr=0.001", "peft=lora"], "--set-b") == {
         "max-steps": 2, "lr": 0.001, "peft": "lora"}  # fmt: skip

@@ -203,6 +203,11 @@ def test_probe_without_eq5_trains_without_anchors(tiny):
     with pytest.raises(ValueError, match="uses no anchors, but some were given"):
         train_local(model, data, anchors=anchors, aso=aso, train=one_step, seed=0,
                     relevance_probe=probe)  # fmt: skip
+    # A probe of another width (the server's message says d) is refused before any step.
+    narrow = RelevanceProbe(weight=probe.weight[:-1], bias=probe.bias)
+    with pytest.raises(ValueError, match=f"embedding width is d={run.model.model_width}"):
+        train_local(model, data, anchors=None, aso=aso, train=one_step, seed=0,
+                    relevance_probe=narrow)  # fmt: skip
 
 
 def test_without_eq5_the_probes_weights_do_not_depend_on_anchors():
